@@ -1,0 +1,89 @@
+"""The `rayscale` command line. Each subcommand is one `_add_*` function plus the function it runs."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+
+from rayscale.config import ConfigError
+from rayscale.data.loaders import DataError
+
+# Errors a user can fix: printed as one clear message, exit status 2, never a traceback.
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, FileNotFoundError)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train",
+        help="run iterative online DPO (the built-in offline default when no config is given)",
+        description="Run the trainer. CONFIG is a YAML file merged over the built-in default; "
+        "each key.sub=value overrides one field (values parsed as YAML: 3, 1e-4, true, [a, b]).",
+    )
+    p.add_argument("config", nargs="?", help="YAML config file (optional)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
+    p.add_argument("--dry-run", action="store_true", help="validate, resolve model and data, print the plan, exit")
+    p.set_defaults(func=_train)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rayscale.config import load_config, to_yaml
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # `rayscale train key=value` with no file
+        overrides.insert(0, config)
+        config = None
+    cfg = load_config(config, overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    from rayscale import controller
+
+    return controller.main(cfg, dry_run=args.dry_run)
+
+
+def _add_make_tiny_model(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("make-tiny-model", help="build the offline tiny model + tokenizer as an HF directory")
+    p.add_argument("out_dir")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="model.tiny fields, e.g. hidden_size=256")
+    p.set_defaults(func=_make_tiny_model)
+
+
+def _make_tiny_model(args: argparse.Namespace) -> int:
+    from rayscale.config import load_config
+    from rayscale.models import load_model, make_tiny_model, num_parameters
+
+    cfg = load_config(None, [f"model.tiny.{o}" for o in args.overrides])
+    out = make_tiny_model(args.out_dir, cfg.model.tiny)
+    print(f"wrote {out} ({num_parameters(load_model(str(out))):,} parameters, {cfg.model.tiny.arch})")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rayscale", description="Distributed online DPO on Ray that teaches LMs math from their own mistakes."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as e:
+        print(f"rayscale {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rayscale {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

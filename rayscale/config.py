@@ -1,0 +1,379 @@
+"""Typed configuration: one pydantic model per role, loaded from YAML plus `key.sub=value` overrides.
+
+Every model forbids unknown keys, so a typo fails at load time with the key's dotted path and the closest valid
+names instead of being silently ignored deep inside a Ray actor.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration problem a user can fix; the CLI prints it and exits with status 2."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------------- model
+class TinyModelConfig(_Strict):
+    """The offline student built from scratch when `model.path` is unset (see rayscale.models)."""
+
+    arch: Literal["llama", "qwen2"] = "llama"
+    hidden_size: int = Field(128, gt=0)
+    num_layers: int = Field(4, gt=0)
+    num_heads: int = Field(4, gt=0)
+    num_kv_heads: int | None = None
+    intermediate_size: int = Field(512, gt=0)
+    max_position_embeddings: int = Field(256, gt=0)
+    seed: int = 0
+
+
+class ModelConfig(_Strict):
+    path: str | None = None  # HF directory or hub id; None = build the tiny model into the run directory
+    ref_path: str | None = None  # frozen reference; None = the policy's starting weights
+    tiny: TinyModelConfig = TinyModelConfig()
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False
+
+
+# --------------------------------------------------------------------------------------------------- data
+class SyntheticTaskConfig(_Strict):
+    """Multi-step integer arithmetic with gold step-by-step solutions (rayscale.data.synthetic)."""
+
+    num_operands: int = Field(4, ge=2, le=12)  # a+b*c-d has 4 operands, 3 steps
+    operand_max: int = Field(20, ge=2)
+    operators: str = "+-*"
+    train_size: int = Field(20000, gt=0)
+    test_size: int = Field(500, gt=0)
+    seed: int = 0
+
+    @field_validator("operators")
+    @classmethod
+    def _known_operators(cls, v: str) -> str:
+        bad = set(v) - set("+-*")
+        if not v or bad:
+            raise ValueError(f"operators must be a non-empty subset of '+-*', got {v!r}")
+        return v
+
+
+class DataConfig(_Strict):
+    source: Literal["synthetic", "gsm8k", "math", "math500", "jsonl"] = "synthetic"
+    path: str | None = None  # local file/dir or hub id; None = the source's default
+    split: str = "train"
+    eval_source: Literal["synthetic", "gsm8k", "math", "math500", "jsonl"] | None = None
+    eval_path: str | None = None
+    eval_split: str = "test"
+    eval_size: int | None = Field(200, gt=0)  # held-out problems used per evaluation (None = all)
+    field_map: dict[str, str] = {}  # generic JSONL: our field -> the file's field
+    synthetic: SyntheticTaskConfig = SyntheticTaskConfig()
+    prompt_style: Literal["bare", "boxed", "answer_is"] = "bare"
+    use_chat_template: bool = True
+    max_prompt_tokens: int = Field(512, gt=0)
+
+
+# --------------------------------------------------------------------------------------------------- rollout
+class VLLMConfig(_Strict):
+    tensor_parallel_size: int = Field(1, ge=1)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    enforce_eager: bool = False
+    max_model_len: int | None = None
+    dtype: str = "auto"
+
+
+class RolloutConfig(_Strict):
+    backend: Literal["hf", "vllm"] = "hf"
+    num_workers: int = Field(1, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    temperature: float = Field(1.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(0, ge=0)  # 0 = disabled
+    max_new_tokens: int = Field(64, gt=0)
+    stop: list[str] = []
+    batch_size: int = Field(64, gt=0)  # sequences per hf generate call
+    logprobs: bool = False
+    seed: int = 0
+    vllm: VLLMConfig = VLLMConfig()
+
+
+# --------------------------------------------------------------------------------------------------- teacher
+class OpenAITeacherConfig(_Strict):
+    base_url: str = "http://127.0.0.1:8000/v1"
+    model: str = "teacher"
+    api_key_env: str = "OPENAI_API_KEY"  # the *name* of the variable; the key itself never enters a config
+    concurrency: int = Field(32, ge=1)
+    timeout_s: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0)
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: int = Field(1024, gt=0)
+
+
+class LocalTeacherConfig(_Strict):
+    model_path: str | None = None
+    backend: Literal["hf", "vllm"] = "hf"
+    max_new_tokens: int = Field(512, gt=0)
+
+
+class TeacherConfig(_Strict):
+    backend: Literal["oracle", "openai", "local"] = "oracle"
+    openai: OpenAITeacherConfig = OpenAITeacherConfig()
+    local: LocalTeacherConfig = LocalTeacherConfig()
+    prompts_dir: str | None = None  # override the packaged prompt templates
+
+
+# --------------------------------------------------------------------------------------------------- verifier
+class VerifierConfig(_Strict):
+    num_workers: int = Field(2, ge=1)
+    timeout_s: float = Field(5.0, gt=0)
+    batch_size: int = Field(64, ge=1)
+
+
+# --------------------------------------------------------------------------------------------------- learner
+class LearnerConfig(_Strict):
+    num_ranks: int = Field(2, ge=1)
+    zero_stage: Literal[0, 1, 2, 3] = 2
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_steps: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    grad_clip: float = Field(1.0, gt=0)
+    micro_batch_size: int = Field(16, ge=1)  # pairs (DPO) or sequences (SFT) per rank per forward
+    ref_mode: Literal["replicated", "zero3", "precompute"] = "precompute"
+    max_seq_len: int = Field(256, gt=0)
+    seed: int = 0
+
+
+# --------------------------------------------------------------------------------------------------- sync
+class SyncConfig(_Strict):
+    transport: Literal["broadcast", "object_store"] = "broadcast"
+    bucket_size_mb: float = Field(64.0, gt=0)
+    verify: bool = False  # checksum every bucket on both sides
+
+
+# --------------------------------------------------------------------------------------------------- algo
+class SFTStageConfig(_Strict):
+    source: Literal["none", "gold", "templates", "corrections"] = "gold"
+    steps: int = Field(900, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    num_problems: int | None = None
+
+
+class StepControlledConfig(_Strict):
+    t0: float = Field(0.7, ge=0)
+    delta: float = Field(0.1, ge=0)
+    t_max: float = Field(1.5, gt=0)
+    max_tries: int = Field(4, ge=1)
+
+
+class WeakToStrongConfig(_Strict):
+    skip_below: float = Field(0.6, ge=0, le=1)
+    overrule_at: float = Field(0.8, ge=0, le=1)
+    weak_model: str | None = None
+    weak_answers_file: str | None = None
+
+
+class AlgoConfig(_Strict):
+    iterations: int = Field(30, ge=0)
+    # One strategy name, or a weighted mix such as {"correction": 0.7, "outcome": 0.3}.
+    strategy: str | dict[str, float] = "correction"
+    samples_per_prompt: int = Field(4, ge=1)
+    prompts_per_iteration: int = Field(128, ge=1)
+    async_rollout: bool = False
+    max_staleness: int = Field(1, ge=0)
+    updates_per_iteration: int = Field(1, ge=1)
+    eval_every: int = Field(5, ge=0)
+    loss: Literal["sigmoid", "ipo", "cdpo", "dpop", "rpo", "sft"] = "rpo"
+    beta: float = Field(0.1, gt=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    dpop_lambda: float = Field(50.0, ge=0)
+    rpo_alpha: float = Field(1.0, ge=0)
+    sft: SFTStageConfig = SFTStageConfig()
+    step_controlled: StepControlledConfig = StepControlledConfig()
+    weak_to_strong: WeakToStrongConfig = WeakToStrongConfig()
+    seed: int = 0
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategies(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        names = [v] if isinstance(v, str) else list(v)
+        for name in names:
+            if name not in STRATEGIES:
+                raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+        if isinstance(v, dict) and (not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0):
+            raise ValueError("a strategy mix needs non-negative weights with a positive sum")
+        return v
+
+
+STRATEGIES = ("outcome", "correction", "step_controlled", "weak_to_strong")
+
+
+# --------------------------------------------------------------------------------------------------- cluster
+class RoleResources(_Strict):
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    resources: dict[str, float] = {}  # custom Ray resources, e.g. {"rollout_node": 0.1} for node affinity
+    strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+
+
+class ClusterConfig(_Strict):
+    address: str | None = None  # None = start a local Ray; "auto" = join the running cluster (ray job submit)
+    num_cpus: int | None = None  # for a local Ray only
+    rollout: RoleResources = RoleResources()
+    learner: RoleResources = RoleResources()
+    teacher: RoleResources = RoleResources(num_cpus=0.5)
+    verifier: RoleResources = RoleResources(num_cpus=0.5)
+
+
+# --------------------------------------------------------------------------------------------------- tracking
+class TrackingConfig(_Strict):
+    run_dir: str = "runs/default"
+    wandb: bool = True  # offline mode without WANDB_API_KEY
+    wandb_project: str = "rayscale"
+    wandb_run_name: str | None = None
+    plots: bool = True
+    progress: bool = True
+
+
+class CheckpointConfig(_Strict):
+    every: int = Field(10, ge=0)  # iterations between checkpoints; 0 = only at the end
+    resume: str = "auto"  # auto | never | a checkpoint path
+    keep_last: int = Field(2, ge=1)
+    dir: str | None = None  # default: <run_dir>/checkpoints
+
+
+# --------------------------------------------------------------------------------------------------- root
+class RayscaleConfig(_Strict):
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    teacher: TeacherConfig = TeacherConfig()
+    verifier: VerifierConfig = VerifierConfig()
+    learner: LearnerConfig = LearnerConfig()
+    sync: SyncConfig = SyncConfig()
+    algo: AlgoConfig = AlgoConfig()
+    cluster: ClusterConfig = ClusterConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> RayscaleConfig:
+        w2s = self.algo.weak_to_strong
+        if w2s.overrule_at < w2s.skip_below:
+            raise ValueError("algo.weak_to_strong.overrule_at must be >= skip_below")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------- loading
+def default_config_text() -> str:
+    return resources.files("rayscale").joinpath("configs/default.yaml").read_text()
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RayscaleConfig:
+    """The packaged default, then `path` merged over it, then each `key.sub=value` override."""
+    raw: dict[str, Any] = yaml.safe_load(default_config_text()) or {}
+    if path is not None:
+        path = Path(path)
+        try:
+            user = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        if user is not None and not isinstance(user, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(user).__name__}")
+        _deep_merge(raw, user or {})
+    for item in overrides:
+        _apply_override(raw, item)
+    return validate_config(raw, source=str(path) if path else "default config")
+
+
+def validate_config(raw: dict[str, Any], source: str = "config") -> RayscaleConfig:
+    try:
+        return RayscaleConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, raw, source)) from None
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _deep_merge(base[key], value)
+        else:
+            base[key] = value
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, text = item.partition("=")
+    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
+        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _describe(err: ValidationError, raw: dict[str, Any], source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for e in err.errors():
+        loc = [str(p) for p in e["loc"]]
+        dotted = ".".join(loc)
+        if e["type"] == "extra_forbidden":
+            valid = _valid_keys(loc[:-1])
+            close = difflib.get_close_matches(loc[-1], valid, n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            lines.append(f"  unknown key '{dotted}'{hint} (valid keys here: {', '.join(valid)})")
+        else:
+            value = e.get("input")
+            lines.append(f"  {dotted or '<root>'}: {e['msg']} (got {value!r} of type {type(value).__name__})")
+    return "\n".join(lines)
+
+
+def _valid_keys(loc: list[str]) -> list[str]:
+    model: type[BaseModel] = RayscaleConfig
+    for part in loc:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return []
+        model = annotation
+    return list(model.model_fields)
+
+
+# --------------------------------------------------------------------------------------------------- printing
+_SECRET_NAME = re.compile(r"(api_key|token|secret|password)$", re.IGNORECASE)
+
+
+def redacted(data: Any, key: str = "") -> Any:
+    """A copy for printing/logging with secret-looking values masked; `*_env` names are not secrets."""
+    if isinstance(data, dict):
+        return {k: redacted(v, k) for k, v in data.items()}
+    if isinstance(data, list):
+        return [redacted(v, key) for v in data]
+    if _SECRET_NAME.search(key) and data:
+        return "***"
+    return data
+
+
+def to_yaml(cfg: RayscaleConfig) -> str:
+    return yaml.safe_dump(redacted(cfg.model_dump(mode="json")), sort_keys=False)

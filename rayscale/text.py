@@ -1,0 +1,37 @@
+"""Small text helpers shared by data loading, prompts and answer checking (no heavy imports)."""
+
+from __future__ import annotations
+
+_BOX_COMMANDS = ("\\boxed", "\\fbox")
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` / `\\fbox{...}` (braces balanced), or None.
+
+    Also accepts the brace-less `\\boxed 5` form some models emit.
+    """
+    start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
+    if start < 0:
+        return None
+    i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
+    while i < len(text) and text[i] == " ":
+        i += 1
+    if i < len(text) and text[i] != "{":
+        end = i
+        while end < len(text) and not text[end].isspace() and text[end] not in "$":
+            end += 1
+        return text[i:end] or None
+    depth = 0
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j]
+    return None  # unbalanced: no answer rather than a guess
+
+
+def split_steps(solution: str) -> list[str]:
+    """A solution's steps: its non-empty lines, stripped. The prompts ask for one step per line."""
+    return [line.strip() for line in solution.splitlines() if line.strip()]
