@@ -1,13 +1,366 @@
 """The controller: one loop that drives rollout workers, the teacher, the verifier pool and the learner group.
 
-Today it prepares a run end to end (tiny model built, data loaded) and reports what exists; the iteration loop
-lands with the loop issue and grows here.
+Read `Trainer.run` top to bottom: it is the whole algorithm.
+
+    stage 1 (optional): SFT the student on gold solutions / teacher thought templates -> starting policy
+    for each iteration:
+        draw prompts -> roll out n samples each -> verify -> build preference pairs (strategy)
+        -> learner DPO update -> weight sync to every rollout worker -> eval every K -> checkpoint every M
+
+Everything that is not orchestration lives elsewhere: pair strategies in `rayscale.algos.pairs`, the actors in
+`rayscale.actors`, tracking in `rayscale.tracking`, controller state in `rayscale.checkpointing`.
 """
 
 from __future__ import annotations
 
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rayscale import checkpointing
+from rayscale.algos import pairs as P
 from rayscale.config import RayscaleConfig
-from rayscale.run_setup import prepare_run
+from rayscale.data import Problem
+from rayscale.data.cursor import PromptCursor
+from rayscale.prompts import format_solution, render_prompt
+from rayscale.run_setup import RunInputs, prepare_run
+from rayscale.types import PreferencePair, RolloutRequest, SFTExample
+
+
+@dataclass
+class Experience:
+    """What one iteration learns from, with the cursor state right after its prompts were drawn."""
+
+    iteration: int
+    pairs: list[PreferencePair]
+    stats: dict[str, Any]
+    cursor_state: dict[str, int]
+    times: dict[str, float] = field(default_factory=dict)
+
+
+class StageTimer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
+
+
+def _seed(*parts: int) -> int:
+    """A stable 31-bit seed from integers (Python's hash() of tuples is salted per process for str, not int)."""
+    return random.Random("-".join(map(str, parts))).getrandbits(31)
+
+
+class Trainer:
+    def __init__(self, cfg: RayscaleConfig, inputs: RunInputs):
+        self.cfg, self.inputs = cfg, inputs
+        self.run_dir = inputs.run_dir
+        self.ckpt_dir = Path(cfg.checkpoint.dir or self.run_dir / "checkpoints")
+        from rayscale.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(inputs.model_path, cfg.model.trust_remote_code)
+        self.problems: dict[str, Problem] = {p.id: p for p in inputs.train}
+
+    # ------------------------------------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        cfg = self.cfg
+        connect_ray(cfg)
+        state = checkpointing.find_resume_state(cfg.checkpoint.resume, self.ckpt_dir)
+        from rayscale.tracking import Tracker
+
+        self.tracker = Tracker(cfg, self.run_dir, resume=state is not None)
+        if state is not None:
+            self.tracker.truncate_after(state.iteration)
+            print(f"resuming from {state.path} (iteration {state.iteration}, policy v{state.policy_version})")
+
+        policy_path = self.stage1_sft() if state is None else state.start_model
+        self.start_actors(policy_path, state)
+        self.cursor = self._cursor(state)
+        self.version = state.policy_version if state else 0
+        if state is not None:
+            self.rollout.sync_from(self.learner, self.version)  # workers start from the resumed policy
+
+        first = (state.iteration if state else 0) + 1
+        if state is None and cfg.algo.eval_every:
+            self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate()})
+            print(self.tracker.console_line(self.tracker.rows[-1]))
+        last = cfg.algo.iterations
+        next_exp: Experience | None = None
+        with ThreadPoolExecutor(max_workers=1) as background:
+            for it in range(first, last + 1):
+                exp = next_exp or self.collect(it)
+                timer = StageTimer()
+                # Async: iteration it+1's rollouts run on the current weights while the learner trains on `exp`
+                # (one step off-policy); sync mode collects at the top of each iteration instead.
+                ahead = background.submit(self.collect, it + 1) if cfg.algo.async_rollout and it < last else None
+                with timer("train"):
+                    learn = self.train(exp)
+                with timer("wait_rollout"):
+                    next_exp = ahead.result() if ahead else None
+                with timer("sync"):
+                    if learn:
+                        self.version += 1
+                        self.rollout.sync_from(self.learner, self.version)
+                row = self.iteration_row(exp, learn, timer)
+                if cfg.algo.eval_every and (it % cfg.algo.eval_every == 0 or it == last):
+                    with timer("eval"):
+                        row.update(self.evaluate())
+                row["time"] = {**exp.times, **timer.times}
+                self.tracker.log(row)
+                print(self.tracker.console_line(row), flush=True)
+                if cfg.checkpoint.every and it % cfg.checkpoint.every == 0:
+                    self.save(it, exp.cursor_state)
+        if first <= last and not (cfg.checkpoint.every and last % cfg.checkpoint.every == 0):
+            self.save(last, exp.cursor_state)  # the final state, unless the loop just saved it
+        plots = self.tracker.finish()
+        self.learner.export_hf(self.run_dir / "final_model")
+        print(f"done: final policy v{self.version} in {self.run_dir / 'final_model'}; "
+              f"metrics in {self.tracker.metrics_path}; plots: {', '.join(str(p) for p in plots)}")
+        self.shutdown()
+        return 0
+
+    # ------------------------------------------------------------------------------------------------ stage 1
+    def stage1_sft(self) -> str:
+        """Supervised warm-up on gold solutions; returns the starting policy (the export, or the base model)."""
+        sft = self.cfg.algo.sft
+        out = self.run_dir / "sft_model"
+        if sft.source == "none" or sft.steps == 0:
+            return self.inputs.model_path
+        if (out / "config.json").is_file():
+            print(f"stage 1: reusing {out}")
+            return str(out)
+        examples = self.sft_examples()
+        from rayscale.actors.learner import LearnerGroup
+
+        learner_cfg = self.cfg.learner.model_copy(update={"lr": sft.lr})
+        algo_cfg = self.cfg.algo.model_copy(update={"loss": "sft"})
+        group = LearnerGroup(self.inputs.model_path, learner_cfg, algo_cfg, self.cfg.cluster.learner)
+        rng = random.Random(_seed(self.cfg.algo.seed, 1))
+        start = time.perf_counter()
+        for step in range(1, sft.steps + 1):
+            metrics = group.train_sft(rng.sample(examples, min(sft.batch_size, len(examples))))
+            if step % max(1, sft.steps // 10) == 0 or step == sft.steps:
+                print(f"stage 1 sft step {step}/{sft.steps} loss {metrics['loss']:.4f} "
+                      f"({time.perf_counter() - start:.0f}s)", flush=True)
+        group.export_hf(out)
+        group.shutdown()
+        return str(out)
+
+    def sft_examples(self) -> list[SFTExample]:
+        sft, style = self.cfg.algo.sft, self.cfg.data.prompt_style
+        if sft.source != "gold":
+            raise NotImplementedError(f"algo.sft.source={sft.source} needs the teacher stage")
+        pool = [p for p in self.inputs.train if p.gold_steps]
+        if not pool:
+            raise ValueError("algo.sft.source=gold needs problems with gold step-by-step solutions")
+        pool = pool[: sft.num_problems] if sft.num_problems else pool
+        return [SFTExample(self.prompt(p), format_solution(p.gold_steps, p.gold_answer, style), p.id) for p in pool]
+
+    # ------------------------------------------------------------------------------------------------ actors
+    def start_actors(self, policy_path: str, state) -> None:
+        from rayscale.actors.learner import LearnerGroup
+        from rayscale.actors.rollout import RolloutManager
+        from rayscale.actors.teacher import TeacherActor
+        from rayscale.actors.verifier import VerifierPool
+
+        cfg = self.cfg
+        self.policy_path = policy_path
+        self.verifier = VerifierPool(cfg.verifier.num_workers, cfg.verifier.timeout_s, cfg.cluster.verifier)
+        self.teacher = TeacherActor.options(**ray_options(cfg.cluster.teacher)).remote(cfg.teacher)
+        self.rollout = RolloutManager(policy_path, cfg.rollout, cfg.sync, cfg.cluster.rollout)
+        self.learner = LearnerGroup(policy_path, cfg.learner, cfg.algo, cfg.cluster.learner,
+                                    ref_model_path=cfg.model.ref_path or policy_path)
+        if state is not None:
+            self.learner.load_checkpoint(state.learner_dir)
+
+    def shutdown(self) -> None:
+        import ray
+
+        for actor in (self.rollout, self.learner, self.verifier):
+            actor.shutdown()
+        ray.kill(self.teacher)
+
+    # ------------------------------------------------------------------------------------------------ experience
+    def prompt(self, p: Problem) -> str:
+        return render_prompt(self.tokenizer, p.question, self.cfg.data.prompt_style, self.cfg.data.use_chat_template)
+
+    def collect(self, it: int) -> Experience:
+        """Draw prompts, roll out, verify, build pairs: everything an iteration learns from."""
+        algo, timer = self.cfg.algo, StageTimer()
+        batch = [self.inputs.train[i] for i in self.cursor.next_batch(algo.prompts_per_iteration)]
+        cursor_state = self.cursor.state_dict()
+        rng = random.Random(_seed(algo.seed, it, 2))
+        with timer("rollout"):
+            requests = [RolloutRequest(p.id, self.prompt(p), n=algo.samples_per_prompt, seed=_seed(algo.seed, it, j))
+                        for j, p in enumerate(batch)]
+            samples = self.rollout.generate(requests)
+        with timer("verify"):
+            graded = self.grade(batch, samples)
+        strategies = P.assign_strategies([p.id for p in batch], algo.strategy, rng)
+        pairs: list[PreferencePair] = []
+        stats: dict[str, Any] = {"accuracy": _mean([g.correct for gs in graded for g in gs]),
+                                 "samples": sum(len(s) for s in samples),
+                                 "tokens": sum(len(x.token_ids) for s in samples for x in s)}
+        by_strategy: dict[str, list[tuple[Problem, list[P.Graded]]]] = {}
+        for p, gs in zip(batch, graded):
+            by_strategy.setdefault(strategies[p.id], []).append((p, gs))
+        for name, group in by_strategy.items():
+            with timer(name):
+                built = getattr(self, f"pairs_{name}")(group, rng, it, stats)
+            pairs.extend(built)
+            stats[f"pairs/{name}"] = len(built)
+        stats["pairs"] = len(pairs)
+        return Experience(it, pairs, stats, cursor_state, timer.times)
+
+    def grade(self, batch: list[Problem], samples) -> list[list[P.Graded]]:
+        items = [(p.gold_answer, s.response) for p, ss in zip(batch, samples) for s in ss]
+        results = iter(self.verifier.verify(items))
+        graded = []
+        for ss in samples:
+            rows = [(s, next(results)) for s in ss]
+            graded.append([P.Graded(s, bool(r["correct"]), r.get("pred")) for s, r in rows])
+        return graded
+
+    def pairs_outcome(self, group, rng, it, stats) -> list[PreferencePair]:
+        return [pair for _, gs in group for pair in P.outcome_pairs(gs, rng)]
+
+    def pairs_correction(self, group, rng, it, stats) -> list[PreferencePair]:
+        import ray
+
+        wrong = [(p, g) for p, gs in group for g in P.wrong_samples_to_correct(gs, 2, rng)]
+        if not wrong:
+            return []
+        items = [{"problem": p, "student_solution": g.sample.response, "prompt_id": p.id} for p, g in wrong]
+        corrections = ray.get(self.teacher.correct.remote(items))
+        pairs = []
+        for (_, g), c in zip(wrong, corrections):
+            if not c.accepted:
+                key = f"teacher_rejected/{c.reject_reason}"
+                stats[key] = stats.get(key, 0) + 1
+                continue
+            pair = P.correction_pair(g.sample, c.wrong_step, "\n".join(c.corrected_steps))
+            if pair is not None:
+                pairs.append(pair)
+        return pairs
+
+    def pairs_step_controlled(self, group, rng, it, stats) -> list[PreferencePair]:
+        cfg = self.cfg.algo.step_controlled
+        pending = [g for _, gs in group for g in P._distinct([g for g in gs if g.correct])]
+        gold = {p.id: p.gold_answer for p, _ in group}
+        pairs = []
+        for attempt in range(cfg.max_tries):
+            if not pending:
+                break
+            reqs = P.step_controlled_requests(pending, cfg, rng, attempt, _seed(self.cfg.algo.seed, it, 3, attempt))
+            outs = self.rollout.generate([r for _, _, r in reqs])
+            verdicts = self.verifier.verify([(gold[g.sample.prompt_id], o[0].response) for (g, _, _), o in
+                                             zip(reqs, outs)])
+            pending = []
+            for (g, k, _), o, v in zip(reqs, outs, verdicts):
+                if v["correct"]:
+                    pending.append(g)  # still right: try again hotter
+                else:
+                    pairs.append(P.step_controlled_pair(g.sample, k, o[0]))
+        stats["step_controlled/unbroken"] = len(pending)
+        return pairs
+
+    def pairs_weak_to_strong(self, group, rng, it, stats) -> list[PreferencePair]:
+        weak = self.weak_answers()
+        pairs = []
+        for p, gs in group:
+            label, decision = P.weak_to_strong_label(gs, weak.get(p.id), self.cfg.algo.weak_to_strong)
+            stats[f"w2s/{decision}"] = stats.get(f"w2s/{decision}", 0) + 1
+            if label is not None:
+                pairs.extend(P.weak_to_strong_pairs(gs, label, rng))
+        return pairs
+
+    def weak_answers(self) -> dict[str, str]:
+        """The weak supervisor's answer per problem id: a fixed file (id -> answer JSONL) when configured."""
+        if not hasattr(self, "_weak"):
+            path = self.cfg.algo.weak_to_strong.weak_answers_file
+            from rayscale.data.loaders import iter_jsonl
+
+            self._weak = {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(path)} if path else {}
+        return self._weak
+
+    # ------------------------------------------------------------------------------------------------ learn
+    def train(self, exp: Experience) -> dict[str, Any] | None:
+        ranks = self.cfg.learner.num_ranks
+        pairs = exp.pairs[: len(exp.pairs) - len(exp.pairs) % ranks]  # equal shards per rank
+        if not pairs:
+            return None
+        metrics: dict[str, Any] = {}
+        for _ in range(self.cfg.algo.updates_per_iteration):
+            metrics = self.learner.train_dpo(pairs)
+        return metrics
+
+    def iteration_row(self, exp: Experience, learn: dict[str, Any] | None, timer: StageTimer) -> dict[str, Any]:
+        row: dict[str, Any] = {"iteration": exp.iteration, "policy_version": self.version, **exp.stats}
+        for k, v in (learn or {}).items():
+            row[f"learner/{k}"] = v
+        total = sum(exp.times.values()) + sum(timer.times.values())
+        row["tokens_per_s"] = exp.stats["tokens"] / max(exp.times.get("rollout", 0.0), 1e-9)
+        row["iteration_s"] = total
+        return row
+
+    # ------------------------------------------------------------------------------------------------ eval
+    def evaluate(self) -> dict[str, float]:
+        """Held-out accuracy: greedy (T=0) and sampled (rollout temperature), one sample each."""
+        held_out = self.inputs.eval
+        out = {}
+        for name, temperature in (("greedy", 0.0), ("sampled", self.cfg.rollout.temperature)):
+            reqs = [RolloutRequest(p.id, self.prompt(p), n=1, temperature=temperature, seed=_seed(7, j))
+                    for j, p in enumerate(held_out)]
+            samples = self.rollout.generate(reqs)
+            verdicts = self.verifier.verify([(p.gold_answer, s[0].response) for p, s in zip(held_out, samples)])
+            out[f"eval/{name}_acc"] = _mean([v["correct"] for v in verdicts])
+        return out
+
+    # ------------------------------------------------------------------------------------------------ checkpoint
+    def _cursor(self, state) -> PromptCursor:
+        if state is None:
+            return PromptCursor(len(self.inputs.train), self.cfg.algo.seed)
+        return PromptCursor.from_state(len(self.inputs.train), self.cfg.algo.seed, state.cursor)
+
+    def save(self, it: int, cursor_state: dict[str, int]) -> None:
+        path = checkpointing.checkpoint_path(self.ckpt_dir, it)
+        self.learner.save_checkpoint(path / "learner")
+        checkpointing.write_state(path, checkpointing.ControllerState(
+            iteration=it, policy_version=self.version, cursor=cursor_state, start_model=self.policy_path,
+            path=str(path), learner_dir=str(path / "learner"),
+        ))
+        checkpointing.prune(self.ckpt_dir, self.cfg.checkpoint.keep_last)
+
+
+def _mean(xs) -> float:
+    xs = list(xs)
+    return sum(map(float, xs)) / len(xs) if xs else 0.0
+
+
+def ray_options(res) -> dict[str, Any]:
+    return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "resources": dict(res.resources) or None}
+
+
+def connect_ray(cfg: RayscaleConfig) -> None:
+    """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"log_to_driver": True}
+    if cfg.cluster.address:
+        ray.init(address=cfg.cluster.address, **kwargs)
+    else:
+        ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, **kwargs)
 
 
 def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
@@ -15,12 +368,9 @@ def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     print(f"run directory : {inputs.run_dir}")
     print(f"student model : {inputs.model_path}")
     print(f"data          : {cfg.data.source} train={len(inputs.train)} held-out={len(inputs.eval)}")
+    print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
+          f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")
     if dry_run:
         print("dry run: configuration valid, nothing started")
         return 0
-    from rayscale.models import load_model, num_parameters
-
-    model = load_model(inputs.model_path, cfg.model.dtype)
-    print(f"model loaded  : {num_parameters(model):,} parameters")
-    print("the online-DPO loop is not built yet: this run stops after preparing model and data")
-    return 0
+    return Trainer(cfg, inputs).run()

@@ -35,3 +35,26 @@ def last_boxed(text: str) -> str | None:
 def split_steps(solution: str) -> list[str]:
     """A solution's steps: its non-empty lines, stripped. The prompts ask for one step per line."""
     return [line.strip() for line in solution.splitlines() if line.strip()]
+
+
+def step_starts(response: str) -> list[int]:
+    """Character offset where each step (non-empty line) of `response` starts, in order."""
+    starts, offset = [], 0
+    for line in response.splitlines(keepends=True):
+        if line.strip():
+            starts.append(offset + len(line) - len(line.lstrip()))
+        offset += len(line)
+    return starts
+
+
+def split_at_step(response: str, k: int) -> tuple[str, str]:
+    """(text before step k, text from step k on), cut exactly so prefix + rest == response.
+
+    k == number of steps gives (response, ""); the prefix keeps its trailing newline so a continuation written
+    as fresh lines follows it directly.
+    """
+    starts = step_starts(response)
+    if not 0 <= k <= len(starts):
+        raise IndexError(f"step {k} out of range for a response with {len(starts)} steps")
+    cut = starts[k] if k < len(starts) else len(response)
+    return response[:cut], response[cut:]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -84,7 +83,6 @@ def _field(row: dict[str, Any], name: str, where: str, expected: str) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------ GSM8K
-_GSM8K_FINAL = re.compile(r"####\s*(.+?)\s*$", re.S)
 
 
 def gsm8k_problem(row: dict[str, Any], where: str, index: int, split: str) -> Problem:

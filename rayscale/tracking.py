@@ -1,0 +1,116 @@
+"""Run tracking: a console line per iteration, metrics.jsonl in the run directory, wandb, and PNG plots at the end.
+
+wandb runs offline when no WANDB_API_KEY is set (the files stay in the run directory for `wandb sync`), online when
+it is, and not at all with `tracking.wandb=false`. Nothing secret is logged: the config goes through `redacted`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from rayscale.config import RayscaleConfig, redacted
+
+CONSOLE_KEYS = [  # (metric, label, format) shown on the per-iteration line when present
+    ("accuracy", "acc", "{:.3f}"),
+    ("eval/greedy_acc", "eval_greedy", "{:.3f}"),
+    ("eval/sampled_acc", "eval_sampled", "{:.3f}"),
+    ("pairs", "pairs", "{:d}"),
+    ("learner/rewards/margins", "margin", "{:+.3f}"),
+    ("learner/loss", "loss", "{:.4f}"),
+    ("tokens_per_s", "tok/s", "{:.0f}"),
+]
+
+
+class Tracker:
+    def __init__(self, cfg: RayscaleConfig, run_dir: Path, resume: bool = False):
+        self.cfg, self.run_dir = cfg, run_dir
+        self.metrics_path = run_dir / "metrics.jsonl"
+        self.rows: list[dict[str, Any]] = []
+        if resume and self.metrics_path.is_file():
+            self.rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
+        elif self.metrics_path.exists():
+            self.metrics_path.unlink()
+        self._wandb = self._start_wandb(resume) if cfg.tracking.wandb else None
+
+    def _start_wandb(self, resume: bool):
+        try:
+            import wandb
+        except ImportError:  # a declared dependency, but tracking must never stop a run
+            return None
+        mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        return wandb.init(
+            project=self.cfg.tracking.wandb_project,
+            name=self.cfg.tracking.wandb_run_name,
+            dir=str(self.run_dir),
+            mode=os.environ.get("WANDB_MODE", mode),
+            config=redacted(self.cfg.model_dump(mode="json")),
+            resume="allow" if resume else None,
+            reinit="finish_previous",
+        )
+
+    def truncate_after(self, iteration: int) -> None:
+        """Drop rows logged after the checkpoint being resumed from, so each iteration appears once."""
+        self.rows = [r for r in self.rows if r.get("iteration", -1) <= iteration]
+        self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def log(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        with self.metrics_path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row["iteration"])
+
+    @staticmethod
+    def console_line(row: dict[str, Any]) -> str:
+        parts = [f"iter {row['iteration']:>3}"]
+        for key, label, fmt in CONSOLE_KEYS:
+            if row.get(key) is not None:
+                parts.append(f"{label} {fmt.format(row[key])}")
+        times = row.get("time", {})
+        if times:
+            parts.append("| " + " ".join(f"{k} {v:.1f}s" for k, v in times.items()))
+        return "  ".join(parts)
+
+    def finish(self) -> list[Path]:
+        paths = plot_metrics(self.rows, self.run_dir) if self.cfg.tracking.plots and self.rows else []
+        if self._wandb is not None:
+            self._wandb.finish()
+        return paths
+
+
+def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """accuracy.png (rollout and held-out accuracy) and margins.png (reward margins) per iteration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def series(key: str) -> tuple[list[int], list[float]]:
+        pts = [(r["iteration"], r[key]) for r in rows if r.get(key) is not None]
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    written = []
+    for name, keys, ylabel in (
+        ("accuracy.png", ["accuracy", "eval/greedy_acc", "eval/sampled_acc"], "accuracy"),
+        ("margins.png", ["learner/rewards/margins", "learner/rewards/chosen", "learner/rewards/rejected"],
+         "reward (beta * log ratio)"),
+    ):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in keys:
+            xs, ys = series(key)
+            if xs:
+                ax.plot(xs, ys, marker="o", markersize=3, label=key)
+        ax.set_xlabel("iteration")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend()
+        path = out_dir / name
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written
