@@ -60,7 +60,34 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model]
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="accuracy of a model on GSM8K, MATH500, the synthetic task or a JSONL file",
+                       description="Greedy (or sampled) accuracy through rollout workers and the verifier pool. "
+                       "gsm8k and math500 read ../shared/data offline, else the hub.")
+    p.add_argument("--model", required=True, help="HF model directory or hub id")
+    p.add_argument("--data", required=True, help="gsm8k | math500 | synthetic | PATH.jsonl (question, gold_answer)")
+    p.add_argument("--limit", type=int, default=None, help="first N problems only")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--output", help="write one JSONL row per problem (response, pred, correct, status)")
+    p.add_argument("--prompt-style", choices=["bare", "boxed", "answer_is"],
+                   help="default: bare for synthetic, boxed otherwise")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides (rollout.*, verifier.*)")
+    p.set_defaults(func=_eval)
+
+
+def _eval(args: argparse.Namespace) -> int:
+    import json
+
+    from rayscale.config import load_config
+    from rayscale.evaluation import run_eval
+
+    style = args.prompt_style or ("bare" if args.data == "synthetic" else "boxed")
+    cfg = load_config(None, [f"data.prompt_style={style}", *args.overrides])
+    print(json.dumps(run_eval(cfg, args.model, args.data, args.limit, args.temperature, args.output), indent=2))
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -14,6 +14,8 @@ Everything that is not orchestration lives elsewhere: pair strategies in `raysca
 from __future__ import annotations
 
 import random
+import signal
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -88,16 +90,19 @@ class Trainer:
         self.version = state.policy_version if state else 0
         if state is not None:
             self.rollout.sync_from(self.learner, self.version)  # workers start from the resumed policy
-
-        first = (state.iteration if state else 0) + 1
-        if state is None and cfg.algo.eval_every:
+        elif cfg.algo.eval_every:
             self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate()})
-            print(self.tracker.console_line(self.tracker.rows[-1]))
-        last = cfg.algo.iterations
+            print(self.tracker.console_line(self.tracker.rows[-1]), flush=True)
+
+        first, last = (state.iteration if state else 0) + 1, cfg.algo.iterations
+        done, cursor_done = first - 1, self.cursor.state_dict()  # the last finished iteration and its cursor
+        stop = StopRequest.install()
         next_exp: Experience | None = None
         with ThreadPoolExecutor(max_workers=1) as background:
             for it in range(first, last + 1):
                 exp = next_exp or self.collect(it)
+                if stop.requested:  # nothing of iteration `it` has touched the policy yet
+                    break
                 timer = StageTimer()
                 # Async: iteration it+1's rollouts run on the current weights while the learner trains on `exp`
                 # (one step off-policy); sync mode collects at the top of each iteration instead.
@@ -117,14 +122,23 @@ class Trainer:
                 row["time"] = {**exp.times, **timer.times}
                 self.tracker.log(row)
                 print(self.tracker.console_line(row), flush=True)
+                done, cursor_done = it, exp.cursor_state
                 if cfg.checkpoint.every and it % cfg.checkpoint.every == 0:
-                    self.save(it, exp.cursor_state)
-        if first <= last and not (cfg.checkpoint.every and last % cfg.checkpoint.every == 0):
-            self.save(last, exp.cursor_state)  # the final state, unless the loop just saved it
+                    self.save(done, cursor_done)
+                if stop.requested:
+                    break
+        just_saved = done >= first and cfg.checkpoint.every and done % cfg.checkpoint.every == 0
+        if stop.requested or (done >= first and not just_saved):
+            self.save(done, cursor_done)  # the final state, unless the loop just saved it
         plots = self.tracker.finish()
-        self.learner.export_hf(self.run_dir / "final_model")
-        print(f"done: final policy v{self.version} in {self.run_dir / 'final_model'}; "
-              f"metrics in {self.tracker.metrics_path}; plots: {', '.join(str(p) for p in plots)}")
+        if stop.requested:
+            print(f"stopped by {stop.requested} after iteration {done}: checkpoint written to "
+                  f"{checkpointing.checkpoint_path(self.ckpt_dir, done)}; rerun with checkpoint.resume=auto "
+                  "to continue", flush=True)
+        else:
+            self.learner.export_hf(self.run_dir / "final_model")
+            print(f"done: final policy v{self.version} in {self.run_dir / 'final_model'}; "
+                  f"metrics in {self.tracker.metrics_path}; plots: {', '.join(str(p) for p in plots)}", flush=True)
         self.shutdown()
         return 0
 
@@ -315,14 +329,13 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------ eval
     def evaluate(self) -> dict[str, float]:
         """Held-out accuracy: greedy (T=0) and sampled (rollout temperature), one sample each."""
+        from rayscale.evaluation import accuracy_on
+
         held_out = self.inputs.eval
+        prompts = [self.prompt(p) for p in held_out]
         out = {}
         for name, temperature in (("greedy", 0.0), ("sampled", self.cfg.rollout.temperature)):
-            reqs = [RolloutRequest(p.id, self.prompt(p), n=1, temperature=temperature, seed=_seed(7, j))
-                    for j, p in enumerate(held_out)]
-            samples = self.rollout.generate(reqs)
-            verdicts = self.verifier.verify([(p.gold_answer, s[0].response) for p, s in zip(held_out, samples)])
-            out[f"eval/{name}_acc"] = _mean([v["correct"] for v in verdicts])
+            out[f"eval/{name}_acc"], _ = accuracy_on(self.rollout, self.verifier, held_out, prompts, temperature)
         return out
 
     # ------------------------------------------------------------------------------------------------ checkpoint
@@ -339,6 +352,32 @@ class Trainer:
             path=str(path), learner_dir=str(path / "learner"),
         ))
         checkpointing.prune(self.ckpt_dir, self.cfg.checkpoint.keep_last)
+
+
+class StopRequest:
+    """SIGTERM (what `ray job stop` sends) or Ctrl-C: finish the current stage, checkpoint, exit cleanly.
+
+    A second signal stops at once. Handlers can only be installed from the main thread; elsewhere (a test
+    driving the trainer from a thread) the request simply never arrives.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+
+    @classmethod
+    def install(cls) -> StopRequest:
+        stop = cls()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, stop._handle)
+        return stop
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+        print(f"\nreceived {self.requested}: finishing the current stage, then writing a checkpoint "
+              "(send it again to stop at once)", flush=True)
 
 
 def _mean(xs) -> float:

@@ -1,0 +1,71 @@
+"""Held-out accuracy through rollout workers and the verifier pool (used by the loop and by `rayscale eval`)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from rayscale.data import Problem
+from rayscale.types import RolloutRequest
+
+
+def accuracy_on(rollout, verifier, problems: list[Problem], prompts: list[str], temperature: float,
+                seed: int = 7) -> tuple[float, list[dict[str, Any]]]:
+    """One sample per problem at `temperature` (0 = greedy); returns accuracy and one row per problem."""
+    rng = random.Random(seed)
+    requests = [RolloutRequest(p.id, prompt, n=1, temperature=temperature, seed=rng.getrandbits(31))
+                for p, prompt in zip(problems, prompts)]
+    samples = [s[0] for s in rollout.generate(requests)]
+    verdicts = verifier.verify([(p.gold_answer, s.response) for p, s in zip(problems, samples)])
+    rows = [
+        {"id": p.id, "gold": p.gold_answer, "response": s.response, "pred": v.get("pred"),
+         "correct": bool(v["correct"]), "status": v.get("status"), "finish_reason": s.finish_reason}
+        for p, s, v in zip(problems, samples, verdicts)
+    ]
+    return (sum(r["correct"] for r in rows) / len(rows) if rows else 0.0), rows
+
+
+def load_eval_problems(data: str, limit: int | None, synthetic_cfg=None) -> list[Problem]:
+    """`gsm8k` / `math500` (the shared files offline, else the hub), `synthetic` (its test split), or a JSONL path."""
+    from rayscale.data import load_problems
+
+    if data in ("gsm8k", "math500", "math", "synthetic"):
+        return load_problems(data, split="test", limit=limit, synthetic_cfg=synthetic_cfg)
+    return load_problems("jsonl", data, limit=limit)
+
+
+def run_eval(cfg, model: str, data: str, limit: int | None, temperature: float, output: str | None) -> dict:
+    """`rayscale eval`: accuracy of one model on one dataset through the same actors the trainer uses."""
+    import json
+    import time
+
+    from rayscale.actors.rollout import RolloutManager
+    from rayscale.actors.verifier import VerifierPool
+    from rayscale.controller import connect_ray
+    from rayscale.models import load_tokenizer
+    from rayscale.prompts import render_prompt
+
+    problems = load_eval_problems(data, limit, cfg.data.synthetic)
+    tokenizer = load_tokenizer(model, cfg.model.trust_remote_code)
+    prompts = [render_prompt(tokenizer, p.question, cfg.data.prompt_style, cfg.data.use_chat_template)
+               for p in problems]
+    connect_ray(cfg)
+    rollout = RolloutManager(model, cfg.rollout, cfg.sync, cfg.cluster.rollout)
+    verifier = VerifierPool(cfg.verifier.num_workers, cfg.verifier.timeout_s, cfg.cluster.verifier)
+    try:
+        start = time.perf_counter()
+        acc, rows = accuracy_on(rollout, verifier, problems, prompts, temperature)
+        elapsed = time.perf_counter() - start
+    finally:
+        rollout.shutdown()
+        verifier.shutdown()
+    statuses: dict[str, int] = {}
+    for r in rows:
+        statuses[r["status"]] = statuses.get(r["status"], 0) + 1
+    summary = {"model": model, "data": data, "problems": len(rows), "temperature": temperature,
+               "accuracy": acc, "status_counts": statuses, "seconds": round(elapsed, 2)}
+    if output:
+        with open(output, "w") as f:
+            for r in rows:
+                f.write(json.dumps(r) + "\n")
+    return summary
