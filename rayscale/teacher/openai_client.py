@@ -41,7 +41,7 @@ class ChatResult:
     text: str | None  # the assistant message (also kept, partial, for `truncated`)
     error_reason: str | None  # None when ok; http_<status> | timeout | connection | malformed_json | bad_response | truncated
     attempts: int
-    latency_s: float  # first attempt to final outcome, backoff included
+    latency_s: float  # first send to final outcome, retries and backoff included (queueing excluded)
     finish_reason: str | None = None
 
 
@@ -152,7 +152,7 @@ class OpenAIChatClient:
     async def _one(
         self, http: httpx.AsyncClient, sem: asyncio.Semaphore, index: int, messages: Messages, params: dict
     ) -> ChatResult:
-        start = time.monotonic()
+        start: float | None = None  # first send, so queueing behind the semaphore is not counted as latency
         attempts = 0
 
         def before_sleep(state: RetryCallState) -> None:
@@ -173,14 +173,16 @@ class OpenAIChatClient:
                 with attempt:
                     attempts += 1
                     async with sem:  # held for the request only, never across a backoff sleep
+                        start = start or time.monotonic()
                         text, finish = await self._attempt(http, messages, params)
             return ChatResult(True, text, None, attempts, time.monotonic() - start, finish)
         except RequestError as e:
             log.debug("teacher request %d failed after %d attempt(s): %s", index, attempts, e.reason)
-            return ChatResult(False, e.text, e.reason, attempts, time.monotonic() - start)
+            return ChatResult(False, e.text, e.reason, attempts, time.monotonic() - (start or time.monotonic()))
         except Exception as e:  # a bug must not sink the other requests of the batch; its type names it
             log.warning("teacher request %d: unexpected %s", index, type(e).__name__)
-            return ChatResult(False, None, f"unexpected_{type(e).__name__}", attempts, time.monotonic() - start)
+            elapsed = time.monotonic() - (start or time.monotonic())
+            return ChatResult(False, None, f"unexpected_{type(e).__name__}", attempts, elapsed)
 
     async def _attempt(self, http: httpx.AsyncClient, messages: Messages, params: dict) -> tuple[str, str | None]:
         body = {
