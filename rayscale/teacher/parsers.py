@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from rayscale.text import last_boxed
 
 _FENCE = re.compile(r"^\s*```[\w-]*\s*$", re.MULTILINE)
-_NONE_WORDS = re.compile(r"\b(none|no\s+(?:error|mistake|incorrect)|n/?a|all\s+(?:steps\s+)?(?:are\s+)?correct|null)\b", re.I)
+_NONE_WORDS = re.compile(r"\b(none|no\s+(?:error|mistake|incorrect)|n/?a|all\s+(?:steps\s+)?(?:are\s+)?correct|null)\b", re.IGNORECASE)
 _ORDINALS = {w: i for i, w in enumerate(
-    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth".split(), start=1)}
-_LINE_LABEL = re.compile(r"^\s*(?:step\s*\d+\s*[:.)\-–]|\d+\s*[.)]\s|[-*•]\s)\s*", re.I)
+    ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth", "eleventh", "twelfth"], start=1)}
+_LINE_LABEL = re.compile(r"^\s*(?:step\s*\d+\s*[:.)\-–]|\d+\s*[.)]\s|[-*•]\s)\s*", re.IGNORECASE)
 
 
 def _tag(words: str) -> str:
@@ -33,14 +33,14 @@ def _clean(text: str) -> str:
 def tag_section(text: str, name: str, stop_tags: tuple[str, ...] = ()) -> str | None:
     """Content of `<name>...</name>`; without the closing tag, up to the next opening stop tag or the end."""
     tag = _tag(name)
-    opening = re.search(rf"<\s*{tag}\s*>", text, re.I)
+    opening = re.search(rf"<\s*{tag}\s*>", text, re.IGNORECASE)
     if not opening:
         return None
     rest = text[opening.end():]
-    closing = re.search(rf"<\s*/\s*{tag}\s*>", rest, re.I)
+    closing = re.search(rf"<\s*/\s*{tag}\s*>", rest, re.IGNORECASE)
     end = closing.start() if closing else len(rest)
     for stop in stop_tags:
-        m = re.search(rf"<\s*{_tag(stop)}\s*>", rest[:end], re.I)
+        m = re.search(rf"<\s*{_tag(stop)}\s*>", rest[:end], re.IGNORECASE)
         if m:
             end = m.start()
     return rest[:end].strip()
@@ -49,18 +49,18 @@ def tag_section(text: str, name: str, stop_tags: tuple[str, ...] = ()) -> str | 
 def label_section(text: str, labels: tuple[str, ...], all_labels: tuple[str, ...]) -> str | None:
     """`Label: value` form: the value and the lines after it up to the next known label line."""
     label_re = "|".join(labels)
-    m = re.search(rf"^[\s#>*]*(?:{label_re})\s*\**\s*[:：]\**\s*", text, re.I | re.M)
+    m = re.search(rf"^[\s#>*]*(?:{label_re})\s*\**\s*[:：]\**\s*", text, re.IGNORECASE | re.MULTILINE)
     if not m:
         return None
     rest = text[m.end():]
-    nxt = re.search(rf"^[\s#>*]*(?:{'|'.join(all_labels)})\s*\**\s*[:：]", rest, re.I | re.M)
+    nxt = re.search(rf"^[\s#>*]*(?:{'|'.join(all_labels)})\s*\**\s*[:：]", rest, re.IGNORECASE | re.MULTILINE)
     return rest[: nxt.start() if nxt else len(rest)].strip().strip("*").strip()
 
 
 def parse_step_number(text: str) -> int | None | str:
     """A 1-based step number from `3`, `Step 3`, `step #3: ...`, `the third step`; "none" for no error; None."""
     m = re.search(r"-?\d+", text)
-    ordinal = re.search(rf"\b({'|'.join(_ORDINALS)})\b", text, re.I)
+    ordinal = re.search(rf"\b({'|'.join(_ORDINALS)})\b", text, re.IGNORECASE)
     if m and (not ordinal or m.start() < ordinal.start()):
         return int(m.group())
     if ordinal:
@@ -102,18 +102,21 @@ def _section(text: str, tag: str, labels: tuple[str, ...], all_labels: tuple[str
     return found if found is not None else label_section(text, labels, all_labels)
 
 
+def _other_tags(tag: str) -> tuple[str, ...]:
+    return tuple(t for t in _CORR_TAGS if t != tag)
+
+
 def parse_correction(text: str) -> ParsedCorrection | None:
     """(k, explanation, corrected lines) from a correct-task reply; None if no step index can be read."""
     text = _clean(text)
-    others = lambda t: tuple(x for x in _CORR_TAGS if x != t)  # noqa: E731
-    step_text = _section(text, "IncorrectStep", _CORR_LABELS["step"], _ALL_CORR_LABELS, others("IncorrectStep"))
+    step_text = _section(text, "IncorrectStep", _CORR_LABELS["step"], _ALL_CORR_LABELS, _other_tags("IncorrectStep"))
     if step_text is None:
         return None
     number = parse_step_number(step_text)
     if number is None:
         return None
-    explanation = _section(text, "Explanation", _CORR_LABELS["explanation"], _ALL_CORR_LABELS, others("Explanation"))
-    correction = _section(text, "Correction", _CORR_LABELS["correction"], _ALL_CORR_LABELS, others("Correction"))
+    explanation = _section(text, "Explanation", _CORR_LABELS["explanation"], _ALL_CORR_LABELS, _other_tags("Explanation"))
+    correction = _section(text, "Correction", _CORR_LABELS["correction"], _ALL_CORR_LABELS, _other_tags("Correction"))
     if number == "none":
         return ParsedCorrection(None, explanation or "", [])
     return ParsedCorrection(int(number) - 1, " ".join((explanation or "").split()), clean_lines(correction or ""))
@@ -123,7 +126,7 @@ def parse_correction(text: str) -> ParsedCorrection | None:
 _VERDICT = re.compile(
     r"step\s*#?\s*(\d+)\b[^\n]*?[:\-–=]\s*\**\s*"
     r"(not\s+correct|incorrect|wrong|false|error|no|✗|✘|❌|correct|right|true|yes|okay|ok|✓|✔|✅)(?![a-z])",
-    re.I,
+    re.IGNORECASE,
 )
 _NEGATIVE = {"not correct", "incorrect", "wrong", "false", "error", "no", "✗", "✘", "❌"}
 
@@ -170,8 +173,8 @@ def parse_localisation(text: str, num_steps: int) -> ParsedLocalisation | None:
 
 
 # ------------------------------------------------------------------------------------------------ thought template
-_STEP_OPEN = re.compile(r"<\s*step\s*(\d+)\s*>", re.I)
-_STEP_END = re.compile(r"<\s*/\s*step\s*\d*\s*>|<\s*step\s*\d+\s*>|<\s*generali[sz]ed\s*>|<\s*answer\s*>", re.I)
+_STEP_OPEN = re.compile(r"<\s*step\s*(\d+)\s*>", re.IGNORECASE)
+_STEP_END = re.compile(r"<\s*/\s*step\s*\d*\s*>|<\s*step\s*\d+\s*>|<\s*generali[sz]ed\s*>|<\s*answer\s*>", re.IGNORECASE)
 
 
 @dataclass
@@ -191,9 +194,9 @@ def parse_thought_template(text: str) -> ParsedThoughtTemplate | None:
         end = _STEP_END.search(rest)
         block = rest[: end.start() if end else len(rest)]
         key = tag_section(block, "Key")
-        key_open = re.search(r"<\s*key\s*>", block, re.I)
+        key_open = re.search(r"<\s*key\s*>", block, re.IGNORECASE)
         step_text = block[: key_open.start()] if key_open else block
-        key_close = re.search(r"<\s*/\s*key\s*>", block, re.I)
+        key_close = re.search(r"<\s*/\s*key\s*>", block, re.IGNORECASE)
         if key_close:  # text after </Key> still belongs to the step
             step_text += " " + block[key_close.end():]
         step = " ".join(step_text.split())
