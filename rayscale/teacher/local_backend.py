@@ -37,6 +37,7 @@ class HFChatBackend:
         self.cfg = cfg
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer.padding_side = "left"  # batched generation continues every prompt from its last token
         self.model = load_model(model_path, cfg.dtype, self.device).eval()
 
     def _render(self, messages: Messages) -> str:

@@ -124,7 +124,7 @@ class Teacher:
             read_out = read(item)
             if isinstance(read_out, str):
                 log.warning("teacher %s: item %d rejected: %s", task, i, read_out)
-                pid = item.get("prompt_id", "") if isinstance(item, dict) else ""
+                pid = (item.get("prompt_id") or item.get("id") or "") if isinstance(item, dict) else ""
                 out[i] = reject(str(pid), BAD_ITEM)
             else:
                 valid.append(read_out)
