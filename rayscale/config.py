@@ -140,9 +140,11 @@ class TeacherConfig(_Strict):
 
 # --------------------------------------------------------------------------------------------------- verifier
 class VerifierConfig(_Strict):
-    num_workers: int = Field(2, ge=1)
-    timeout_s: float = Field(5.0, gt=0)
-    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(2, ge=1)  # Ray actors in the pool
+    timeout_s: float = Field(5.0, gt=0)  # hard wall-clock limit per response; the worker process is killed after it
+    batch_size: int = Field(64, ge=1)  # responses per chunk sent to one actor
+    procs_per_worker: int = Field(1, ge=1)  # verifier processes per actor
+    memory_limit_mb: int = Field(4096, ge=0)  # address-space cap per verifier process (0 = none)
 
 
 # --------------------------------------------------------------------------------------------------- learner
