@@ -87,7 +87,48 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model, _add_eval]
+def _add_verify(sub: argparse._SubParsersAction) -> None:
+    from rayscale.config import VerifierConfig
+
+    defaults = VerifierConfig()
+    p = sub.add_parser(
+        "verify",
+        help="grade a JSONL file of responses against gold answers",
+        description="Read rows {\"gold\": str, \"response\": str, ...}; write the same rows plus pred, correct and "
+        "status (ok, no_answer, timeout, error). Each response gets a hard timeout in a worker process.",
+    )
+    p.add_argument("--input", required=True, metavar="IN.jsonl")
+    p.add_argument("--output", required=True, metavar="OUT.jsonl")
+    p.add_argument("--workers", type=_positive(int), default=defaults.num_workers, help="worker processes (default %(default)s)")
+    p.add_argument("--timeout", type=_positive(float), default=defaults.timeout_s,
+                   help="seconds per response before its worker is killed (default %(default)s)")
+    p.add_argument("--memory-limit-mb", type=int, default=defaults.memory_limit_mb,
+                   help="address-space cap per worker process, 0 = none (default %(default)s)")
+    p.add_argument("--ray", action="store_true",
+                   help="run on a Ray VerifierPool (joins the cluster in RAY_ADDRESS, else starts a local one)")
+    p.set_defaults(func=_verify)
+
+
+def _positive(kind: type) -> Callable[[str], float]:
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    return parse
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from rayscale.verify.batch import verify_file
+
+    summary = verify_file(args.input, args.output, args.workers, args.timeout, args.ray, args.memory_limit_mb)
+    print(summary.format())
+    print(f"wrote {args.output}")
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model, _add_verify, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -115,12 +115,20 @@ class OpenAITeacherConfig(_Strict):
     max_retries: int = Field(5, ge=0)
     temperature: float = Field(0.0, ge=0)
     max_tokens: int = Field(1024, gt=0)
+    # Retries: exponential backoff with full jitter between backoff_initial_s and backoff_max_s; a server's
+    # Retry-After (seconds or HTTP date) is honoured instead, capped at retry_after_max_s.
+    backoff_initial_s: float = Field(0.5, gt=0)
+    backoff_max_s: float = Field(30.0, gt=0)
+    retry_after_max_s: float = Field(120.0, ge=0)
 
 
 class LocalTeacherConfig(_Strict):
     model_path: str | None = None
     backend: Literal["hf", "vllm"] = "hf"
     max_new_tokens: int = Field(512, gt=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    batch_size: int = Field(8, gt=0)  # prompts per hf generate call
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
 
 
 class TeacherConfig(_Strict):
@@ -132,9 +140,11 @@ class TeacherConfig(_Strict):
 
 # --------------------------------------------------------------------------------------------------- verifier
 class VerifierConfig(_Strict):
-    num_workers: int = Field(2, ge=1)
-    timeout_s: float = Field(5.0, gt=0)
-    batch_size: int = Field(64, ge=1)
+    num_workers: int = Field(2, ge=1)  # Ray actors in the pool
+    timeout_s: float = Field(5.0, gt=0)  # hard wall-clock limit per response; the worker process is killed after it
+    batch_size: int = Field(64, ge=1)  # responses per chunk sent to one actor
+    procs_per_worker: int = Field(1, ge=1)  # verifier processes per actor
+    memory_limit_mb: int = Field(4096, ge=0)  # address-space cap per verifier process (0 = none)
 
 
 # --------------------------------------------------------------------------------------------------- learner

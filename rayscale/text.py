@@ -13,6 +13,15 @@ def last_boxed(text: str) -> str | None:
     start = max(text.rfind(cmd) for cmd in _BOX_COMMANDS)
     if start < 0:
         return None
+    found = boxed_at(text, start)
+    return found[0] if found else None
+
+
+def boxed_at(text: str, start: int) -> tuple[str, int] | None:
+    """(content, end index) of the box command starting at `start`; None if its braces never close.
+
+    Linear in the box's length whatever the nesting, so hostile inputs (thousands of nested braces) stay cheap.
+    """
     i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
     while i < len(text) and text[i] == " ":
         i += 1
@@ -20,7 +29,7 @@ def last_boxed(text: str) -> str | None:
         end = i
         while end < len(text) and not text[end].isspace() and text[end] not in "$":
             end += 1
-        return text[i:end] or None
+        return (text[i:end], end) if end > i else None
     depth = 0
     for j in range(i, len(text)):
         if text[j] == "{":
@@ -28,7 +37,7 @@ def last_boxed(text: str) -> str | None:
         elif text[j] == "}":
             depth -= 1
             if depth == 0:
-                return text[i + 1 : j]
+                return text[i + 1 : j], j + 1
     return None  # unbalanced: no answer rather than a guess
 
 

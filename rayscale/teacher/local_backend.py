@@ -1,0 +1,99 @@
+"""A teacher model run inside the teacher actor: HF generate (any device) or vLLM (GPU), greedy decoding.
+
+Same contract as the API client: one `ChatResult` per conversation, in order, never raising. A reply that hits
+`max_new_tokens` is reported as `truncated` (its partial text kept), exactly as the API client reports
+finish_reason "length".
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from rayscale.config import LocalTeacherConfig
+from rayscale.teacher.openai_client import ChatResult, Messages
+
+log = logging.getLogger(__name__)
+
+
+def _result(text: str, finished: bool, latency_s: float) -> ChatResult:
+    if finished:
+        return ChatResult(True, text, None, 1, latency_s, "stop")
+    return ChatResult(False, text, "truncated", 1, latency_s, "length")
+
+
+def _failed(n: int, error: Exception, latency_s: float) -> list[ChatResult]:
+    log.exception("local teacher: generation failed")
+    return [ChatResult(False, None, f"generate_error_{type(error).__name__}", 1, latency_s) for _ in range(n)]
+
+
+class HFChatBackend:
+    def __init__(self, model_path: str, cfg: LocalTeacherConfig):
+        import torch
+
+        from rayscale.models import load_model, load_tokenizer
+
+        self.cfg = cfg
+        self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer.padding_side = "left"  # batched generation continues every prompt from its last token
+        self.model = load_model(model_path, cfg.dtype, self.device).eval()
+
+    def _render(self, messages: Messages) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n"
+
+    def complete(self, conversations: Sequence[Messages]) -> list[ChatResult]:
+        out: list[ChatResult] = []
+        step = self.cfg.batch_size
+        for i in range(0, len(conversations), step):
+            batch = conversations[i : i + step]
+            start = time.monotonic()
+            try:
+                out += self._generate(batch, start)
+            except Exception as e:  # an OOM or a bad prompt costs this batch only
+                out += _failed(len(batch), e, time.monotonic() - start)
+        return out
+
+    def _generate(self, batch: Sequence[Messages], start: float) -> list[ChatResult]:
+        import torch
+
+        tok = self.tokenizer
+        enc = tok([self._render(m) for m in batch], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(self.device)
+        with torch.no_grad():
+            generated = self.model.generate(
+                **enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+            )
+        new_tokens = generated[:, enc["input_ids"].shape[1] :].tolist()
+        latency = time.monotonic() - start
+        results = []
+        for row in new_tokens:
+            finished = tok.eos_token_id in row
+            if finished:
+                row = row[: row.index(tok.eos_token_id)]
+            results.append(_result(tok.decode(row, skip_special_tokens=True), finished, latency))
+        return results
+
+
+class VLLMChatBackend:
+    def __init__(self, model_path: str, cfg: LocalTeacherConfig):
+        from vllm import LLM, SamplingParams
+
+        self.llm = LLM(model=model_path, dtype=cfg.dtype if cfg.dtype != "auto" else "auto")
+        self.params = SamplingParams(temperature=0.0, max_tokens=cfg.max_new_tokens)
+
+    def complete(self, conversations: Sequence[Messages]) -> list[ChatResult]:
+        start = time.monotonic()
+        try:
+            outputs = self.llm.chat(list(conversations), self.params, use_tqdm=False)
+        except Exception as e:
+            return _failed(len(conversations), e, time.monotonic() - start)
+        latency = time.monotonic() - start
+        return [_result(o.outputs[0].text, o.outputs[0].finish_reason != "length", latency) for o in outputs]
+
+
+def make_local_backend(model_path: str, cfg: LocalTeacherConfig):
+    return VLLMChatBackend(model_path, cfg) if cfg.backend == "vllm" else HFChatBackend(model_path, cfg)

@@ -1,0 +1,117 @@
+"""The verifier worker process: `python -m rayscale.verify.worker FD SUPERVISOR_PID MEMORY_LIMIT_MB`.
+
+Started by rayscale.verify.isolation with a fresh interpreter (never a fork of a process that may hold Ray or torch
+threads). It reads task chunks from a socket and answers one message per item; the supervisor owns the clock and
+kills this process when an item overruns. It also dies with its supervisor: the kernel's parent-death signal on
+Linux, and a watchdog thread everywhere.
+
+Messages (pickled by multiprocessing.connection, from the trusted supervisor only):
+  in : ("run", task, [(index, args), ...]) | ("stop",)
+  out: ("ready", pid) | ("pred", index, pred) | ("done", index, ("ok", value) | ("error", reason), compute_s)
+task "verify" takes (gold, response) and reports the extracted answer before comparing, so a timeout still knows
+it; any other task is "module:function", called as function(*args).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+import time
+from multiprocessing.connection import Connection
+
+
+def main(argv: list[str]) -> int:
+    fd, supervisor_pid, memory_limit_mb = int(argv[0]), int(argv[1]), int(argv[2])
+    _die_with(supervisor_pid)
+    _limit_memory(memory_limit_mb)
+    conn = Connection(fd)
+    _warm_up()
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return 0  # supervisor gone
+        if message[0] == "stop":
+            return 0
+        _, task, chunk = message
+        for index, args in chunk:
+            start = time.perf_counter()
+            result = _run(task, index, args, conn)
+            conn.send(("done", index, result, time.perf_counter() - start))
+
+
+def _run(task: str, index: int, args: tuple, conn: Connection) -> tuple[str, object]:
+    try:
+        if task == "verify":
+            return "ok", _verify(index, *args, conn=conn)
+        module, _, name = task.partition(":")
+        return "ok", getattr(importlib.import_module(module), name)(*args)
+    except MemoryError:
+        return "error", "out of memory (worker memory limit)"
+    except RecursionError:
+        return "error", "nested too deeply"
+    except Exception as e:  # noqa: BLE001 - reported as this item's error, the worker lives on
+        return "error", f"{type(e).__name__}: {str(e)[:200]}"
+
+
+def _verify(index: int, gold: str, response: str, conn: Connection) -> dict:
+    from rayscale.verify import extract_answer, is_equivalent
+
+    pred = extract_answer(response)
+    conn.send(("pred", index, pred))
+    if pred is None:
+        return {"correct": False, "pred": None, "status": "no_answer", "reason": "no final answer found"}
+    verdict = is_equivalent(gold, pred)
+    return {"correct": verdict.correct, "pred": pred, "status": verdict.status, "reason": verdict.reason}
+
+
+def _warm_up() -> None:
+    """Import and exercise the parser once so the first real item does not pay for it."""
+    from rayscale.verify import is_equivalent
+
+    is_equivalent("\\sqrt{2}", "x")
+
+
+def _die_with(supervisor_pid: int) -> None:
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+            import signal
+
+            pr_set_pdeathsig = 1
+            ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+        except Exception:  # noqa: BLE001, S110 - the watchdog below still covers it
+            pass
+
+    def watchdog() -> None:
+        while True:
+            if os.getppid() != supervisor_pid:
+                os._exit(0)
+            time.sleep(0.5)
+
+    if os.getppid() != supervisor_pid:
+        os._exit(0)  # the supervisor died before we got here
+    threading.Thread(target=watchdog, name="supervisor-watchdog", daemon=True).start()
+
+
+def _limit_memory(limit_mb: int) -> None:
+    """Address-space cap so an exploding sympy expansion raises MemoryError here instead of swapping the host."""
+    if limit_mb <= 0:
+        return
+    try:
+        import resource
+
+        limit = limit_mb * 1024 * 1024
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        if hard != resource.RLIM_INFINITY:
+            limit = min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not supported here (e.g. macOS RLIMIT_AS); the timeout still bounds the work
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
