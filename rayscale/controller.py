@@ -84,8 +84,9 @@ class Trainer:
             self.tracker.truncate_after(state.iteration)
             print(f"resuming from {state.path} (iteration {state.iteration}, policy v{state.policy_version})")
 
+        self.start_support_actors()
         policy_path = self.stage1_sft() if state is None else state.start_model
-        self.start_actors(policy_path, state)
+        self.start_policy_actors(policy_path, state)
         self.cursor = self._cursor(state)
         self.version = state.policy_version if state else 0
         if state is not None:
@@ -170,26 +171,66 @@ class Trainer:
         return str(out)
 
     def sft_examples(self) -> list[SFTExample]:
+        """Stage-1 targets: gold solutions, the teacher's thought templates (SuperCorrect's HSFT), or the
+        teacher's accepted corrections of the base model's own wrong solutions (LEMA)."""
+        import ray
+
         sft, style = self.cfg.algo.sft, self.cfg.data.prompt_style
-        if sft.source != "gold":
-            raise NotImplementedError(f"algo.sft.source={sft.source} needs the teacher stage")
-        pool = [p for p in self.inputs.train if p.gold_steps]
-        if not pool:
-            raise ValueError("algo.sft.source=gold needs problems with gold step-by-step solutions")
-        pool = pool[: sft.num_problems] if sft.num_problems else pool
-        return [SFTExample(self.prompt(p), format_solution(p.gold_steps, p.gold_answer, style), p.id) for p in pool]
+        pool = self.inputs.train[: sft.num_problems] if sft.num_problems else self.inputs.train
+        if sft.source == "gold":
+            pool = [p for p in pool if p.gold_steps]
+            if not pool:
+                raise ValueError("algo.sft.source=gold needs problems with gold step-by-step solutions")
+            return [SFTExample(self.prompt(p), format_solution(p.gold_steps, p.gold_answer, style), p.id)
+                    for p in pool]
+        if sft.source == "templates":
+            templates = ray.get(self.teacher.thought_templates.remote(pool))
+            return [SFTExample(self.prompt(p), t.to_text(), p.id) for p, t in zip(pool, templates) if t.accepted]
+        # corrections: sample the base model once per problem, keep what is right, correct what is wrong
+        from rayscale.actors.rollout import RolloutManager
+
+        base = RolloutManager(self.inputs.model_path, self.cfg.rollout, self.cfg.sync, self.cfg.cluster.rollout)
+        try:
+            samples = base.generate([RolloutRequest(p.id, self.prompt(p), seed=_seed(self.cfg.algo.seed, 5, j))
+                                     for j, p in enumerate(pool)])
+        finally:
+            base.shutdown()
+        graded = self.grade(pool, samples)
+        wrong = [(p, gs[0]) for p, gs in zip(pool, graded) if not gs[0].correct]
+        corrections = self.correct(wrong)
+        examples = [SFTExample(self.prompt(p), gs[0].sample.response, p.id) for p, gs in zip(pool, graded)
+                    if gs[0].correct]
+        examples += [SFTExample(self.prompt(p), c.corrected_solution, p.id)
+                     for (p, _), c in zip(wrong, corrections) if c.accepted]
+        if not examples:
+            raise ValueError("algo.sft.source=corrections: no correct samples and no accepted corrections")
+        return examples
+
+    def correct(self, wrong: list[tuple[Problem, P.Graded]]) -> list:
+        """The teacher's corrections of wrong samples, in order (rejected ones carry their reason)."""
+        import ray
+
+        items = [{"problem": p, "student_solution": g.sample.response, "prompt_id": p.id,
+                  "style": self.cfg.data.prompt_style} for p, g in wrong]
+        return ray.get(self.teacher.correct.remote(items)) if items else []
 
     # ------------------------------------------------------------------------------------------------ actors
-    def start_actors(self, policy_path: str, state) -> None:
-        from rayscale.actors.learner import LearnerGroup
-        from rayscale.actors.rollout import RolloutManager
+    def start_support_actors(self) -> None:
+        """The verifier pool and the teacher: stage 1 may already need them."""
         from rayscale.actors.teacher import TeacherActor
         from rayscale.actors.verifier import VerifierPool
 
         cfg = self.cfg
-        self.policy_path = policy_path
         self.verifier = VerifierPool(cfg.verifier.num_workers, cfg.verifier.timeout_s, cfg.cluster.verifier)
         self.teacher = TeacherActor.options(**ray_options(cfg.cluster.teacher)).remote(cfg.teacher)
+
+    def start_policy_actors(self, policy_path: str, state) -> None:
+        """Rollout workers and the learner group, both built from the starting policy."""
+        from rayscale.actors.learner import LearnerGroup
+        from rayscale.actors.rollout import RolloutManager
+
+        cfg = self.cfg
+        self.policy_path = policy_path
         self.rollout = RolloutManager(policy_path, cfg.rollout, cfg.sync, cfg.cluster.rollout)
         self.learner = LearnerGroup(policy_path, cfg.learner, cfg.algo, cfg.cluster.learner,
                                     ref_model_path=cfg.model.ref_path or policy_path)
@@ -248,15 +289,9 @@ class Trainer:
         return [pair for _, gs in group for pair in P.outcome_pairs(gs, rng)]
 
     def pairs_correction(self, group, rng, it, stats) -> list[PreferencePair]:
-        import ray
-
         wrong = [(p, g) for p, gs in group for g in P.wrong_samples_to_correct(gs, 2, rng)]
-        if not wrong:
-            return []
-        items = [{"problem": p, "student_solution": g.sample.response, "prompt_id": p.id} for p, g in wrong]
-        corrections = ray.get(self.teacher.correct.remote(items))
         pairs = []
-        for (_, g), c in zip(wrong, corrections):
+        for (_, g), c in zip(wrong, self.correct(wrong)):
             if not c.accepted:
                 key = f"teacher_rejected/{c.reject_reason}"
                 stats[key] = stats.get(key, 0) + 1
