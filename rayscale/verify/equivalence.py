@@ -210,13 +210,17 @@ def _compare_symbolic(g: str, p: str) -> Verdict:
 
 
 def _compare_constants(a, b) -> Verdict:
-    """Two constant expressions: equal iff they agree to 30 significant digits at 50-digit precision.
+    """Two constant expressions: sympy decides their difference is zero or not when it can (exactly); otherwise
+    they are equal iff they agree to 30 significant digits at 50-digit precision.
 
     math-verify compares constants after rounding to 6 decimals, so 1/2^99 "equals" 1/2^98; a relative tolerance
     of 1e-30 separates any two distinct closed forms a contest answer can take.
     """
     import sympy
 
+    zero = (a - b).is_zero
+    if zero is not None:
+        return Verdict(bool(zero), "symbolically equal" if zero else "symbolically different")
     av, bv = a.evalf(50), b.evalf(50)
     if not (av.is_finite and bv.is_finite):
         return Verdict(bool(a == b), "non-finite value")
