@@ -62,6 +62,8 @@ TRICKY = [
     ("1000000", "1,000,000", True),
     (r"10{,}000", "10000", True),
     (r"1,\!000", "1000", True),
+    (r"11,\! 111,\! 111,\! 100", "11111111100", True),
+    (r"\$32,\!348", "32348", True),
     (r"\$10", "10", True),
     ("5", r"5\text{ cm}", True),
     ("5", r"5\text{ cm}^2", True),
@@ -111,6 +113,9 @@ TRICKY = [
     (r"\pm 3", r"\pm 3", True),
     (r"1 \pm \sqrt{2}", r"1+\sqrt{2}, 1-\sqrt{2}", True),
     (r"\frac{1 \pm \sqrt{5}}{2}", r"\frac{1+\sqrt5}{2}, \frac{1-\sqrt5}{2}", True),
+    (r"\{1\pm\sqrt{5},-2\}", r"-2, 1+\sqrt5, 1-\sqrt5", True),  # MATH500: the pair expands inside the set
+    (r"1, \pm 2", "2, 1, -2", True),
+    (r"x = \pm 3", "x=3, x=-3", True),
     # assignments and equations
     ("x=3", "3", True),
     ("3", "x = 3", True),
