@@ -82,7 +82,7 @@ def run_pool(items: list[dict], workers: int, timeout_s: float) -> tuple[list[di
 
     from rayscale.actors.verifier import VerifierPool
 
-    ray.init(num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=max(2, workers), include_dashboard=False, log_to_driver=False)
     start = time.perf_counter()
     pool = VerifierPool(workers, timeout_s)
     startup = time.perf_counter() - start

@@ -62,11 +62,12 @@ def test_missing_input_and_bad_flags(tmp_path, capsys):
 
 
 @pytest.mark.ray
-def test_verify_on_a_ray_pool(tmp_path, capsys):
-    """`--ray` with no cluster running: the pool starts a local Ray and shuts it down again."""
+def test_verify_on_a_ray_pool(tmp_path, capsys, monkeypatch):
+    """`--ray` with no cluster given: the pool starts a local Ray and shuts it down again."""
     ray = pytest.importorskip("ray")
     if ray.is_initialized():
         pytest.skip("needs no Ray running in this process")
+    monkeypatch.setenv("RAY_ADDRESS", "local")  # never join another process's cluster on this host
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     _write(src, [{"gold": "1/2", "response": "\\boxed{0.5}"}, {"gold": "2", "response": "\\boxed{3}"}])
     assert main(["verify", "--input", str(src), "--output", str(dst), "--workers", "1", "--ray"]) == 0

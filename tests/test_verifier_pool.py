@@ -18,7 +18,8 @@ HANG = ("(x+1)^{9000}", "\\boxed{x^{9000}+1}")  # sympy grinds on this for minut
 @pytest.fixture(scope="module")
 def ray_driver():
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # address="local": a cluster of our own, even when another process on this host runs one
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
