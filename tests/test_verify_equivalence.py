@@ -137,6 +137,9 @@ TRICKY = [
     (r"\text{(B)}", "(B) 42", True),
     (r"\text{(B)}", "C", False),
     ("C", r"\textbf{(C)}", True),
+    ("B", "B. 42", True),
+    ("A", "A + B", False),
+    (r"2\frac{1}{0}", "3", False),
     # nothing sensible
     ("5", "", False),
     ("5", "five", False),

@@ -76,13 +76,14 @@ def _compare_answers(gold: str, pred: str) -> Verdict:
 
 
 _CHOICE = re.compile(r"\(?([A-J])\)?")
-_CHOICE_LOOSE = re.compile(r"\(?([A-J])\)?(?:[\s.:)].*)?", re.DOTALL)
+_CHOICE_RESTATED = re.compile(r"(?:\(([A-J])\)|([A-J])[.:)])\s.*", re.DOTALL)  # `(B) 42`, `B. 42`, `B: 42`
 
 
 def choice_letter(s: str, loose: bool = False) -> str | None:
     """`B` for `B`, `(B)`; with loose=True also for `(B) 42`, `B. 42` (a prediction may restate the option)."""
-    m = (_CHOICE_LOOSE if loose else _CHOICE).fullmatch(s.strip())
-    return m.group(1) if m else None
+    s = s.strip()
+    m = _CHOICE.fullmatch(s) or (_CHOICE_RESTATED.fullmatch(s) if loose else None)
+    return next((g for g in m.groups() if g), None) if m else None
 
 
 # ------------------------------------------------------------------------------------------------- shapes
@@ -181,8 +182,8 @@ def _compare_scalar(g: str, p: str) -> Verdict:
 def _rational(s: str) -> Fraction | None:
     """The exact value of a plain-number answer, mixed numbers included; None if it is not one."""
     m = _MIXED_NUMBER.fullmatch(s)
-    if m:
-        value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)) or 1)
+    if m and int(m.group(4)) != 0:
+        value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))
         return -value if m.group(1) else value
     try:
         return arith.evaluate(s)

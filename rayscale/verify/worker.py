@@ -85,18 +85,15 @@ def _run(task: str, index: int, args: tuple, channel: _Channel) -> tuple[str, ob
 
 
 def _verify(index: int, gold: str, response: str, channel: _Channel) -> dict:
-    from rayscale.verify import extract_answer, is_equivalent
+    from rayscale.verify import extract_answer, grade_answer
 
     pred = extract_answer(response)
-    if pred is None:
-        return {"correct": False, "pred": None, "status": "no_answer", "reason": "no final answer found"}
-    channel.slow = (index, pred, time.perf_counter())
+    channel.slow = (index, pred, time.perf_counter()) if pred is not None else None
     try:
-        verdict = is_equivalent(gold, pred)
+        return grade_answer(gold, pred)
     finally:
         with channel.lock:
             channel.slow = None
-    return {"correct": verdict.correct, "pred": pred, "status": verdict.status, "reason": verdict.reason}
 
 
 def _warm_up() -> None:
