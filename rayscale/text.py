@@ -17,11 +17,14 @@ def last_boxed(text: str) -> str | None:
     return found[0] if found else None
 
 
-def boxed_at(text: str, start: int) -> tuple[str, int] | None:
-    """(content, end index) of the box command starting at `start`; None if its braces never close.
+def boxed_at(text: str, start: int, stop: int | None = None) -> tuple[str, int] | None:
+    """(content, end index) of the box command starting at `start`; None if its braces do not close before `stop`.
 
-    Linear in the box's length whatever the nesting, so hostile inputs (thousands of nested braces) stay cheap.
+    Linear in the scanned length whatever the nesting. A caller walking boxes right to left passes the start of an
+    unclosed box as `stop`: a box to its left that has not closed by then never closes, so the walk stays linear
+    even on a megabyte of `\\boxed{`.
     """
+    stop = len(text) if stop is None else stop
     i = start + (len("\\boxed") if text.startswith("\\boxed", start) else len("\\fbox"))
     while i < len(text) and text[i] == " ":
         i += 1
@@ -31,7 +34,7 @@ def boxed_at(text: str, start: int) -> tuple[str, int] | None:
             end += 1
         return (text[i:end], end) if end > i else None
     depth = 0
-    for j in range(i, len(text)):
+    for j in range(i, stop):
         if text[j] == "{":
             depth += 1
         elif text[j] == "}":

@@ -120,7 +120,8 @@ class VerifierPool:
 
     # ------------------------------------------------------------------------------------------ scheduling
     def _map(self, method: str, payloads: list, failed: Callable[[str], Any]) -> list:
-        chunks = [list(range(i, min(i + self.batch_size, len(payloads)))) for i in range(0, len(payloads), self.batch_size)]
+        size = self.batch_size
+        chunks = [list(range(i, min(i + size, len(payloads)))) for i in range(0, len(payloads), size)]
         results: list = [None] * len(payloads)
         todo = deque(range(len(chunks)))
         retries = [0] * len(chunks)

@@ -15,7 +15,11 @@ STATUSES = ("ok", "no_answer", "timeout", "error")
 
 def verify_response(gold: str, response: str) -> dict:
     """{correct, pred, status, reason} for one response against a gold answer; status is ok/no_answer/error."""
-    pred = extract_answer(response)
+    return grade_answer(gold, extract_answer(response))
+
+
+def grade_answer(gold: str, pred: str | None) -> dict:
+    """`verify_response` after extraction: {correct, pred, status, reason} for an extracted answer (None = none)."""
     if pred is None:
         return {"correct": False, "pred": None, "status": "no_answer", "reason": "no final answer found"}
     verdict = is_equivalent(gold, pred)
@@ -28,6 +32,7 @@ __all__ = [
     "check_step",
     "extract_answer",
     "first_wrong_step",
+    "grade_answer",
     "is_equivalent",
     "verify_response",
 ]

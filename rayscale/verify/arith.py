@@ -1,9 +1,9 @@
 """Exact arithmetic on untrusted text: a whitelist parser that never calls eval, sympify or any name lookup.
 
-Accepts numbers (integers, decimals, `½`-style vulgar fractions), `+ - * / ^` (also `** × ÷ · − –`, `\\cdot \\times \\div`), parentheses and
-braces, `\\frac{a}{b}` (and `\\dfrac`, `\\tfrac`, LaTeX single-token arguments such as `\\frac12`), `\\left( \\right)`
-and LaTeX spacing. Everything else raises `NotArithmetic`. Values are `fractions.Fraction`, so `1/2^{99}` and
-`1/2^{98}` differ and `123456789` is not `123456790`.
+Accepts numbers (integers, decimals, `½`-style vulgar fractions), `+ - * / ^` (also `** × ÷ · − –`, `\\cdot`,
+`\\times`, `\\div`), parentheses and braces, `\\frac{a}{b}` (and `\\dfrac`, `\\tfrac`, LaTeX single-token arguments
+such as `\\frac12`), `\\left( \\right)` and LaTeX spacing. Everything else raises `NotArithmetic`. Values are
+`fractions.Fraction`, so `1/2^{99}` and `1/2^{98}` differ and `123456789` is not `123456790`.
 
 Work is bounded whatever the input: nesting depth, exponent size and the size of every intermediate result are
 capped (`TooLarge`), so `9^{9^{9^{9}}}` is refused in microseconds instead of eating the machine.

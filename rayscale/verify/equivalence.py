@@ -76,13 +76,14 @@ def _compare_answers(gold: str, pred: str) -> Verdict:
 
 
 _CHOICE = re.compile(r"\(?([A-J])\)?")
-_CHOICE_LOOSE = re.compile(r"\(?([A-J])\)?(?:[\s.:)].*)?", re.DOTALL)
+_CHOICE_RESTATED = re.compile(r"(?:\(([A-J])\)|([A-J])[.:)])\s.*", re.DOTALL)  # `(B) 42`, `B. 42`, `B: 42`
 
 
 def choice_letter(s: str, loose: bool = False) -> str | None:
     """`B` for `B`, `(B)`; with loose=True also for `(B) 42`, `B. 42` (a prediction may restate the option)."""
-    m = (_CHOICE_LOOSE if loose else _CHOICE).fullmatch(s.strip())
-    return m.group(1) if m else None
+    s = s.strip()
+    m = _CHOICE.fullmatch(s) or (_CHOICE_RESTATED.fullmatch(s) if loose else None)
+    return next((g for g in m.groups() if g), None) if m else None
 
 
 # ------------------------------------------------------------------------------------------------- shapes
@@ -181,8 +182,8 @@ def _compare_scalar(g: str, p: str) -> Verdict:
 def _rational(s: str) -> Fraction | None:
     """The exact value of a plain-number answer, mixed numbers included; None if it is not one."""
     m = _MIXED_NUMBER.fullmatch(s)
-    if m:
-        value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)) or 1)
+    if m and int(m.group(4)) != 0:
+        value = int(m.group(2)) + Fraction(int(m.group(3)), int(m.group(4)))
         return -value if m.group(1) else value
     try:
         return arith.evaluate(s)
@@ -210,13 +211,17 @@ def _compare_symbolic(g: str, p: str) -> Verdict:
 
 
 def _compare_constants(a, b) -> Verdict:
-    """Two constant expressions: equal iff they agree to 30 significant digits at 50-digit precision.
+    """Two constant expressions: sympy decides their difference is zero or not when it can (exactly); otherwise
+    they are equal iff they agree to 30 significant digits at 50-digit precision.
 
     math-verify compares constants after rounding to 6 decimals, so 1/2^99 "equals" 1/2^98; a relative tolerance
     of 1e-30 separates any two distinct closed forms a contest answer can take.
     """
     import sympy
 
+    zero = (a - b).is_zero
+    if zero is not None:
+        return Verdict(bool(zero), "symbolically equal" if zero else "symbolically different")
     av, bv = a.evalf(50), b.evalf(50)
     if not (av.is_finite and bv.is_finite):
         return Verdict(bool(a == b), "non-finite value")

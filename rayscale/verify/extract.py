@@ -46,16 +46,21 @@ def extract_answer(text: str) -> str | None:
 def _boxed_answer(text: str) -> str | None:
     parts: list[str] = []
     end_limit = len(text)
+    scan_limit = len(text)  # braces of a box left of an unclosed one must close before it
     gap_start: int | None = None
-    while True:
-        start = max(text.rfind(cmd, 0, end_limit) for cmd in _BOX_COMMANDS)
+    found_at = {cmd: len(text) for cmd in _BOX_COMMANDS}  # each command's last position; searched again only
+    while True:                                            # when passed, so the walk is linear overall
+        for cmd, at in found_at.items():
+            if at >= end_limit:
+                found_at[cmd] = text.rfind(cmd, 0, end_limit)
+        start = max(found_at.values())
         if start < 0:
             break
-        found = boxed_at(text, start)
+        found = boxed_at(text, start, scan_limit)
         if found is None:
             if parts:
                 break
-            end_limit = start  # an unclosed box: look further left
+            end_limit = scan_limit = start  # an unclosed box: look further left
             continue
         content, end = found
         if gap_start is not None:  # a box to the left of one already taken: join only across a separator gap
@@ -79,12 +84,16 @@ def _hash_answer(text: str) -> str | None:
 
 
 def _phrase_answer(text: str) -> str | None:
-    last = None
-    for m in _PHRASE.finditer(text):
-        last = m
-    if last is None:
+    answer = None
+    for _ in range(3):  # "Final Answer: The final answer is $5$." nests one phrase in another
+        last = None
+        for m in _PHRASE.finditer(text if answer is None else answer):
+            last = m
+        if last is None:
+            break
+        answer = last.group(1)
+    if answer is None:
         return None
-    answer = last.group(1)
     end = _SENTENCE_END.search(answer)
     if end:
         answer = answer[: end.start()]

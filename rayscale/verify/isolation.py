@@ -51,7 +51,7 @@ class IsolatedVerifier:
     `check_steps_batch([[step, ...], ...])` -> `[first_wrong_step index or None, ...]`.
     """
 
-    def __init__(self, num_procs: int = 2, timeout_s: float = 5.0, memory_limit_mb: int = 4096, chunk_size: int = 16):
+    def __init__(self, num_procs: int = 2, timeout_s: float = 5.0, memory_limit_mb: int = 4096, chunk_size: int = 32):
         if num_procs < 1 or timeout_s <= 0 or chunk_size < 1:
             raise ValueError("num_procs and chunk_size must be >= 1 and timeout_s > 0")
         self.num_procs, self.timeout_s = num_procs, float(timeout_s)

@@ -29,8 +29,11 @@ _IN_PREFIX = re.compile(r"^[A-Za-z]\s*\\in\s*")
 # Trailing words after a math head: `18 dollars`, `5 square feet`, `3 cm^2`. A word needs 2+ letters (a lone
 # letter is a variable) and whitespace before it (`2xy` keeps its `xy`), and may not be a function name.
 _UNIT_WORDS = re.compile(r"(?:\s+[A-Za-z]{2,}(?:\^\{?\d\}?)?\.?)+\s*$")
-_FUNCTION_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "pi", "mod", "gcd", "lcm"}
+_FUNCTION_WORDS = {"sin", "cos", "tan", "cot", "sec", "csc", "log", "ln", "exp", "sqrt", "pi", "mod", "gcd", "lcm",
+                   "am", "pm"}
 _WORDS_ONLY = re.compile(r"[A-Za-z][A-Za-z '\-]*[A-Za-z]")
+# Clock times keep their half of the day: `4:30 \text{ p.m.}` -> `4:30 pm` (not stripped like a unit).
+_CLOCK = re.compile(r"(\d{1,2}:\d{2})\s*(?:\\text\{\s*)?([aApP])\.?\s*[mM]\.?\s*\}?")
 _PERCENT = re.compile(r"\s*(?:\\%|%|\\text\{\s*\\?%\s*\})\s*$")
 
 
@@ -39,6 +42,7 @@ def normalize(answer: str) -> str:
     s = " ".join(answer.split())
     s = _strip_delimiters(s)
     s = _DIGIT_GROUPING.sub("", s).replace("\\lbrace", "\\{").replace("\\rbrace", "\\}")
+    s = _CLOCK.sub(lambda m: f"{m.group(1)} {m.group(2).lower()}m", s)
     s = _unwrap_text(s)
     if _WORDS_ONLY.fullmatch(s):  # a text answer ("Tuesday", "no solution"): LaTeX rules would mangle it
         return s

@@ -38,11 +38,13 @@ _CONNECTIVE = re.compile(r"(?:\b(?:x|X|times|of|by|per|plus|minus|and)|[Ã—*/+\-â
 _WORD_BEFORE = re.compile(r"[A-Za-z][.,:;]?\s*$")
 _DECIMAL_LITERAL = re.compile(r"-?\d*\.(\d+)")
 _INTEGER_LITERAL = re.compile(r"-?\d+")
+_MAX_SIDE_CHARS = 1000  # one side of a claim; longer is not a step someone wrote
+MAX_CLAIMS = 256  # claims checked per step; a line with more is not a solution step
 
 
 def check_step(step: str) -> bool | None:
     """False if any arithmetic claim in the step is false, True if it has claims and all hold, None if none."""
-    verdicts = [_check_claim(lhs, rhs) for lhs, rhs in claims_in(step)]
+    verdicts = [_check_claim(lhs, rhs) for lhs, rhs in claims_in(step)[:MAX_CLAIMS]]
     verdicts = [v for v in verdicts if v is not None]
     if not verdicts:
         return None
@@ -62,7 +64,7 @@ def claims_in(step: str) -> list[tuple[str, str]]:
     claims: list[tuple[str, str]] = []
     for m in _ANNOTATION.finditer(step):
         parts = m.group(1).split("=")
-        claims.extend(pairwise(parts))
+        claims.extend(pairwise(p for p in parts if len(p) <= _MAX_SIDE_CHARS))
     visible = _ANNOTATION.sub(" ", step)
     visible = _DELIMITERS.sub(" ", visible)
     visible = _THOUSANDS.sub(lambda m: m.group().replace(",", ""), visible)
@@ -92,8 +94,8 @@ def _chain_claims(text: str, start: int, end: int) -> list[tuple[str, str]]:
 
     claims: list[tuple[str, str]] = []
     chain: list[str] = []
-    for part in [*parts, ""]:  # an empty part (fragment, `==`) ends a chain
-        part = _balance(part.strip())
+    for part in [*parts, ""]:  # an empty part (fragment, `==`, too long to be a step) ends a chain
+        part = _balance(part.strip()) if len(part) <= _MAX_SIDE_CHARS else ""
         if part:
             chain.append(part)
             continue
@@ -126,9 +128,11 @@ def _check_claim(lhs: str, rhs: str) -> bool | None:
             continue
     if not readings:
         return None
-    tolerance = _stated_precision(lhs, rhs)
-    if any(abs(left - right) <= tolerance or _whole_quotient(lhs, rhs, left, right) for left, right in readings):
-        return True
+    for left, right in readings:
+        if left == right or _approximates(lhs, left, right) or _approximates(rhs, right, left):
+            return True
+        if _whole_quotient(lhs, rhs, left, right):
+            return True
     return _running_total(lhs, rhs)
 
 
@@ -150,19 +154,20 @@ def _running_total(lhs: str, rhs: str) -> bool:
         return False
 
 
-def _stated_precision(lhs: str, rhs: str) -> Fraction:
-    """How far apart two sides may be when one is a decimal approximation: one unit in its last digit.
+def _approximates(text: str, stated: Fraction, exact: Fraction) -> bool:
+    """Whether `text`, if it is a decimal literal, is `exact` rounded or truncated to its own digits.
 
-    A long decimal is a float printout (GSM8K's calculator writes `1.0499999999999998` for 0.25+0.10+0.70), so it
-    also gets float precision, relative 1e-12.
+    `10/3 = 3.33` and `= 3.3` hold, `= 3.4` does not. A long decimal is a float printout (GSM8K's calculator writes
+    `1.0499999999999998` for 0.25+0.10+0.70), so it also gets float precision, relative 1e-12.
     """
-    tolerance = Fraction(0)
-    for side in (lhs, rhs):
-        m = _DECIMAL_LITERAL.fullmatch(side.strip())
-        if m:
-            value = abs(Fraction(side.strip()))
-            tolerance = max(tolerance, Fraction(1, 10 ** len(m.group(1))), value * Fraction(1, 10**12))
-    return tolerance
+    m = _DECIMAL_LITERAL.fullmatch(text.strip())
+    if not m:
+        return False
+    unit = Fraction(1, 10 ** len(m.group(1)))
+    error = abs(exact - stated)
+    rounded = error <= unit / 2
+    truncated = abs(stated) <= abs(exact) and error <= unit
+    return rounded or truncated or error <= abs(exact) * Fraction(1, 10**12)
 
 
 def _whole_quotient(lhs: str, rhs: str, left: Fraction, right: Fraction) -> bool:

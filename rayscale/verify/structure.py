@@ -28,14 +28,11 @@ def shape_of(s: str, depth: int = 0) -> Shape:
     s = s.strip()
     if depth > 3:
         return Shape("scalar", s)
-    pm = s.count("\\pm") + s.count("\\mp")
-    if 0 < pm <= _MAX_PM:
-        return Shape("unordered", items=tuple(shape_of(v, depth + 1) for v in _expand_pm(s)))
     union = split_top(s, "\\cup")
     if len(union) > 1:
         return Shape("union", items=tuple(shape_of(part, depth + 1) for part in union))
     if s.startswith("\\{") and s.endswith("\\}") and _encloses(s, 1):
-        return Shape("unordered", items=tuple(shape_of(e, depth + 1) for e in _items(s[2:-2])))
+        return _unordered(_items(s[2:-2]), depth)
     if s.startswith("\\langle") and s.endswith("\\rangle"):
         inner = s[len("\\langle") : -len("\\rangle")]
         return Shape("tuple", items=tuple(shape_of(e, depth + 1) for e in _items(inner)))
@@ -48,8 +45,20 @@ def shape_of(s: str, depth: int = 0) -> Shape:
             return Shape("tuple", items=tuple(shape_of(e, depth + 1) for e in parts))
     parts = _items(s)
     if len(parts) > 1:
-        return Shape("unordered", items=tuple(shape_of(e, depth + 1) for e in parts))
+        return _unordered(parts, depth)
+    pm = s.count("\\pm") + s.count("\\mp")
+    if 0 < pm <= _MAX_PM:  # `1 \pm \sqrt 2` is the two values 1 + sqrt 2 and 1 - sqrt 2
+        return Shape("unordered", items=tuple(Shape("scalar", v) for v in _expand_pm(s)))
     return Shape("scalar", s)
+
+
+def _unordered(parts: list[str], depth: int) -> Shape:
+    """A list or set; members that are themselves unordered (`\\pm 2` in `1, \\pm 2`) are flattened into it."""
+    items: list[Shape] = []
+    for part in parts:
+        shape = shape_of(part, depth + 1)
+        items.extend(shape.items if shape.kind == "unordered" else (shape,))
+    return Shape("unordered", items=tuple(items))
 
 
 def split_top(s: str, sep: str) -> list[str]:

@@ -8,8 +8,9 @@ Linux, and a watchdog thread everywhere.
 Messages (pickled by multiprocessing.connection, from the trusted supervisor only):
   in : ("run", task, [(index, args), ...]) | ("stop",)
   out: ("ready", pid) | ("pred", index, pred) | ("done", index, ("ok", value) | ("error", reason), compute_s)
-task "verify" takes (gold, response) and reports the extracted answer before comparing, so a timeout still knows
-it; any other task is "module:function", called as function(*args).
+task "verify" takes (gold, response); when its comparison runs longer than `_PRED_AFTER_S` a reporter thread sends
+the extracted answer ahead of the verdict, so a timeout still knows it (the quick majority costs no extra message).
+Any other task is "module:function", called as function(*args).
 """
 
 from __future__ import annotations
@@ -21,14 +22,40 @@ import threading
 import time
 from multiprocessing.connection import Connection
 
+_PRED_AFTER_S = 0.02
+
+
+class _Channel:
+    """The socket to the supervisor, shared by the main thread and the reporter thread."""
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+        self.lock = threading.Lock()
+        self.slow: tuple[int, str, float] | None = None  # (index, pred, started) of the comparison running now
+
+    def send(self, message: tuple) -> None:
+        with self.lock:
+            self.conn.send(message)
+
+    def report_slow_items(self) -> None:
+        while True:
+            time.sleep(_PRED_AFTER_S / 2)
+            with self.lock:
+                slow = self.slow
+                if slow is not None and time.perf_counter() - slow[2] >= _PRED_AFTER_S:
+                    self.conn.send(("pred", slow[0], slow[1]))
+                    self.slow = None
+
 
 def main(argv: list[str]) -> int:
     fd, supervisor_pid, memory_limit_mb = int(argv[0]), int(argv[1]), int(argv[2])
     _die_with(supervisor_pid)
     _limit_memory(memory_limit_mb)
-    conn = Connection(fd)
+    channel = _Channel(Connection(fd))
     _warm_up()
-    conn.send(("ready", os.getpid()))
+    threading.Thread(target=channel.report_slow_items, name="pred-reporter", daemon=True).start()
+    conn = channel.conn
+    channel.send(("ready", os.getpid()))
     while True:
         try:
             message = conn.recv()
@@ -39,33 +66,34 @@ def main(argv: list[str]) -> int:
         _, task, chunk = message
         for index, args in chunk:
             start = time.perf_counter()
-            result = _run(task, index, args, conn)
-            conn.send(("done", index, result, time.perf_counter() - start))
+            result = _run(task, index, args, channel)
+            channel.send(("done", index, result, time.perf_counter() - start))
 
 
-def _run(task: str, index: int, args: tuple, conn: Connection) -> tuple[str, object]:
+def _run(task: str, index: int, args: tuple, channel: _Channel) -> tuple[str, object]:
     try:
         if task == "verify":
-            return "ok", _verify(index, *args, conn=conn)
+            return "ok", _verify(index, *args, channel=channel)
         module, _, name = task.partition(":")
         return "ok", getattr(importlib.import_module(module), name)(*args)
     except MemoryError:
         return "error", "out of memory (worker memory limit)"
     except RecursionError:
         return "error", "nested too deeply"
-    except Exception as e:  # noqa: BLE001 - reported as this item's error, the worker lives on
+    except Exception as e:  # noqa: BLE001 - reported as this item's error; the worker lives on
         return "error", f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def _verify(index: int, gold: str, response: str, conn: Connection) -> dict:
-    from rayscale.verify import extract_answer, is_equivalent
+def _verify(index: int, gold: str, response: str, channel: _Channel) -> dict:
+    from rayscale.verify import extract_answer, grade_answer
 
     pred = extract_answer(response)
-    conn.send(("pred", index, pred))
-    if pred is None:
-        return {"correct": False, "pred": None, "status": "no_answer", "reason": "no final answer found"}
-    verdict = is_equivalent(gold, pred)
-    return {"correct": verdict.correct, "pred": pred, "status": verdict.status, "reason": verdict.reason}
+    channel.slow = (index, pred, time.perf_counter()) if pred is not None else None
+    try:
+        return grade_answer(gold, pred)
+    finally:
+        with channel.lock:
+            channel.slow = None
 
 
 def _warm_up() -> None:

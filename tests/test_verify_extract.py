@@ -1,0 +1,68 @@
+"""Final-answer extraction and verify_response, including inputs built to be slow."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rayscale.verify import extract_answer, verify_response
+
+CASES = [
+    (r"so the result is \boxed{42}.", "42"),
+    (r"first \boxed{1}, then after checking \boxed{\frac{a}{b}}", r"\frac{a}{b}"),
+    (r"\fbox{7}", "7"),
+    (r"\boxed 5 done", "5"),
+    (r"The solutions are $\boxed{2}$ and $\boxed{3}$.", "2, 3"),
+    (r"\boxed{2}, \boxed{3}", "2, 3"),
+    (r"\boxed{1} then a long explanation that separates the two boxes clearly \boxed{4}", "4"),
+    (r"\boxed{5} \boxed{5}", "5"),
+    (r"\boxed{unclosed and then \boxed{3}", "3"),
+    ("Janet sells 9 eggs.\n#### 18", "18"),
+    ("#### 1,000", "1,000"),
+    ("The answer is 3.5.", "3.5"),
+    ("The answer is $\\frac{1}{2}$.", "\\frac{1}{2}"),
+    ("So the final answer is 12. I hope it is correct.", "12"),
+    ("Final Answer: The final answer is $5$. I hope it is correct.", "5"),
+    ("Final Answer: 7", "7"),
+    ("**Answer:** 19", "19"),
+    ("She makes 9 * 2 = $18 every day\nA: 18", "18"),
+    ("The answer is 42 apples.", "42 apples"),
+    ("no answer here at all, 42", None),
+    ("", None),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_boxed_wins_over_phrases():
+    assert extract_answer(r"The answer is 4. Actually \boxed{5}") == "5"
+
+
+def test_verify_response_statuses():
+    assert verify_response("18", "blah\n#### 18") == {
+        "correct": True, "pred": "18", "status": "ok", "reason": "same text"}
+    assert verify_response("18", "no idea")["status"] == "no_answer"
+    refused = verify_response("1", r"\boxed{9^{9^{9^{9}}}}")
+    assert refused["status"] == "error" and refused["correct"] is False and refused["pred"] == r"9^{9^{9^{9}}}"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\\boxed{" * 140_000,  # every box unclosed: the right-to-left walk must stay linear
+        "\\fbox{1} \\boxed{" * 70_000,
+        "the answer is " * 70_000,
+        "####" * 250_000,
+        "(" * 1_000_000,
+        "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+    ],
+)
+def test_megabyte_responses_are_linear(text):
+    start = time.monotonic()
+    result = verify_response("5", text)
+    assert result["correct"] is False
+    assert time.monotonic() - start < 2.0
