@@ -23,7 +23,7 @@ MAX_RETRIES = 3
 def _cfg(base_url: str, **kw) -> OpenAITeacherConfig:
     defaults = dict(
         # timeout well above a loaded 2-core machine's worst loopback latency, so only "slow" answers time out
-        base_url=base_url, api_key_env=KEY_ENV, concurrency=32, timeout_s=1.5, max_retries=MAX_RETRIES,
+        base_url=base_url, api_key_env=KEY_ENV, concurrency=32, timeout_s=3.0, max_retries=MAX_RETRIES,
         backoff_initial_s=0.01, backoff_max_s=0.05,
     )
     return OpenAITeacherConfig(**(defaults | kw))
@@ -61,7 +61,7 @@ def test_200_requests_with_20_percent_faults_end_exactly_once(monkeypatch, caplo
         mode, failing, _, _ = KINDS[kind]
         return mode if attempt < failing else "ok"
 
-    with FakeChatServer(faults=faults, retry_after="2", slow_s=4.0) as server:
+    with FakeChatServer(faults=faults, retry_after="2", slow_s=8.0) as server:
         client = OpenAIChatClient(_cfg(server.base_url))
         results = client.complete([_conv(i) for i in range(n)])
 
