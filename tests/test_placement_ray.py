@@ -132,3 +132,4 @@ def test_status_prints_nodes_plan_and_assignment(cluster):
     r = status(c.address, *TOO_BIG)
     assert r.returncode == 2 and "NOT PLACED" in r.stdout
     assert "rollout needs 3 GPU" in r.stderr and "short by 1 GPU" in r.stderr and "Traceback" not in r.stderr
+
