@@ -3,14 +3,33 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import threading
 from collections.abc import Callable
 
 from rayscale.config import ConfigError
 from rayscale.data.loaders import DataError
+from rayscale.placement import ClusterUnavailable, PlacementError
 
 # Errors a user can fix: printed as one clear message, exit status 2, never a traceback.
-USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, FileNotFoundError)
+USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, FileNotFoundError, PlacementError,
+                                            ClusterUnavailable)
+
+
+def _add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", nargs="?", help="YAML config file (optional)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+
+
+def _load(args: argparse.Namespace):
+    from rayscale.config import load_config
+
+    config, overrides = args.config, list(args.overrides)
+    if config is not None and "=" in config:  # `rayscale train key=value` with no file
+        overrides.insert(0, config)
+        config = None
+    return load_config(config, overrides)
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -20,21 +39,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Run the trainer. CONFIG is a YAML file merged over the built-in default; "
         "each key.sub=value overrides one field (values parsed as YAML: 3, 1e-4, true, [a, b]).",
     )
-    p.add_argument("config", nargs="?", help="YAML config file (optional)")
-    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="config overrides")
+    _add_config_args(p)
     p.add_argument("--print-config", action="store_true", help="print the resolved config as YAML and exit")
     p.add_argument("--dry-run", action="store_true", help="validate, resolve model and data, print the plan, exit")
     p.set_defaults(func=_train)
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rayscale.config import load_config, to_yaml
+    from rayscale.config import to_yaml
 
-    config, overrides = args.config, list(args.overrides)
-    if config is not None and "=" in config:  # `rayscale train key=value` with no file
-        overrides.insert(0, config)
-        config = None
-    cfg = load_config(config, overrides)
+    cfg = _load(args)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
@@ -128,7 +142,64 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model, _add_verify, _add_eval]
+def _add_status(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "status",
+        help="show the running cluster's nodes and which actor of CONFIG goes on which node",
+        description="Connect to a running Ray cluster, print its alive nodes with free/total resources, the "
+        "placement plan of CONFIG (one bundle per actor) and the node each actor would be placed on. Exit status 2 "
+        "when the plan does not fit (the message names each role and its shortfall) or no cluster answers.",
+    )
+    _add_config_args(p)
+    p.add_argument("--address", help="Ray cluster address (host:port or auto; default: cluster.address or auto)")
+    p.add_argument("--wait-nodes", type=int, default=0, metavar="N",
+                   help="first wait until N nodes are alive (and the head answers), e.g. in a Slurm script")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="S", help="how long --wait-nodes waits")
+    p.set_defaults(func=_status)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from rayscale.placement import format_nodes, format_plan, plan_placement, shortfall_message, simulate
+
+    cfg = _load(args)
+    plan = plan_placement(cfg)  # config mistakes surface before any connection attempt
+    import ray
+
+    from rayscale.actors import placement as ray_placement
+
+    address = args.address or cfg.cluster.address or "auto"
+    waited = args.timeout if args.wait_nodes else 0.0
+    # A head that accepts the connection and then dies leaves ray.init retrying without end: give up loudly.
+    watchdog = threading.Timer(2 * waited + 60.0, _unresponsive, args=(address,))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        ray_placement.connect(address, wait_s=waited)
+        if args.wait_nodes:
+            ray_placement.wait_for_nodes(args.wait_nodes, args.timeout)
+        nodes = ray_placement.cluster_nodes()
+    finally:
+        ray.shutdown()
+        watchdog.cancel()
+    assignment = simulate(plan, nodes)
+    print(format_nodes(nodes))
+    print(format_plan(plan, assignment))
+    if assignment.fits:
+        print("fits: every actor has a place")
+        return 0
+    message = shortfall_message(plan, nodes, assignment.shortfalls)
+    if cfg.cluster.autoscaling:
+        print(f"{message}\ncluster.autoscaling is on: the autoscaler may still add the nodes this needs")
+        return 0
+    raise PlacementError(message, assignment.shortfalls)
+
+
+def _unresponsive(address: str) -> None:
+    print(f"rayscale status: error: the Ray cluster at {address!r} stopped answering", file=sys.stderr, flush=True)
+    os._exit(2)  # Ray's own threads would keep a normal exit waiting
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model, _add_status, _add_verify, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

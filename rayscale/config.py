@@ -230,15 +230,35 @@ STRATEGIES = ("outcome", "correction", "step_controlled", "weak_to_strong")
 
 # --------------------------------------------------------------------------------------------------- cluster
 class RoleResources(_Strict):
+    """What ONE actor of a role reserves (one placement-group bundle each), and how the role's bundles spread.
+
+    A rollout worker's `num_gpus` is its tensor-parallel size; a learner rank drives one GPU (or a fraction).
+    """
+
     num_cpus: float = Field(1.0, ge=0)
     num_gpus: float = Field(0.0, ge=0)
-    resources: dict[str, float] = {}  # custom Ray resources, e.g. {"rollout_node": 0.1} for node affinity
+    resources: dict[str, float] = {}  # extra custom Ray resources per actor, e.g. {"accelerator_type:H100": 0.001}
+    # Node affinity: the role only goes on nodes started with this custom resource (`ray start
+    # --resources='{"gen_node": 1}'`); each actor reserves a sliver of it (NODE_RESOURCE_SHARE), never all.
+    node_resource: str | None = None
+    # PACK: as few nodes as possible; SPREAD: evenly over nodes; STRICT_*: all on one node / each on its own node.
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+
+    @model_validator(mode="after")
+    def _node_resource_not_twice(self) -> RoleResources:
+        if self.node_resource is not None and self.node_resource in self.resources:
+            raise ValueError(f"{self.node_resource!r} is both node_resource and a key of resources; keep one")
+        return self
 
 
 class ClusterConfig(_Strict):
     address: str | None = None  # None = start a local Ray; "auto" = join the running cluster (ray job submit)
     num_cpus: int | None = None  # for a local Ray only
+    # Placement groups that cannot be placed within this time fail with the roles still pending.
+    placement_timeout_s: float = Field(120.0, gt=0)
+    # True when the cluster grows on demand (Ray autoscaler, KubeRay autoscaling): a plan bigger than the nodes up
+    # now is then not an error, only a wait (up to placement_timeout_s). False: fail fast naming the shortfall.
+    autoscaling: bool = False
     rollout: RoleResources = RoleResources()
     learner: RoleResources = RoleResources()
     teacher: RoleResources = RoleResources(num_cpus=0.5)

@@ -445,6 +445,9 @@ def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
           f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")
     if dry_run:
+        from rayscale.placement import plan_text
+
+        print(plan_text(cfg))
         print("dry run: configuration valid, nothing started")
         return 0
     return Trainer(cfg, inputs).run()

@@ -162,7 +162,7 @@ class VerifierPool:
         """An actor whose chunk overran every per-item timeout back to back (plus startup) is hung: kill it. Its
         refs then fail with RayActorError and are re-sent by `_map`."""
         now = time.monotonic()
-        for slot, actor, cid, submitted in list(in_flight.values()):
+        for slot, actor, _cid, submitted in list(in_flight.values()):
             budget = _IN_FLIGHT_PER_ACTOR * self.batch_size * (self.timeout_s + 1.0) + _ACTOR_START_BUDGET_S
             if actor is self._actors[slot] and now - max(submitted, self._actor_born[slot]) > budget:
                 log.warning("verifier actor %d unresponsive for %.0fs: killing it", slot, now - submitted)

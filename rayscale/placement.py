@@ -1,0 +1,402 @@
+"""Where every actor goes: a placement plan per role, a fit check against the cluster's nodes, and its printout.
+
+Pure logic, no Ray import. `rayscale.actors.placement` turns a plan into Ray placement groups; `rayscale status`
+and `rayscale train --dry-run` print it. Each actor gets one bundle; a bundle lives on ONE node, which is what a
+vLLM worker needs (its tensor-parallel GPUs on one machine) and what a DeepSpeed rank needs (its one GPU).
+
+Roles are placed in ROLES order, the same order in which the placement groups are created, so the simulation
+below predicts what Ray's scheduler will be asked, and a config bigger than the cluster fails before anything
+waits, with the role and the shortfall named, instead of a placement group that stays pending forever.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from rayscale.config import ConfigError, RayscaleConfig, RoleResources
+
+# Creation order: learner ranks want whole GPU nodes, rollout workers multi-GPU bundles; CPU-only roles fill in.
+ROLES = ("learner", "rollout", "teacher", "verifier")
+NODE_RESOURCE_SHARE = 0.001  # what one actor reserves of a node-affinity resource: up to 1000 actors per node
+_EPS = 1e-9
+# Node resources that are bookkeeping, not something a bundle asks for.
+_INTERNAL_PREFIXES = ("node:", "memory", "object_store_memory", "bundle_group_")
+
+
+class PlacementError(ValueError):
+    """The cluster cannot hold the plan (or did not place it in time); names each role and what it is short of."""
+
+    def __init__(self, message: str, shortfalls: Sequence[Shortfall] = ()):
+        super().__init__(message)
+        self.shortfalls = list(shortfalls)
+
+
+class ClusterUnavailable(RuntimeError):
+    """No Ray cluster answers at the address given (or too few nodes joined in time)."""
+
+
+# --------------------------------------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class RolePlan:
+    role: str
+    unit: str  # what one actor is called in messages: "rank", "worker", "actor"
+    count: int
+    bundle: dict[str, float]  # what each actor reserves; identical within a role
+    strategy: str
+    note: str = ""  # why the bundle looks the way it does
+
+    @property
+    def bundles(self) -> list[dict[str, float]]:
+        return [dict(self.bundle) for _ in range(self.count)]
+
+    def total(self) -> dict[str, float]:
+        return {k: v * self.count for k, v in self.bundle.items()}
+
+
+@dataclass(frozen=True)
+class Plan:
+    roles: tuple[RolePlan, ...]
+
+    def role(self, name: str) -> RolePlan:
+        for rp in self.roles:
+            if rp.role == name:
+                return rp
+        raise KeyError(name)
+
+    def total(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for rp in self.roles:
+            for k, v in rp.total().items():
+                out[k] = out.get(k, 0.0) + v
+        return out
+
+
+def plan_placement(cfg: RayscaleConfig) -> Plan:
+    """One bundle per actor of each role, from `cluster.<role>` plus what the role's own config implies."""
+    c = cfg.cluster
+    rollout_note = "HF generate"
+    if cfg.rollout.backend == "vllm":
+        tp = cfg.rollout.vllm.tensor_parallel_size
+        gpus = c.rollout.num_gpus
+        if gpus == 0 or (tp > 1 and gpus != tp):
+            raise ConfigError(
+                f"cluster.rollout.num_gpus={_num(gpus)} but rollout.vllm.tensor_parallel_size={tp}: a vLLM worker "
+                f"needs its {tp} GPU{'s' if tp > 1 else ''} reserved on one node; set cluster.rollout.num_gpus={tp}"
+            )
+        rollout_note = f"vLLM tensor_parallel_size={tp}" + (": a worker's GPUs share one node" if tp > 1 else "")
+    elif cfg.rollout.device == "cuda" and c.rollout.num_gpus == 0:
+        raise ConfigError("rollout.device=cuda but cluster.rollout.num_gpus=0: Ray would hide every GPU from the "
+                          "workers; set cluster.rollout.num_gpus (1 per worker)")
+    if c.learner.num_gpus > 1:
+        raise ConfigError(
+            f"cluster.learner.num_gpus={_num(c.learner.num_gpus)}: a DeepSpeed rank drives one GPU; "
+            "raise learner.num_ranks for more GPUs"
+        )
+    teacher_gpus = c.teacher.num_gpus
+    teacher_note = f"local {cfg.teacher.local.backend} model"
+    if cfg.teacher.backend != "local":
+        teacher_gpus, teacher_note = 0.0, f"{cfg.teacher.backend} backend: runs no model here, so no GPU"
+    elif cfg.teacher.local.backend == "vllm" and teacher_gpus < 1:
+        raise ConfigError("teacher.local.backend=vllm needs cluster.teacher.num_gpus >= 1")
+    roles = {
+        "learner": ("rank", cfg.learner.num_ranks, c.learner, c.learner.num_gpus,
+                    f"DeepSpeed ZeRO-{cfg.learner.zero_stage}"),
+        "rollout": ("worker", cfg.rollout.num_workers, c.rollout, c.rollout.num_gpus, rollout_note),
+        "teacher": ("actor", 1, c.teacher, teacher_gpus, teacher_note),
+        "verifier": ("worker", cfg.verifier.num_workers, c.verifier, c.verifier.num_gpus, "math-verify"),
+    }
+    plans = []
+    for role in ROLES:
+        unit, count, res, gpus, note = roles[role]
+        plans.append(RolePlan(role, unit, count, _bundle(role, res, gpus), res.strategy, note))
+    return Plan(tuple(plans))
+
+
+def _bundle(role: str, res: RoleResources, gpus: float) -> dict[str, float]:
+    asked = {"GPU": gpus, "CPU": res.num_cpus, **res.resources}
+    if res.node_resource:
+        asked[res.node_resource] = NODE_RESOURCE_SHARE
+    bundle = {k: float(v) for k, v in asked.items() if v > 0}
+    for k, v in bundle.items():
+        if v > 1 and not float(v).is_integer():
+            raise ConfigError(f"cluster.{role}: {k}={_num(v)}; Ray needs whole numbers above 1 (fractions only below 1)")
+    if not bundle:
+        raise ConfigError(f"cluster.{role} reserves nothing (num_cpus=0, num_gpus=0); give it num_cpus > 0")
+    return bundle
+
+
+# --------------------------------------------------------------------------------------------------- the cluster
+@dataclass(frozen=True)
+class Node:
+    node_id: str
+    address: str
+    total: dict[str, float]
+    free: dict[str, float]  # what placement can still reserve (= total on an idle cluster)
+    is_head: bool = False
+
+    @property
+    def short_id(self) -> str:
+        return self.node_id[:8]
+
+
+def node(node_id: str, address: str = "", is_head: bool = False, **resources: float) -> Node:
+    """A node from keyword resources (`node("n1", CPU=8, GPU=8, gen_node=1)`), for tests and recipe checks."""
+    res = {k: float(v) for k, v in resources.items()}
+    return Node(node_id, address or node_id, res, dict(res), is_head)
+
+
+def nodes_from_ray(ray_nodes: Iterable[Mapping], available: Mapping[str, Mapping[str, float]] | None = None) -> list[Node]:
+    """Alive nodes from `ray.nodes()`; `available` (node id -> free resources) when known, else the totals."""
+    out = []
+    for n in ray_nodes:
+        if not n.get("Alive", n.get("alive", False)):
+            continue
+        raw = n.get("Resources") or {}
+        total = _plain(raw)
+        free = _plain(available[n["NodeID"]]) if available and n["NodeID"] in available else dict(total)
+        free = {k: min(v, total.get(k, v)) for k, v in free.items() if k in total}
+        out.append(Node(n["NodeID"], n.get("NodeManagerAddress", ""), total, free,
+                        is_head="node:__internal_head__" in raw))
+    out.sort(key=lambda nd: (not nd.is_head, nd.address, nd.node_id))
+    return out
+
+
+def _plain(resources: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in resources.items()
+            if not k.startswith(_INTERNAL_PREFIXES) and "_group_" not in k}
+
+
+# --------------------------------------------------------------------------------------------------- the fit
+@dataclass(frozen=True)
+class Shortfall:
+    role: str
+    resource: str
+    short: float  # how much of `resource` is missing
+    message: str
+
+
+@dataclass
+class Assignment:
+    """The simulated placement: role -> the node id of each actor's bundle (None where it does not fit)."""
+
+    nodes: list[Node]
+    bundles: dict[str, list[str | None]] = field(default_factory=dict)
+    shortfalls: list[Shortfall] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return not self.shortfalls
+
+
+def simulate(plan: Plan, nodes: Sequence[Node]) -> Assignment:
+    """Place each role's bundles on the nodes' free resources, role by role, the way Ray's strategies do."""
+    free = [dict(n.free) for n in nodes]
+    out = Assignment(list(nodes))
+    taken: list[tuple[str, list[dict[str, float]]]] = []  # per earlier role: what it took on each node
+    for rp in plan.roles:
+        before = [dict(f) for f in free]
+        where = _place(rp, free)
+        out.bundles[rp.role] = [nodes[i].node_id if i is not None else None for i in where]
+        if None in where:
+            out.shortfalls.extend(_explain(rp, where, nodes, before, free, taken))
+        taken.append((rp.role, [_minus(b, a) for b, a in zip(before, free)]))
+    return out
+
+
+def check_fits(plan: Plan, nodes: Sequence[Node]) -> list[Shortfall]:
+    """The shortfalls per role and resource; empty when the whole plan fits."""
+    return simulate(plan, nodes).shortfalls
+
+
+def require_fit(plan: Plan, nodes: Sequence[Node]) -> Assignment:
+    """The assignment, or PlacementError naming every role that does not fit and by how much."""
+    assignment = simulate(plan, nodes)
+    if not assignment.fits:
+        raise PlacementError(shortfall_message(plan, nodes, assignment.shortfalls), assignment.shortfalls)
+    return assignment
+
+
+def shortfall_message(plan: Plan, nodes: Sequence[Node], shortfalls: Sequence[Shortfall]) -> str:
+    have: dict[str, float] = {}
+    for n in nodes:
+        for k, v in n.free.items():
+            have[k] = have.get(k, 0.0) + v
+    need = plan.total()
+    keys = _ordered(need)
+    lines = ["the cluster cannot hold this run:"]
+    lines += [f"  - {s.message}" for s in shortfalls]
+    lines.append(f"  in all the run asks for {_amounts(need, keys)}; the {len(nodes)} alive node(s) have "
+                 f"{_amounts(have, keys)} free")
+    return "\n".join(lines)
+
+
+def _place(rp: RolePlan, free: list[dict[str, float]]) -> list[int | None]:
+    """Node index per bundle (None = no room); takes what it places out of `free`.
+
+    Mirrors Ray's bundle scheduling policies: among the nodes that fit, the one with the highest
+    `_score` (most of the asked resources left afterwards); PACK keeps filling a chosen node before opening another.
+    """
+    b, n = rp.bundle, rp.count
+    if rp.strategy in ("PACK", "STRICT_PACK"):
+        whole = rp.total()
+        best = _best(free, whole, range(len(free)))
+        if best is not None:
+            _take(free[best], whole)
+            return [best] * n
+        if rp.strategy == "STRICT_PACK":
+            return [None] * n
+    where: list[int | None] = []
+    used: dict[int, int] = {}
+    current: int | None = None
+    for _ in range(n):
+        if rp.strategy == "PACK" and current is not None and _fits(free[current], b):
+            i: int | None = current
+        elif rp.strategy == "PACK":
+            i = current = _best(free, b, range(len(free)))
+        else:  # SPREAD prefers nodes this role does not use yet; STRICT_SPREAD allows nothing else
+            i = _best(free, b, [k for k in range(len(free)) if k not in used])
+            if i is None and rp.strategy == "SPREAD":
+                i = _best(free, b, range(len(free)))
+        if i is not None:
+            _take(free[i], b)
+            used[i] = used.get(i, 0) + 1
+        where.append(i)
+    return where
+
+
+def _best(free: list[dict[str, float]], need: Mapping[str, float], candidates: Iterable[int]) -> int | None:
+    fitting = [i for i in candidates if _fits(free[i], need)]
+    return max(fitting, key=lambda i: _score(free[i], need), default=None)  # first of equals: node order
+
+
+def _score(free: Mapping[str, float], need: Mapping[str, float]) -> float:
+    """Ray's LeastResourceScorer: the fraction of each asked resource left after the request, summed."""
+    return sum((free.get(k, 0.0) - v) / free[k] for k, v in need.items() if free.get(k, 0.0) > _EPS)
+
+
+def _explain(rp: RolePlan, where: list[int | None], nodes: Sequence[Node], before: list[dict[str, float]],
+             after: list[dict[str, float]], taken: list[tuple[str, list[dict[str, float]]]]) -> list[Shortfall]:
+    b, n = rp.bundle, rp.count
+    # A custom resource no node carries is a launch mistake (a node group not started with its label), not a
+    # shortage; missing CPUs or GPUs are counted as a shortage below.
+    missing = [k for k in b if k not in ("CPU", "GPU") and not any(k in nd.total for nd in nodes)]
+    if missing:
+        return [Shortfall(rp.role, k, b[k] * n,
+                          f"{rp.role} asks for resource '{k}' but no alive node has it "
+                          f"(start its nodes with ray start --resources='{{\"{k}\": 1}}')") for k in missing]
+    # Only nodes that carry every resource the bundle names can hold it (node affinity narrows the pool).
+    eligible = [i for i, nd in enumerate(nodes) if all(k in nd.total for k in b)]
+    labels = sorted(k for k in b if k not in ("CPU", "GPU"))
+    scope = "the cluster has" if len(eligible) == len(nodes) else f"the nodes with {', '.join(labels)} have"
+    out = []
+    for k in _ordered(b):
+        need = b[k] * n
+        have = sum(before[i].get(k, 0.0) for i in eligible)
+        if need > have + _EPS:
+            prior = [(role, sum(t[i].get(k, 0.0) for i in eligible)) for role, t in taken]
+            prior_txt = ", ".join(f"{role} ({_num(v)})" for role, v in prior if v > _EPS)
+            out.append(Shortfall(rp.role, k, need - have,
+                                 f"{rp.role} needs {_num(need)} {k} ({_many(n, rp.unit)} x {_num(b[k])} {k}) but {scope} "
+                                 f"{_num(have)} {k} free{' after ' + prior_txt if prior_txt else ''}; "
+                                 f"short by {_num(need - have)} {k}"))
+    if out:
+        return out
+    # Enough in total, but not in the shape asked: a bundle never spans nodes.
+    why = f" [{rp.note}]" if rp.note else ""
+    per_node = "; ".join(f"{nodes[i].short_id}: {_amounts(before[i], _ordered(b))}" for i in eligible)
+    if rp.strategy == "STRICT_PACK":
+        whole = rp.total()
+        binding = next(k for k in _ordered(whole)
+                       if all(before[i].get(k, 0.0) < whole[k] - _EPS for i in eligible) or k == _ordered(whole)[-1])
+        most = max((before[i].get(binding, 0.0) for i in eligible), default=0.0)
+        return [Shortfall(rp.role, binding, whole[binding] - most,
+                          f"{rp.role} is STRICT_PACK: all {_many(n, rp.unit)} ({_amounts(whole, _ordered(whole))}) must "
+                          f"share one node, but the most {binding} free on one node is {_num(most)}; short by "
+                          f"{_num(whole[binding] - most)} {binding} on one node (free per node: {per_node})")]
+    left = sum(1 for w in where if w is None)
+    if rp.strategy == "STRICT_SPREAD":
+        return [Shortfall(rp.role, "node", left,
+                          f"{rp.role} is STRICT_SPREAD: {_many(n, rp.unit)} need {n} distinct nodes with "
+                          f"{_amounts(b, _ordered(b))} free each, but only {n - left} have it; short by {left} "
+                          f"node(s) (free per node: {per_node})")]
+    binding = next((k for k in _ordered(b) if all(after[i].get(k, 0.0) < b[k] - _EPS for i in eligible)),
+                   _ordered(b)[0])
+    return [Shortfall(rp.role, binding, left * b[binding],
+                      f"{rp.role}: each {rp.unit} needs {_amounts(b, _ordered(b))} on ONE node{why}; {left} of "
+                      f"{_many(n, rp.unit)} do not fit, although the total would (free per node before {rp.role}: "
+                      f"{per_node}); short by {_num(left * b[binding])} {binding} in one-node pieces")]
+
+
+def _fits(free: Mapping[str, float], need: Mapping[str, float]) -> bool:
+    return all(free.get(k, 0.0) + _EPS >= v for k, v in need.items())
+
+
+def _take(free: dict[str, float], need: Mapping[str, float]) -> None:
+    for k, v in need.items():
+        free[k] = free.get(k, 0.0) - v
+
+
+def _minus(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
+    return {k: a[k] - b.get(k, 0.0) for k in a if a[k] - b.get(k, 0.0) > _EPS}
+
+
+# --------------------------------------------------------------------------------------------------- printing
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
+
+
+def _many(n: int, unit: str) -> str:
+    return f"{n} {unit}{'' if n == 1 else 's'}"
+
+
+def _ordered(resources: Iterable[str]) -> list[str]:
+    keys = list(resources)
+    return [k for k in ("GPU", "CPU") if k in keys] + sorted(k for k in keys if k not in ("GPU", "CPU"))
+
+
+def _amounts(resources: Mapping[str, float], keys: Sequence[str]) -> str:
+    return ", ".join(f"{_num(resources.get(k, 0.0))} {k}" for k in keys)
+
+
+def format_nodes(nodes: Sequence[Node]) -> str:
+    lines = [f"{len(nodes)} alive node(s) (free / total):"]
+    for nd in nodes:
+        res = ", ".join(f"{k} {_num(nd.free.get(k, 0.0))}/{_num(nd.total[k])}" for k in _ordered(nd.total))
+        lines.append(f"  {nd.short_id} {nd.address:<15} {'head ' if nd.is_head else '     '}{res}")
+    return "\n".join(lines)
+
+
+def format_plan(plan: Plan, assignment: Assignment | None = None) -> str:
+    """The plan per role; with an assignment, which actor goes on which node (consecutive actors grouped)."""
+    by_id = {nd.node_id: nd for nd in assignment.nodes} if assignment else {}
+    lines = ["placement plan (one bundle per actor, roles placed in this order):"]
+    for rp in plan.roles:
+        bundle = ", ".join(f"{k} {_num(rp.bundle[k])}" for k in _ordered(rp.bundle))
+        note = f"  [{rp.note}]" if rp.note else ""
+        units = _many(rp.count, rp.unit).split()[1]
+        lines.append(f"  {rp.role:<9}{rp.count:>4} {units:<8} x {{{bundle}}}  {rp.strategy}{note}")
+        if assignment is None:
+            continue
+        where = assignment.bundles.get(rp.role, [])
+        for first, last, nid in _runs(where):
+            label = f"{rp.unit} {first}" if first == last else f"{rp.unit}s {first}-{last}"
+            place = "NOT PLACED" if nid is None else f"node {by_id[nid].short_id} ({by_id[nid].address})"
+            lines.append(f"      {label:<16} -> {place}")
+    lines.append(f"  total: {_amounts(plan.total(), _ordered(plan.total()))}")
+    return "\n".join(lines)
+
+
+def _runs(where: Sequence[str | None]) -> list[tuple[int, int, str | None]]:
+    runs: list[tuple[int, int, str | None]] = []
+    for i, nid in enumerate(where):
+        if runs and runs[-1][2] == nid and runs[-1][1] == i - 1:
+            runs[-1] = (runs[-1][0], i, nid)
+        else:
+            runs.append((i, i, nid))
+    return runs
+
+
+def plan_text(cfg: RayscaleConfig) -> str:
+    """The plan of `cfg` without a cluster (for `rayscale train --dry-run`)."""
+    return format_plan(plan_placement(cfg))

@@ -1,0 +1,220 @@
+"""The launch recipes in launch/: manifests parse and carry the fields we rely on, the scripts issue the commands
+the docs promise (run against stub `ray`/`srun`/`rayscale` executables), and the example configs both validate and
+fit the clusters the recipes build."""
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from rayscale.config import load_config
+from rayscale.placement import node, plan_placement, require_fit
+
+ROOT = Path(__file__).resolve().parents[1]
+LAUNCH = ROOT / "launch"
+CONFIGS = sorted((LAUNCH / "configs").glob("*.yaml"))
+LOOPBACK = "127.0.0.1"
+
+
+def load_yaml(name):
+    return yaml.safe_load((LAUNCH / name).read_text())
+
+
+def test_example_configs_validate_and_use_every_gpu():
+    assert [c.name for c in CONFIGS] == ["1node-8gpu.yaml", "4node-8gpu.yaml"]
+    gpus = {c.name: plan_placement(load_config(c)).total()["GPU"] for c in CONFIGS}
+    assert gpus == {"1node-8gpu.yaml": 8, "4node-8gpu.yaml": 32}  # the arithmetic in their comments
+
+
+def test_one_node_config_fits_one_8_gpu_node():
+    plan = plan_placement(load_config(LAUNCH / "configs/1node-8gpu.yaml"))
+    require_fit(plan, [node("gpu-node-0", CPU=96, GPU=8)])
+
+
+# --------------------------------------------------------------------------------------------------- cluster launcher
+def ray_schema():
+    import ray.autoscaler
+
+    return json.loads((Path(ray.autoscaler.__file__).parent / "ray-schema.json").read_text())
+
+
+def test_cluster_launcher_yaml_matches_rays_schema_and_binds_dashboard_to_loopback():
+    cfg = load_yaml("ray-cluster.yaml")
+    jsonschema.validate(cfg, ray_schema())
+    with pytest.raises(jsonschema.ValidationError):  # the schema is strict, so the check above means something
+        jsonschema.validate({**cfg, "head_node_typo": "head"}, ray_schema())
+    types = cfg["available_node_types"]
+    assert cfg["head_node_type"] in types
+    assert sum(t.get("min_workers", 0) for t in types.values()) <= cfg["max_workers"]
+    head_cmd = " ".join(cfg["head_start_ray_commands"])
+    assert f"--dashboard-host={LOOPBACK}" in head_cmd and "0.0.0.0" not in head_cmd
+    for cmds in (cfg["head_start_ray_commands"], cfg["worker_start_ray_commands"]):  # one auth mode on every node
+        assert "export RAY_AUTH_MODE=token;" in cmds[-1] and cmds[-1].index("RAY_AUTH_MODE") < cmds[-1].index("ray start")
+    assert "/home/ray/.ray/auth_token" in cfg["file_mounts"]
+    assert {"gen_node", "train_node"} <= {k for t in types.values() for k in t["resources"]}
+
+
+def test_cluster_launcher_nodes_hold_the_four_node_config():
+    cfg = load_yaml("ray-cluster.yaml")
+    nodes = [node("head", is_head=True, **cfg["available_node_types"][cfg["head_node_type"]]["resources"])]
+    for name, t in cfg["available_node_types"].items():
+        nodes += [node(f"{name}-{i}", **t["resources"]) for i in range(t.get("min_workers", 0))]
+    assignment = require_fit(plan_placement(load_config(LAUNCH / "configs/4node-8gpu.yaml")), nodes)
+    assert {n.split("-")[0] for n in assignment.bundles["rollout"]} == {"gen_gpu"}
+    assert {n.split("-")[0] for n in assignment.bundles["learner"]} == {"train_gpu"}
+    # The variant its comments and docs/launch.md describe: the teacher on 2 GPUs of the gen nodes.
+    local_teacher = ["teacher.backend=local", "teacher.local.backend=vllm", "rollout.num_workers=7",
+                     "cluster.teacher={num_gpus: 2, num_cpus: 8, node_resource: gen_node}"]
+    assignment = require_fit(plan_placement(load_config(LAUNCH / "configs/4node-8gpu.yaml", local_teacher)), nodes)
+    assert assignment.bundles["teacher"][0].startswith("gen_gpu")
+
+
+# --------------------------------------------------------------------------------------------------- KubeRay
+def kuberay_nodes(job):
+    """The Ray nodes KubeRay will start: rayStartParams (strings, as KubeRay requires) per pod."""
+    spec = job["spec"]["rayClusterSpec"]
+    groups = [("head", 1, spec["headGroupSpec"])] + [(g["groupName"], g["replicas"], g)
+                                                     for g in spec["workerGroupSpecs"]]
+    nodes = []
+    for name, replicas, group in groups:
+        params = group["rayStartParams"]
+        assert all(isinstance(v, str) for v in params.values()), f"{name}: rayStartParams values must be strings"
+        res = {"CPU": float(params["num-cpus"]), "GPU": float(params.get("num-gpus", 0))}
+        if "resources" in params:  # KubeRay pastes it into `ray start --resources=...`: read it as the shell will
+            (text,) = shlex.split(params["resources"])
+            res.update(json.loads(text))
+        nodes += [node(f"{name}-{i}", is_head=name == "head", **res) for i in range(replicas)]
+    return nodes
+
+
+def test_kuberay_rayjob_has_the_fields_we_rely_on():
+    job = load_yaml("kuberay-rayjob.yaml")
+    assert (job["apiVersion"], job["kind"]) == ("ray.io/v1", "RayJob")
+    spec = job["spec"]
+    entry = shlex.split(spec["entrypoint"])
+    assert entry[:2] == ["rayscale", "train"] and entry[2].startswith("/configs/")
+    assert (LAUNCH / "configs" / Path(entry[2]).name).is_file() and "cluster.address=auto" in entry
+    cluster = spec["rayClusterSpec"]
+    head = cluster["headGroupSpec"]["template"]["spec"]
+    assert head["containers"][0]["image"] and {"dashboard", "gcs-server"} <= {p["name"] for p in head["containers"][0]["ports"]}
+    mounts = {m["mountPath"]: m["name"] for m in head["containers"][0]["volumeMounts"]}
+    assert any(v["name"] == mounts["/configs"] and "configMap" in v for v in head["volumes"])
+    # SidecarMode: the submitter talks to 127.0.0.1 inside the head pod; KubeRay's own constraints on it.
+    assert spec["submissionMode"] == "SidecarMode"
+    assert "submitterPodTemplate" not in spec and "submitterConfig" not in spec
+    assert head.get("restartPolicy", "Never") == "Never"
+    for group in cluster["workerGroupSpecs"]:
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert limits["nvidia.com/gpu"] == group["rayStartParams"]["num-gpus"]
+        assert float(limits["cpu"]) >= float(group["rayStartParams"]["num-cpus"])
+
+
+def test_kuberay_dashboard_is_loopback_or_token_authenticated():
+    cluster = load_yaml("kuberay-rayjob.yaml")["spec"]["rayClusterSpec"]
+    host = cluster["headGroupSpec"]["rayStartParams"].get("dashboard-host", "0.0.0.0")  # KubeRay's default
+    if host != LOOPBACK:
+        assert cluster.get("authOptions", {}).get("mode") == "token"
+        major, minor, *_ = (int(x) for x in cluster["rayVersion"].split("."))
+        assert (major, minor) >= (2, 52), "Ray token authentication needs Ray >= 2.52"
+
+
+def test_kuberay_pods_hold_the_four_node_config():
+    job = load_yaml("kuberay-rayjob.yaml")
+    assignment = require_fit(plan_placement(load_config(LAUNCH / "configs/4node-8gpu.yaml")), kuberay_nodes(job))
+    assert {n.split("-")[0] for n in assignment.bundles["rollout"]} == {"gen"}
+    assert {n.split("-")[0] for n in assignment.bundles["learner"]} == {"train"}
+
+
+# --------------------------------------------------------------------------------------------------- scripts
+@pytest.mark.parametrize("script", ["local.sh", "slurm.sbatch"])
+def test_scripts_parse(script):
+    subprocess.run(["bash", "-n", str(LAUNCH / script)], check=True)
+
+
+def stub_bin(tmp_path, log):
+    """Executables that only record how they were called (srun runs its command, as on a real node)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    stubs = {
+        "ray": f'echo "ray $* |auth=${{RAY_AUTH_MODE:-}} |token=${{RAY_AUTH_TOKEN:-}}'
+               f'${{SLURMD_NODENAME:+ @$SLURMD_NODENAME}}" >> {log}',
+        "rayscale": f'echo "rayscale $* |auth=${{RAY_AUTH_MODE:-}} |token=${{RAY_AUTH_TOKEN:-}}" >> {log}',
+        "scontrol": 'printf "gpu-a\\ngpu-b\\ngpu-c\\ngpu-d\\n"',
+        "hostname": 'echo "10.0.0.11"',
+        "srun": 'while [[ "$1" == -* ]]; do [[ "$1" == -w ]] && { export SLURMD_NODENAME=$2; shift; }; shift; done; '
+                '"$@"',
+    }
+    for name, body in stubs.items():
+        path = bin_dir / name
+        path.write_text(f"#!/usr/bin/env bash\n{body}\n")
+        path.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+
+
+def test_local_script_binds_to_loopback_checks_the_fit_then_submits(tmp_path):
+    log = tmp_path / "calls.log"
+    env = stub_bin(tmp_path, log)
+    subprocess.run(["bash", str(LAUNCH / "local.sh"), "launch/configs/1node-8gpu.yaml", "algo.iterations=3"],
+                   env=env, check=True, cwd=tmp_path)
+    calls = log.read_text().splitlines()
+    assert [c.split()[:2] for c in calls] == [["ray", "get-auth-token"], ["ray", "start"], ["rayscale", "status"],
+                                              ["ray", "job"], ["ray", "stop"]]
+    assert all("|auth=token" in c for c in calls)  # one authentication mode for the head and every client
+    assert f"--dashboard-host={LOOPBACK}" in calls[1] and "--head" in calls[1]
+    assert "--address 127.0.0.1:6379" in calls[2] and "algo.iterations=3" in calls[2]
+    submit = calls[3]
+    assert f"--address http://{LOOPBACK}:8265" in submit and "--working-dir ." in submit
+    train = submit.split(" -- ", 1)[1].split()
+    assert train[:3] == ["rayscale", "train", "launch/configs/1node-8gpu.yaml"] and "cluster.address=auto" in train
+    assert f"tracking.run_dir={ROOT}/runs/1node-8gpu" in train  # absolute: the job runs in a copy of the checkout
+
+
+def test_slurm_script_starts_head_and_labelled_workers_then_submits(tmp_path):
+    log = tmp_path / "calls.log"
+    env = {**stub_bin(tmp_path, log), "SLURM_JOB_NODELIST": "gpu-[a-d]", "SLURM_SUBMIT_DIR": str(ROOT),
+           "SLURM_JOB_ID": "42", "SLURM_CPUS_PER_TASK": "96", "SLURM_GPUS_PER_TASK": "8"}
+    subprocess.run(["bash", str(LAUNCH / "slurm.sbatch"), "algo.iterations=3"], env=env, check=True, cwd=tmp_path)
+    deadline = time.monotonic() + 10
+    while True:  # the `ray start` steps run in the background, as they do under Slurm
+        calls = log.read_text().splitlines()
+        starts = sorted((c for c in calls if c.startswith("ray start")), key=lambda c: c.rsplit("@", 1)[1])
+        if len(starts) == 4 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert [c.rsplit("@", 1)[1] for c in starts] == ["gpu-a", "gpu-b", "gpu-c", "gpu-d"]
+    assert "--head" in starts[0] and f"--dashboard-host={LOOPBACK}" in starts[0]
+    assert all("--address=10.0.0.11:6379" in c for c in starts[1:])
+    labels = [json.loads(re.search(r"--resources=(\{.*\})", c).group(1)) for c in starts]
+    assert labels == [{"gen_node": 1}, {"gen_node": 1}, {"train_node": 1}, {"train_node": 1}]
+    tokens = {re.search(r"\|token=(\S*)", c).group(1) for c in calls}
+    assert len(tokens) == 1 and len(tokens.pop()) == 64  # one fresh token, shared by every node and client
+    assert all("|auth=token" in c for c in calls)
+    status = next(c for c in calls if c.startswith("rayscale status"))
+    assert "--wait-nodes 4" in status and "--address 10.0.0.11:6379" in status
+    submit = next(c for c in calls if c.startswith("ray job submit"))
+    assert submit.startswith(f"ray job submit --address http://{LOOPBACK}:8265")
+    assert "rayscale train launch/configs/4node-8gpu.yaml algo.iterations=3 cluster.address=auto" in submit
+    # The allocation the script asks for holds the config it submits.
+    header = (LAUNCH / "slurm.sbatch").read_text()
+    n = int(re.search(r"#SBATCH --nodes=(\d+)", header).group(1))
+    cpus = float(re.search(r"#SBATCH --cpus-per-task=(\d+)", header).group(1))
+    gpus = float(re.search(r"#SBATCH --gpus-per-task=(\d+)", header).group(1))
+    nodes = [node(f"n{i}", CPU=cpus, GPU=gpus, **label) for i, label in enumerate(labels[:n])]
+    require_fit(plan_placement(load_config(LAUNCH / "configs/4node-8gpu.yaml")), nodes)
+
+
+def test_docs_give_the_commands_of_every_recipe():
+    doc = (ROOT / "docs/launch.md").read_text()
+    for needle in ("launch/local.sh", "ray start --head", "ray job submit --address http://127.0.0.1:8265",
+                   "ray up launch/ray-cluster.yaml", "ray dashboard launch/ray-cluster.yaml",
+                   "kubectl apply -f launch/kuberay-rayjob.yaml", "sbatch launch/slurm.sbatch", "rayscale status",
+                   "ssh -L 8265:127.0.0.1:8265", "--dashboard-host"):
+        assert needle in doc, needle
