@@ -5,8 +5,20 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayscale.algos.batching import (CHOSEN, CONTEXT, PAD, REJECTED, collate, encode_pairs, encode_sft,
-                                     micro_batches, shard_evenly, shared_prefix_mask, validate_pairs, validate_sft)
+from rayscale.algos.batching import (
+    CHOSEN,
+    CONTEXT,
+    PAD,
+    REJECTED,
+    collate,
+    encode_pairs,
+    encode_sft,
+    micro_batches,
+    shard_evenly,
+    shared_prefix_mask,
+    validate_pairs,
+    validate_sft,
+)
 from rayscale.models import load_tokenizer
 from rayscale.types import PreferencePair, SFTExample
 
@@ -125,7 +137,7 @@ def test_micro_batches_are_length_sorted_longest_first(tok):
     ([PreferencePair("a", "q", "c", "r"), SFTExample("q", "r")], TypeError, r"pairs\[1\] is a SFTExample"),
     ([PreferencePair("a", "", "c", "r")] * 2, ValueError, "empty prompt"),
     ([PreferencePair("a", "q", "", "r", chosen_ended=False)] * 2, ValueError, "empty chosen"),
-    ([PreferencePair("a", "q", None, "r")] * 2, ValueError, "chosen must be str"),
+    ([PreferencePair("a", "q", None, "r")] * 2, TypeError, "chosen must be str"),
 ])
 def test_bad_dpo_batches_are_clear_errors(batch, error, match):
     with pytest.raises(error, match=match):

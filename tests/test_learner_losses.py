@@ -20,7 +20,7 @@ PAIRS = [
     PreferencePair("c", "<|user|>5*5-1<|assistant|>", "\\boxed{24}", "5*5=25\n25-1=23\n\\boxed{23}",
                    shared_prefix="5*5=25\n25-1=24\n"),
 ]
-PARAMS = dict(beta=0.3, label_smoothing=0.2, dpop_lambda=5.0, rpo_alpha=0.7)
+PARAMS = {"beta": 0.3, "label_smoothing": 0.2, "dpop_lambda": 5.0, "rpo_alpha": 0.7}
 
 
 def _models(model_dir, dtype=torch.float64):
@@ -142,7 +142,7 @@ def _trl_loss_and_grads(model_dir, pairs, loss_type, tmp_path):
     tok = load_tokenizer(model_dir)
     policy, ref = _models(model_dir, torch.float32)
     args = DPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=len(pairs), report_to="none", use_cpu=True,
-                     bf16=False, gradient_checkpointing=False, max_length=None, beta=TRL_BETA,
+                     bf16=False, activation_checkpointing=False, max_length=None, beta=TRL_BETA,
                      loss_type=[loss_type], disable_tqdm=True, save_strategy="no")
     data = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
     trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=data, processing_class=tok)

@@ -6,16 +6,20 @@ rendezvous, validates batches before any rank sees them, and turns a rank failur
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import logging
+from collections.abc import Sequence
+from typing import Any
 
 import ray
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rayscale.algos.batching import pair_text_size, shard_evenly, sft_text_size, validate_pairs, validate_sft
+from rayscale.algos.batching import pair_text_size, sft_text_size, shard_evenly, validate_pairs, validate_sft
 from rayscale.config import AlgoConfig, LearnerConfig, RoleResources
 from rayscale.learner.worker import LearnerWorker
 from rayscale.types import PreferencePair, SFTExample
+
+logger = logging.getLogger(__name__)
 
 
 class LearnerRank(LearnerWorker):
@@ -100,11 +104,11 @@ class LearnerGroup:
             return
         try:
             ray.get([r.shutdown.remote() for r in self.ranks], timeout=60)
-        except Exception:  # noqa: BLE001 — tearing down anyway
-            pass
+        except ray.exceptions.RayError as err:  # tearing down anyway: the actors are killed next
+            logger.warning("learner ranks did not shut down cleanly: %s", err)
         self._kill()
 
-    def __enter__(self) -> LearnerGroup:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
@@ -123,7 +127,7 @@ class LearnerGroup:
             done, pending = ray.wait(pending, num_returns=1)
             try:
                 ray.get(done[0])
-            except Exception as err:  # noqa: BLE001
+            except Exception as err:
                 rank = refs.index(done[0])
                 _, stuck = ray.wait(pending, num_returns=len(pending), timeout=self.failure_grace_s)
                 if stuck:

@@ -12,8 +12,9 @@ which is most of a pair's tokens in step-level DPO. SFT rows are the same layout
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -87,7 +88,7 @@ def validate_pairs(pairs: Any, num_ranks: int) -> None:
     for i, p in enumerate(pairs):
         for name in ("prompt", "shared_prefix", "chosen", "rejected"):
             if not isinstance(getattr(p, name), str):
-                raise ValueError(f"pair {i} ({p.prompt_id!r}): {name} must be str, got {type(getattr(p, name)).__name__}")
+                raise TypeError(f"pair {i} ({p.prompt_id!r}): {name} must be str, got {type(getattr(p, name)).__name__}")
         if not p.prompt:
             raise ValueError(f"pair {i} ({p.prompt_id!r}): empty prompt; the first response token needs context")
         for side in ("chosen", "rejected"):
@@ -100,7 +101,7 @@ def validate_sft(examples: Any, num_ranks: int) -> None:
     _validate_batch(examples, num_ranks, SFTExample, "examples")
     for i, ex in enumerate(examples):
         if not isinstance(ex.prompt, str) or not isinstance(ex.response, str):
-            raise ValueError(f"example {i} ({ex.prompt_id!r}): prompt and response must be str")
+            raise TypeError(f"example {i} ({ex.prompt_id!r}): prompt and response must be str")
         if not ex.prompt:
             raise ValueError(f"example {i} ({ex.prompt_id!r}): empty prompt")
 

@@ -11,15 +11,24 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-from rayscale.algos.batching import (PAD, EncodedPair, PackedBatch, TruncationCounts, collate, encode_pairs,
-                                     encode_sft, micro_batches)
+from rayscale.algos.batching import (
+    PAD,
+    EncodedPair,
+    PackedBatch,
+    TruncationCounts,
+    collate,
+    encode_pairs,
+    encode_sft,
+    micro_batches,
+)
 from rayscale.algos.forward import TargetLogps, batch_inputs, disable_dropout
 from rayscale.algos.losses import LossParams, preference_loss, segment_sums
 from rayscale.config import AlgoConfig, LearnerConfig
@@ -85,8 +94,11 @@ class LearnerWorker:
         self.policy, *_ = deepspeed.initialize(model=TargetLogps(policy), model_parameters=policy.parameters(),
                                                config=ds_config, lr_scheduler=dsc.make_scheduler(self.cfg))
         self.bf16 = dsc.use_bf16(self.cfg, self.device)
+        if self.cfg.zero_stage == 0 and not self.bf16:
+            _keep_fp32_grad_norm(self.policy)
         self._init_reference(self.ref_source)
         return {"rank": self.rank, "device": str(self._comm_device), "backend": backend,
+                "threads": torch.get_num_threads(),
                 "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in self.hf_model.parameters())}
 
     @property
@@ -341,8 +353,10 @@ class LearnerWorker:
             raise ValueError(f"{ckpt_dir} was saved by {state['num_ranks']} ranks at ZeRO stage {state['zero_stage']}; "
                              f"this group has {self.world_size} ranks at stage {self.cfg.zero_stage} (ZeRO shards are "
                              f"per rank: resume with the same learner.num_ranks and learner.zero_stage)")
-        _, client = self.policy.load_checkpoint(str(root / "deepspeed"), tag=DS_TAG, load_optimizer_states=True,
-                                                load_lr_scheduler_states=True)
+        loaded, client = self.policy.load_checkpoint(str(root / "deepspeed"), tag=DS_TAG,
+                                                     load_optimizer_states=True, load_lr_scheduler_states=True)
+        if loaded is None:
+            raise FileNotFoundError(f"{ckpt_dir}/deepspeed/{DS_TAG}: DeepSpeed found no checkpoint to load")
         self.step = int(client["learner_step"])
         ref_dir = state["reference"]
         ref_path = str(root / "reference") if ref_dir == "reference" else ref_dir
@@ -376,6 +390,18 @@ def _skip_cpu_shm_op() -> None:
         import deepspeed.ops
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def _keep_fp32_grad_norm(engine) -> None:
+    """Without ZeRO and in fp32, DeepSpeed clips through `clip_fp32_gradients` and drops the norm it computed (every
+    other path keeps it for get_global_grad_norm); keep it too, for the grad_norm metric."""
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip_and_keep() -> None:
+        engine._global_grad_norm = clip_grad_norm_(parameters=engine.module.parameters(),
+                                                   max_norm=engine.gradient_clipping(), mpu=engine.mpu)
+
+    engine.clip_fp32_gradients = clip_and_keep
 
 
 def _buckets(named: list[tuple[str, torch.nn.Parameter]], bucket_bytes: int) -> Iterator[list]:
