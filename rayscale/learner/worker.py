@@ -122,8 +122,9 @@ class LearnerWorker:
 
     def _init_reference(self, path: str) -> None:
         """ref_mode: zero3 = a ZeRO-3 inference engine (sharded, gathered layer by layer); replicated = a full frozen
-        copy per rank, scored micro-batch by micro-batch; precompute = the same copy, scoring the whole shard up front
-        once per batch and remembering the scores while the same pairs come back (updates_per_iteration > 1)."""
+        copy per rank, scoring every call's shard afresh; precompute = the same copy, scoring a batch once and
+        remembering the scores while the same pairs come back (updates_per_iteration > 1). In every mode the
+        reference scores the whole shard before the first policy forward (one pass per micro-batch)."""
         import deepspeed
 
         if self.cfg.ref_mode == "zero3":
