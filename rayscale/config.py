@@ -149,18 +149,32 @@ class VerifierConfig(_Strict):
 
 # --------------------------------------------------------------------------------------------------- learner
 class LearnerConfig(_Strict):
+    """One optimizer step per `train_dpo`/`train_sft` call over the whole batch: the batch is split evenly over the
+    ranks, each rank's share into micro-batches of `micro_batch_size`, gradients accumulated (docs/learner.md)."""
+
     num_ranks: int = Field(2, ge=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the rank got a GPU, else cpu
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
     lr: float = Field(1e-4, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
+    total_steps: int | None = Field(None, gt=0)  # optimizer steps the linear/cosine decay spans
     grad_clip: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(16, ge=1)  # pairs (DPO) or sequences (SFT) per rank per forward
     ref_mode: Literal["replicated", "zero3", "precompute"] = "precompute"
-    max_seq_len: int = Field(256, gt=0)
+    max_seq_len: int = Field(256, gt=0)  # per sequence (context + one continuation); responses cut from the right
+    # ZeRO-3 keeps parameters smaller than this whole on every rank (DeepSpeed's default 1e5).
+    zero3_param_persistence_threshold: int = Field(100_000, ge=0)
+    collective_timeout_s: float = Field(1800.0, gt=0)  # a wedged collective fails after this instead of hanging
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _schedule_needs_length(self) -> LearnerConfig:
+        if self.lr_schedule != "constant" and self.total_steps is None:
+            raise ValueError(f"learner.lr_schedule={self.lr_schedule} decays over learner.total_steps; set it")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------- sync

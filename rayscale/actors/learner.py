@@ -1,0 +1,152 @@
+"""DeepSpeed learner group on Ray: N rank actors in one placement group forming one torch.distributed group.
+
+The per-rank logic lives in rayscale.learner.worker (plain Python); this module places the ranks, wires their
+rendezvous, validates batches before any rank sees them, and turns a rank failure into an error instead of a hang.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import ray
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from rayscale.algos.batching import pair_text_size, sft_text_size, shard_evenly, validate_pairs, validate_sft
+from rayscale.config import AlgoConfig, LearnerConfig, RoleResources
+from rayscale.learner.worker import LearnerWorker
+from rayscale.types import PreferencePair, SFTExample
+
+logger = logging.getLogger(__name__)
+
+
+class LearnerRank(LearnerWorker):
+    """The rank actor class (wrapped with ray.remote by LearnerGroup, so subclasses may add mixins)."""
+
+    def node_ip(self) -> str:
+        return ray.util.get_node_ip_address()
+
+
+class LearnerGroupError(RuntimeError):
+    """A rank failed while the others were still inside a collective; the group was shut down."""
+
+
+class LearnerGroup:
+    def __init__(self, model_path: str, learner_cfg: LearnerConfig, algo_cfg: AlgoConfig,
+                 resources_cfg: RoleResources, ref_model_path: str | None = None, *,
+                 rank_cls: type = LearnerRank, placement_timeout_s: float = 120.0, failure_grace_s: float = 30.0):
+        self.cfg, self.algo, self.resources = learner_cfg, algo_cfg, resources_cfg
+        self.num_ranks = learner_cfg.num_ranks
+        self.failure_grace_s = failure_grace_s
+        self.device = _resolve_device(learner_cfg, resources_cfg)
+        bundle = {"CPU": resources_cfg.num_cpus, "GPU": resources_cfg.num_gpus, **resources_cfg.resources}
+        bundle = {k: v for k, v in bundle.items() if v > 0}
+        self.placement_group = placement_group([bundle] * self.num_ranks, strategy=resources_cfg.strategy)
+        try:
+            ray.get(self.placement_group.ready(), timeout=placement_timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            remove_placement_group(self.placement_group)
+            raise RuntimeError(f"cannot place {self.num_ranks} learner ranks of {bundle} ({resources_cfg.strategy}) "
+                               f"within {placement_timeout_s:.0f}s; cluster resources: {ray.cluster_resources()}"
+                               ) from None
+        actor_cls = ray.remote(rank_cls)
+        self.ranks = [
+            actor_cls.options(
+                num_cpus=resources_cfg.num_cpus, num_gpus=resources_cfg.num_gpus, resources=resources_cfg.resources,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i),
+            ).remote(i, self.num_ranks, model_path, learner_cfg.model_dump(), algo_cfg.model_dump(),
+                     ref_model_path, self.device)
+            for i in range(self.num_ranks)
+        ]
+        try:
+            ips = self._call_all("node_ip")
+            self.master_addr = ips[0]
+            self.master_port = ray.get(self.ranks[0].create_store.remote(self.master_addr))
+            local_ranks = [ips[:i].count(ip) for i, ip in enumerate(ips)]
+            self.info = self._call_all("init", per_rank=[(self.master_addr, self.master_port, lr)
+                                                         for lr in local_ranks])
+        except BaseException:
+            self._kill()
+            raise
+
+    # ------------------------------------------------------------------------------------------- training
+    def train_dpo(self, pairs: Sequence[PreferencePair]) -> dict[str, float]:
+        """One optimizer step over the whole batch; metrics reduced over ranks (see docs/learner.md)."""
+        validate_pairs(pairs, self.num_ranks)
+        shards = shard_evenly(list(pairs), self.num_ranks, pair_text_size)
+        return self._call_all("train_dpo", per_rank=[(shard, len(pairs)) for shard in shards])[0]
+
+    def train_sft(self, examples: Sequence[SFTExample]) -> dict[str, float]:
+        validate_sft(examples, self.num_ranks)
+        shards = shard_evenly(list(examples), self.num_ranks, sft_text_size)
+        return self._call_all("train_sft", per_rank=[(shard,) for shard in shards])[0]
+
+    # ------------------------------------------------------------------------------------------- state
+    def gather_state_for_sync(self) -> dict[str, Any]:
+        return self._call_all("gather_state_for_sync")[0]
+
+    def set_reference_from_policy(self) -> None:
+        self._call_all("set_reference_from_policy")
+
+    def save_checkpoint(self, ckpt_dir: str) -> None:
+        self._call_all("save_checkpoint", str(ckpt_dir))
+
+    def load_checkpoint(self, ckpt_dir: str) -> dict[str, Any]:
+        return self._call_all("load_checkpoint", str(ckpt_dir))[0]
+
+    def export_hf(self, out_dir: str) -> None:
+        self._call_all("export_hf", str(out_dir))
+
+    def shutdown(self) -> None:
+        if not self.ranks:
+            return
+        try:
+            ray.get([r.shutdown.remote() for r in self.ranks], timeout=60)
+        except ray.exceptions.RayError as err:  # tearing down anyway: the actors are killed next
+            logger.warning("learner ranks did not shut down cleanly: %s", err)
+        self._kill()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # ------------------------------------------------------------------------------------------- plumbing
+    def _call_all(self, method: str, *args, per_rank: list[tuple] | None = None) -> list[Any]:
+        """Call `method` on every rank; results in rank order. When a rank fails, the others get `failure_grace_s`
+        to finish (ranks that agreed on the failure raise together); any still running are stuck in a collective,
+        so the group is killed rather than left to hang."""
+        if not self.ranks:
+            raise LearnerGroupError("the learner group was shut down")
+        refs = [getattr(r, method).remote(*(per_rank[i] if per_rank else args)) for i, r in enumerate(self.ranks)]
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            try:
+                ray.get(done[0])
+            except Exception as err:
+                rank = refs.index(done[0])
+                _, stuck = ray.wait(pending, num_returns=len(pending), timeout=self.failure_grace_s)
+                if stuck:
+                    self._kill()
+                    raise LearnerGroupError(f"learner rank {rank} failed in {method} while {len(stuck)} other "
+                                            f"rank(s) waited in a collective; the group was shut down") from err
+                raise
+        return ray.get(refs)
+
+    def _kill(self) -> None:
+        for r in self.ranks:
+            ray.kill(r)
+        self.ranks = []
+        remove_placement_group(self.placement_group)
+
+
+def _resolve_device(cfg: LearnerConfig, resources: RoleResources) -> str:
+    if cfg.device == "auto":
+        return "cuda" if resources.num_gpus > 0 else "cpu"
+    if cfg.device == "cuda" and resources.num_gpus <= 0:
+        raise ValueError("learner.device=cuda needs cluster.learner.num_gpus > 0 (one GPU per rank)")
+    return cfg.device

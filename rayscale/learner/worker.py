@@ -1,0 +1,435 @@
+"""One learner rank: a DeepSpeed engine over the policy, a frozen reference, and the per-call training step.
+
+Plain Python (no Ray): `rayscale.actors.learner.LearnerRank` wraps it as an actor, one process per rank, all ranks
+forming one torch.distributed group. Every public method that touches parameters is collective — all ranks call it
+together, as LearnerGroup does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from rayscale.algos.batching import (
+    PAD,
+    EncodedPair,
+    PackedBatch,
+    TruncationCounts,
+    collate,
+    encode_pairs,
+    encode_sft,
+    micro_batches,
+)
+from rayscale.algos.forward import TargetLogps, batch_inputs, disable_dropout
+from rayscale.algos.losses import LossParams, preference_loss, segment_sums
+from rayscale.config import AlgoConfig, LearnerConfig
+from rayscale.learner import deepspeed_config as dsc
+
+CHECKPOINT_STATE = "learner_state.json"
+DS_TAG = "state"  # one DeepSpeed checkpoint per directory: <dir>/deepspeed/state/
+
+
+class LearnerWorker:
+    def __init__(self, rank: int, world_size: int, model_path: str, learner_cfg: LearnerConfig | dict,
+                 algo_cfg: AlgoConfig | dict, ref_model_path: str | None = None, device: str = "cpu"):
+        self.rank, self.world_size = rank, world_size
+        self.cfg = LearnerConfig.model_validate(learner_cfg)
+        self.loss_params = LossParams.from_algo(AlgoConfig.model_validate(algo_cfg))
+        self.model_path = model_path
+        self.device = device
+        self.ref_source: str = ref_model_path or model_path  # HF dir of the current reference; None = from policy
+        self.step = 0
+        self._store = None
+        self._ref_cache: dict[tuple, tuple[float, float]] = {}
+
+    # ------------------------------------------------------------------------------------------- setup
+    def create_store(self, host: str) -> int:
+        """Rank 0: open the rendezvous store on a port the OS picks while binding it (no find-then-bind race with
+        other jobs on the host); the port goes to the other ranks as MASTER_PORT."""
+        from torch.distributed import TCPStore
+
+        self._store = TCPStore(host, 0, self.world_size, is_master=True, wait_for_workers=False,
+                               timeout=timedelta(seconds=self.cfg.collective_timeout_s))
+        return self._store.port
+
+    def init(self, master_addr: str, master_port: int, local_rank: int = 0) -> dict[str, Any]:
+        cuda = self.device.startswith("cuda")
+        os.environ.update(MASTER_ADDR=master_addr, MASTER_PORT=str(master_port), RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size),
+                          # Ray gives each GPU rank its own device as cuda:0; DeepSpeed picks cuda:LOCAL_RANK.
+                          LOCAL_RANK="0" if cuda else str(local_rank))
+        if not cuda:
+            os.environ["DS_ACCELERATOR"] = "cpu"  # even where a GPU is visible, this rank was asked for the CPU
+        else:
+            torch.cuda.set_device(0)
+        import deepspeed
+
+        timeout = timedelta(seconds=self.cfg.collective_timeout_s)
+        if self._store is None:
+            from torch.distributed import TCPStore
+
+            self._store = TCPStore(master_addr, master_port, self.world_size, is_master=False, timeout=timeout)
+        backend = "nccl" if cuda else "gloo"
+        dist.init_process_group(backend, store=self._store, rank=self.rank, world_size=self.world_size,
+                                timeout=timeout)
+        _skip_cpu_shm_op()
+        deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
+        self._comm_device = torch.device("cuda", 0) if cuda else torch.device("cpu")
+
+        from rayscale.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(self.model_path)
+        torch.manual_seed(self.cfg.seed)
+        ds_config = dsc.policy_config(self.cfg, self.device)
+        policy = self._load_hf(self.model_path, zero3=self.cfg.zero_stage == 3, ds_config=ds_config)
+        self.policy, *_ = deepspeed.initialize(model=TargetLogps(policy), model_parameters=policy.parameters(),
+                                               config=ds_config, lr_scheduler=dsc.make_scheduler(self.cfg))
+        self.bf16 = dsc.use_bf16(self.cfg, self.device)
+        if self.cfg.zero_stage == 0 and not self.bf16:
+            _keep_fp32_grad_norm(self.policy)
+        self._init_reference(self.ref_source)
+        return {"rank": self.rank, "device": str(self._comm_device), "backend": backend,
+                "threads": torch.get_num_threads(),
+                "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in self.hf_model.parameters())}
+
+    @property
+    def hf_model(self) -> torch.nn.Module:
+        return self.policy.module.model
+
+    def _load_hf(self, path: str, zero3: bool, ds_config: dict, dtype: torch.dtype = torch.float32):
+        """Load an HF causal LM; under ZeRO-3 inside zero.Init, so no rank ever holds the whole model."""
+        from transformers import AutoModelForCausalLM
+        from transformers.integrations import HfDeepSpeedConfig
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+        hf_ds = HfDeepSpeedConfig(ds_config) if zero3 else None  # noqa: F841 (alive = zero.Init on load)
+        try:
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+        finally:
+            if zero3:
+                unset_hf_deepspeed_config()
+        disable_dropout(model)
+        return model
+
+    def _init_reference(self, path: str) -> None:
+        """ref_mode: zero3 = a ZeRO-3 inference engine (sharded, gathered layer by layer); replicated = a full frozen
+        copy per rank, scoring every call's shard afresh; precompute = the same copy, scoring a batch once and
+        remembering the scores while the same pairs come back (updates_per_iteration > 1). In every mode the
+        reference scores the whole shard before the first policy forward (one pass per micro-batch)."""
+        import deepspeed
+
+        if self.cfg.ref_mode == "zero3":
+            config = dsc.reference_config(self.cfg, self.device)
+            model = self._load_hf(path, zero3=True, ds_config=config)
+            self.ref, *_ = deepspeed.initialize(model=TargetLogps(model), config=config)
+        else:
+            dtype = torch.bfloat16 if self.bf16 else torch.float32
+            model = self._load_hf(path, zero3=False, ds_config={}, dtype=dtype).to(self._comm_device)
+            self.ref = TargetLogps(model)
+        self.ref.eval()
+        self.ref.requires_grad_(False)
+        self._ref_cache.clear()
+
+    # ------------------------------------------------------------------------------------------- training
+    def train_dpo(self, pairs: list, global_pairs: int) -> dict[str, float]:
+        started = time.perf_counter()
+        batches, truncation, error = [], TruncationCounts(), None
+        try:
+            encoded, truncation = encode_pairs(self.tokenizer, pairs, self.cfg.max_seq_len)
+            batches = self._collate(encoded, with_rejected=True)
+        except Exception as e:  # noqa: BLE001 — re-raised below, on every rank together
+            error = e
+        self._agree(error)
+
+        refs = self._reference_logps(batches) if self.loss_params.needs_reference else [None] * len(batches)
+        sums: dict[str, float] = defaultdict(float)
+        self.policy.train()
+        for batch, ref in zip(batches, refs):
+            b = batch.to(self._comm_device)
+            seq, counts, n = self._sequence_logps(self.policy, b)
+            ref_c, ref_r = (ref[:n], ref[n:]) if ref is not None else (None, None)
+            loss, metrics = preference_loss(seq[:n], seq[n:], ref_c, ref_r, counts[:n], counts[n:], self.loss_params)
+            # Sum over this rank's pairs / its pair count; DeepSpeed averages ranks of equal size: the global mean.
+            self.policy.backward(loss.sum() / len(pairs))
+            for key, value in metrics.items():
+                sums[key] += value.sum().item()
+            sums["tokens"] += batch.pair_tokens
+        return self._finish_step(sums, truncation, started, global_pairs)
+
+    def train_sft(self, examples: list) -> dict[str, float]:
+        started = time.perf_counter()
+        batches, truncation, error = [], TruncationCounts(), None
+        try:
+            encoded, truncation = encode_sft(self.tokenizer, examples, self.cfg.max_seq_len)
+            batches = self._collate(encoded, with_rejected=False)
+        except Exception as e:  # noqa: BLE001
+            error = e
+        local_targets = sum(b.labels.numel() for b in batches)
+        (global_targets,) = self._agree(error, local_targets)
+
+        sums: dict[str, float] = defaultdict(float)
+        self.policy.train()
+        for batch in batches:
+            b = batch.to(self._comm_device)
+            nll = -self.policy(**batch_inputs(b)).sum()
+            # Token mean over the *global* batch: x world_size undoes DeepSpeed's average over ranks.
+            self.policy.backward(nll * self.world_size / global_targets)
+            sums["loss"] += nll.item()
+            sums["tokens"] += batch.pair_tokens
+        return self._finish_step(sums, truncation, started, global_targets)
+
+    def _collate(self, encoded: list[EncodedPair], with_rejected: bool) -> list[PackedBatch]:
+        pad = self.tokenizer.pad_token_id
+        return [collate(mb, pad, with_rejected) for mb in micro_batches(encoded, self.cfg.micro_batch_size)]
+
+    @staticmethod
+    def _sequence_logps(model, b: PackedBatch) -> tuple[torch.Tensor, torch.Tensor, int]:
+        seq = segment_sums(model(**batch_inputs(b)), b.target_seq, b.num_seqs)
+        return seq, b.seq_token_counts(), b.num_rows
+
+    @torch.no_grad()
+    def _reference_logps(self, batches: list[PackedBatch]) -> list[torch.Tensor]:
+        if self.cfg.ref_mode != "precompute":
+            return [self._sequence_logps(self.ref, b.to(self._comm_device))[0] for b in batches]
+        # precompute: a local copy, so ranks may skip forwards independently (no collective inside).
+        cache: dict[tuple, tuple[float, float]] = {}
+        out = []
+        for b in batches:
+            keys = _pair_keys(b)
+            if all(k in self._ref_cache for k in keys):
+                scores = [self._ref_cache[k] for k in keys]
+                seq = torch.tensor([s[0] for s in scores] + [s[1] for s in scores], device=self._comm_device)
+            else:
+                seq = self._sequence_logps(self.ref, b.to(self._comm_device))[0]
+            n = b.num_rows
+            cache.update({k: (seq[i].item(), seq[n + i].item()) for i, k in enumerate(keys)})
+            out.append(seq.float())
+        self._ref_cache = cache  # only the latest batch: bounded memory, hits when the same pairs come back
+        return out
+
+    def _finish_step(self, sums: dict[str, float], truncation: TruncationCounts, started: float,
+                     normaliser: int) -> dict[str, float]:
+        lr = float(self.policy.get_lr()[0])
+        self.policy.step()
+        self.step += 1
+        grad_norm = self.policy.get_global_grad_norm()
+        keys = sorted(set(sums) | set(truncation.as_metrics()))
+        local = {**sums, **truncation.as_metrics()}
+        totals = self._all_reduce([local.get(k, 0.0) for k in keys])
+        elapsed = self._all_reduce([time.perf_counter() - started], op=dist.ReduceOp.MAX)[0]
+        total = dict(zip(keys, totals))
+        counted = {"tokens"} | set(truncation.as_metrics())
+        metrics = {k: (v if k in counted else v / normaliser) for k, v in total.items()}
+        metrics.update(grad_norm=float(grad_norm) if grad_norm is not None else float("nan"), lr=lr,
+                       tokens_per_s=total["tokens"] / max(elapsed, 1e-9), step=self.step, time_s=elapsed)
+        return metrics
+
+    # ------------------------------------------------------------------------------------------- collectives
+    def _all_reduce(self, values: list[float], op=dist.ReduceOp.SUM) -> list[float]:
+        t = torch.tensor(values, dtype=torch.float64, device=self._comm_device)
+        dist.all_reduce(t, op=op)
+        return t.tolist()
+
+    def _agree(self, error: BaseException | None, *values: float) -> list[float]:
+        """A collective every rank reaches whether its own preparation failed or not: if any rank failed, all raise
+        together instead of the healthy ones waiting forever inside the next ZeRO collective."""
+        flag, *totals = self._all_reduce([1.0 if error else 0.0, *values])
+        if error is not None:
+            raise error
+        if flag:
+            raise RuntimeError(f"learner rank {self.rank}: another rank failed to prepare its shard (see its error); "
+                               f"this rank stopped too")
+        return [int(v) for v in totals]
+
+    # ------------------------------------------------------------------------------------------- parameters
+    def _named_parameters(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+        return list(model.named_parameters())  # tied weights once, under their first name (the embedding)
+
+    def _iter_full(self, model: torch.nn.Module, bucket_bytes: int, zero3: bool
+                   ) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, full tensor) on every rank; under ZeRO-3 gathered bucket by bucket (all ranks in lock step). A
+        tensor is valid until the next item: under ZeRO-3 it is re-partitioned when its bucket is left."""
+        named = self._named_parameters(model)
+        if not zero3:
+            yield from ((name, p.data) for name, p in named)
+            return
+        import deepspeed
+
+        for group in _buckets(named, bucket_bytes):
+            with deepspeed.zero.GatheredParameters([p for _, p in group], modifier_rank=None):
+                yield from ((name, p.data) for name, p in group)
+
+    def iter_params_for_sync(self, bucket_bytes: int = 64 << 20) -> Iterator[tuple[str, torch.Tensor]]:
+        """Full policy parameters by HF name, in a stable order, yielded on rank 0 only; all ranks must iterate it
+        together (the ZeRO-3 gathers are collective). Copy or send each tensor before asking for the next."""
+        for name, tensor in self._iter_full(self.hf_model, bucket_bytes, self.cfg.zero_stage == 3):
+            if self.rank == 0:
+                yield name, tensor
+
+    def gather_state_for_sync(self, bucket_bytes: int = 64 << 20) -> dict[str, torch.Tensor] | None:
+        """The full policy state dict (HF names, tied aliases and persistent buffers included) on rank 0's CPU."""
+        state = {name: t.detach().to("cpu", copy=True) for name, t in self.iter_params_for_sync(bucket_bytes)}
+        if self.rank != 0:
+            return None
+        model = self.hf_model
+        first_name = {}
+        for name, p in model.named_parameters(remove_duplicate=False):
+            first_name.setdefault(id(p), name)
+            if name not in state:
+                state[name] = state[first_name[id(p)]]
+        for name, buf in _persistent_buffers(model):
+            state[name] = buf.detach().to("cpu", copy=True)
+        return state
+
+    def set_reference_from_policy(self, bucket_bytes: int = 64 << 20) -> None:
+        """Freeze the current policy as the reference (after stage-1 SFT)."""
+        self._copy_into_reference(self._iter_full(self.hf_model, bucket_bytes, self.cfg.zero_stage == 3))
+        self.ref_source = None
+
+    def _copy_into_reference(self, source: Iterable[tuple[str, torch.Tensor]]) -> None:
+        import deepspeed
+
+        targets = dict(self._named_parameters(self.ref.model))
+        zero3_ref = self.cfg.ref_mode == "zero3"
+        with torch.no_grad():
+            for name, tensor in source:
+                p = targets.pop(name)
+                if zero3_ref:  # write the full tensor on rank 0; leaving the context re-partitions it to all
+                    with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
+                        if self.rank == 0:
+                            p.data.copy_(tensor)
+                else:
+                    p.data.copy_(tensor)
+        if targets:
+            raise RuntimeError(f"reference parameters not covered by the source: {sorted(targets)[:5]}")
+        self._ref_cache.clear()
+
+    # ------------------------------------------------------------------------------------------- checkpoints
+    def export_hf(self, out_dir: str, bucket_bytes: int = 64 << 20) -> None:
+        """The policy as a Hugging Face directory (config, safetensors, tokenizer) any from_pretrained loads."""
+        state = self.gather_state_for_sync(bucket_bytes)
+        if self.rank == 0:
+            self._save_hf(self.hf_model, state, out_dir)
+        dist.barrier()
+
+    def _save_hf(self, model, state: dict, out_dir: str) -> None:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(out_dir, state_dict=state)
+        self.tokenizer.save_pretrained(out_dir)
+
+    def save_checkpoint(self, ckpt_dir: str) -> None:
+        """<dir>/deepspeed (engine, optimizer, scheduler, per-rank ZeRO shards), <dir>/hf (policy export),
+        <dir>/reference (only when the reference came from the policy), <dir>/learner_state.json."""
+        root = Path(ckpt_dir)
+        self.policy.save_checkpoint(str(root / "deepspeed"), tag=DS_TAG, client_state={"learner_step": self.step})
+        self.export_hf(str(root / "hf"))
+        if self.ref_source is None:
+            ref_state = {name: t.detach().to("cpu", copy=True)
+                         for name, t in self._iter_full(self.ref.model, 64 << 20, self.cfg.ref_mode == "zero3")}
+            if self.rank == 0:
+                self._save_hf(self.ref.model, ref_state, str(root / "reference"))
+        if self.rank == 0:
+            (root / CHECKPOINT_STATE).write_text(json.dumps({
+                "step": self.step, "num_ranks": self.world_size, "zero_stage": self.cfg.zero_stage,
+                "reference": self.ref_source or "reference",
+            }, indent=2))
+        dist.barrier()
+
+    def load_checkpoint(self, ckpt_dir: str) -> dict[str, Any]:
+        root = Path(ckpt_dir)
+        state_file = root / CHECKPOINT_STATE
+        if not state_file.is_file():
+            raise FileNotFoundError(f"{ckpt_dir}: not a learner checkpoint (no {CHECKPOINT_STATE})")
+        state = json.loads(state_file.read_text())
+        if (state["num_ranks"], state["zero_stage"]) != (self.world_size, self.cfg.zero_stage):
+            raise ValueError(f"{ckpt_dir} was saved by {state['num_ranks']} ranks at ZeRO stage {state['zero_stage']}; "
+                             f"this group has {self.world_size} ranks at stage {self.cfg.zero_stage} (ZeRO shards are "
+                             f"per rank: resume with the same learner.num_ranks and learner.zero_stage)")
+        loaded, client = self.policy.load_checkpoint(str(root / "deepspeed"), tag=DS_TAG,
+                                                     load_optimizer_states=True, load_lr_scheduler_states=True)
+        if loaded is None:
+            raise FileNotFoundError(f"{ckpt_dir}/deepspeed/{DS_TAG}: DeepSpeed found no checkpoint to load")
+        self.step = int(client["learner_step"])
+        ref_dir = state["reference"]
+        ref_path = str(root / "reference") if ref_dir == "reference" else ref_dir
+        if ref_path != self.ref_source:
+            self._load_reference_weights(ref_path)
+        self.ref_source = None if ref_dir == "reference" else ref_dir
+        self._ref_cache.clear()
+        return state
+
+    def _load_reference_weights(self, path: str) -> None:
+        from transformers import AutoModelForCausalLM
+
+        source = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        self._copy_into_reference((name, p.data) for name, p in self._named_parameters(source))
+
+    def shutdown(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def _skip_cpu_shm_op() -> None:
+    """Do not JIT-build DeepSpeed's CPU shared-memory all-reduce op. It only serves `inference_all_reduce` and only
+    when LOCAL_SIZE equals the world size, which a Ray-launched group never sets, so it would be built and left
+    idle. Building costs ~35 s of gcc per fresh machine, and every rank on a host compiles into the same torch
+    extensions directory under a file lock: a rank killed mid-build leaves the lock behind and every later init on
+    that host waits on it forever."""
+    from deepspeed.accelerator import get_accelerator
+
+    if get_accelerator().device_name() == "cpu":
+        import deepspeed.ops
+
+        deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
+def _keep_fp32_grad_norm(engine) -> None:
+    """Without ZeRO and in fp32, DeepSpeed clips through `clip_fp32_gradients` and drops the norm it computed (every
+    other path keeps it for get_global_grad_norm); keep it too, for the grad_norm metric."""
+    from deepspeed.runtime.utils import clip_grad_norm_
+
+    def clip_and_keep() -> None:
+        engine._global_grad_norm = clip_grad_norm_(parameters=engine.module.parameters(),
+                                                   max_norm=engine.gradient_clipping(), mpu=engine.mpu)
+
+    engine.clip_fp32_gradients = clip_and_keep
+
+
+def _buckets(named: list[tuple[str, torch.nn.Parameter]], bucket_bytes: int) -> Iterator[list]:
+    group, size = [], 0
+    for name, p in named:
+        nbytes = getattr(p, "ds_numel", p.numel()) * p.element_size()
+        if group and size + nbytes > bucket_bytes:
+            yield group
+            group, size = [], 0
+        group.append((name, p))
+        size += nbytes
+    if group:
+        yield group
+
+
+def _persistent_buffers(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    for module_name, module in model.named_modules():
+        for name, buf in module.named_buffers(recurse=False):
+            if buf is not None and name not in module._non_persistent_buffers_set:
+                yield (f"{module_name}.{name}" if module_name else name), buf
+
+
+def _pair_keys(b: PackedBatch) -> list[tuple]:
+    """Content key of each row (its token ids and segment boundaries), for the precompute cache."""
+    keys = []
+    for i in range(b.num_rows):
+        seg = b.segments[i]
+        keep = seg != PAD
+        keys.append((tuple(b.input_ids[i][keep].tolist()), tuple(seg[keep].tolist())))
+    return keys
