@@ -90,7 +90,7 @@ class Trainer:
         self.cursor = self._cursor(state)
         self.version = state.policy_version if state else 0
         if state is not None:
-            self.rollout.sync_from(self.learner, self.version)  # workers start from the resumed policy
+            self.rollout.sync_from(self.learner.ranks, self.version)  # workers start from the resumed policy
         elif cfg.algo.eval_every:
             self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate()})
             print(self.tracker.console_line(self.tracker.rows[-1]), flush=True)
@@ -115,7 +115,7 @@ class Trainer:
                 with timer("sync"):
                     if learn:
                         self.version += 1
-                        self.rollout.sync_from(self.learner, self.version)
+                        self.rollout.sync_from(self.learner.ranks, self.version)
                 row = self.iteration_row(exp, learn, timer)
                 if cfg.algo.eval_every and (it % cfg.algo.eval_every == 0 or it == last):
                     with timer("eval"):
@@ -221,7 +221,7 @@ class Trainer:
         from rayscale.actors.verifier import VerifierPool
 
         cfg = self.cfg
-        self.verifier = VerifierPool(cfg.verifier.num_workers, cfg.verifier.timeout_s, cfg.cluster.verifier)
+        self.verifier = VerifierPool.from_config(cfg.verifier, cfg.cluster.verifier)
         self.teacher = TeacherActor.options(**ray_options(cfg.cluster.teacher)).remote(cfg.teacher)
 
     def start_policy_actors(self, policy_path: str, state) -> None:
@@ -425,16 +425,26 @@ def ray_options(res) -> dict[str, Any]:
 
 
 def connect_ray(cfg: RayscaleConfig) -> None:
-    """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one."""
+    """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one, then check that
+    every role's actors fit before any is started: a shortfall fails at once, naming the role, never a hang."""
+    import math
+    import os
+
     import ray
 
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"log_to_driver": True}
-    if cfg.cluster.address:
-        ray.init(address=cfg.cluster.address, **kwargs)
-    else:
-        ray.init(num_cpus=cfg.cluster.num_cpus, include_dashboard=False, **kwargs)
+    from rayscale.actors.placement import cluster_nodes
+    from rayscale.placement import plan_placement, require_fit
+
+    plan = plan_placement(cfg)
+    if not ray.is_initialized():
+        if cfg.cluster.address:
+            ray.init(address=cfg.cluster.address, log_to_driver=True)
+        else:
+            # Ray's CPUs are scheduling tokens, not cores: a local run declares enough for its own plan.
+            cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, math.ceil(plan.total().get("CPU", 0)))
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+    if not cfg.cluster.autoscaling:
+        require_fit(plan, cluster_nodes())
 
 
 def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:

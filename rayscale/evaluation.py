@@ -51,7 +51,7 @@ def run_eval(cfg, model: str, data: str, limit: int | None, temperature: float, 
                for p in problems]
     connect_ray(cfg)
     rollout = RolloutManager(model, cfg.rollout, cfg.sync, cfg.cluster.rollout)
-    verifier = VerifierPool(cfg.verifier.num_workers, cfg.verifier.timeout_s, cfg.cluster.verifier)
+    verifier = VerifierPool.from_config(cfg.verifier, cfg.cluster.verifier)
     try:
         start = time.perf_counter()
         acc, rows = accuracy_on(rollout, verifier, problems, prompts, temperature)
