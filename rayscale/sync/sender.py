@@ -1,0 +1,111 @@
+"""The sending side of weight sync, as a mixin for the learner's rank actor.
+
+It relies on two things of the class it is mixed into: `self.rank`, and a generator
+`self.iter_params_for_sync(bucket_bytes)` yielding `(name, full_tensor)` on rank 0 (under ZeRO-3 every rank runs
+it, because gathering a partitioned parameter is a collective). Everything else lives here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import asdict
+
+import torch
+
+from rayscale.sync.buckets import Bucket, bucket_to_bytes, checksum, iter_buckets
+from rayscale.sync.group import Backend, SyncGroup, host_store
+from rayscale.sync.protocol import send_stream
+
+DEFAULT_BUCKET_BYTES = 64 << 20
+
+
+class BufferPool:
+    """Bucket buffers kept warm between syncs: a fresh 64 MB buffer costs page faults that run slower than the link."""
+
+    def __init__(self, device: torch.device | str):
+        self.device = torch.device(device)
+        self._free: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
+        self._mine: dict[int, torch.Tensor] = {}
+
+    def alloc(self, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        free = self._free[dtype]
+        for i, buf in enumerate(free):
+            if buf.numel() >= numel:
+                return free.pop(i)
+        buf = torch.empty(numel, dtype=dtype, device=self.device)
+        self._mine[buf.data_ptr()] = buf
+        return buf
+
+    def release(self, bucket: Bucket) -> None:
+        buf = self._mine.get(bucket.flat.data_ptr())  # None for a tensor sent in place (not ours)
+        if buf is not None and all(b is not buf for b in self._free[buf.dtype]):
+            self._free[buf.dtype].append(buf)
+
+
+class WeightSenderMixin:
+    """Mixed into the learner's rank actor; rank 0 sends, the other ranks only take part in ZeRO-3 gathers."""
+
+    _sync_group: SyncGroup | None = None
+    _sync_store = None
+    _sync_pools: dict | None = None
+
+    def sync_endpoint(self, world_size: int, timeout_s: float = 300.0) -> tuple[str, int]:
+        """Rank 0 opens the rendezvous store on its node's IP and an OS-chosen free port, for the workers to join."""
+        import ray
+
+        ip = ray.util.get_node_ip_address()
+        self._sync_store = host_store(ip, world_size, timeout_s)
+        return ip, self._sync_store.port
+
+    def init_sync_group(self, master_addr: str, master_port: int, world_size: int, backend: Backend = "gloo",
+                        timeout_s: float = 300.0) -> None:
+        self.close_sync_group()
+        store = self._sync_store if self._sync_store is not None and self._sync_store.port == master_port else None
+        self._sync_group = SyncGroup.join(master_addr, master_port, world_size, 0, backend, timeout_s, store=store)
+
+    def close_sync_group(self) -> None:
+        if self._sync_group is not None:
+            self._sync_group.close()
+        self._sync_group = None
+
+    def send_weights(self, version: int, transport: str = "broadcast", bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                     verify: bool = False):
+        """broadcast: streams the buckets to the group and returns a report (dict).
+        object_store: returns [(bucket metadata JSON, ObjectRef of its bytes)] for `load_weights_from_refs`.
+        Ranks other than 0 return None after taking part in the gathers."""
+        params = self.iter_params_for_sync(bucket_bytes)
+        if self.rank != 0:
+            for _ in params:
+                pass
+            return None
+        if transport == "broadcast":
+            if self._sync_group is None:
+                raise RuntimeError("send_weights(broadcast) before init_sync_group")
+            pool = self._pool(self._sync_group.device)
+            buckets = iter_buckets(params, bucket_bytes, self._sync_group.device, pool.alloc)
+            return asdict(send_stream(self._sync_group, buckets, version, verify, on_done=pool.release))
+        if transport == "object_store":
+            return self._put_buckets(params, bucket_bytes, verify)
+        raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
+
+    def _put_buckets(self, params, bucket_bytes: int, verify: bool) -> list:
+        import ray
+
+        pool = self._pool("cpu")
+        refs = []
+        for bucket in iter_buckets(params, bucket_bytes, "cpu", pool.alloc):
+            if verify:
+                bucket.meta.checksum = checksum(bucket.flat)
+            meta_json, raw = bucket_to_bytes(bucket)
+            refs.append((meta_json, ray.put(raw)))
+            pool.release(bucket)  # ray.put copied it into the object store
+        return refs
+
+    def _pool(self, device) -> BufferPool:
+        if self._sync_pools is None:
+            self._sync_pools = {}
+        key = str(torch.device(device))
+        if key not in self._sync_pools:
+            self._sync_pools[key] = BufferPool(device)
+        return self._sync_pools[key]
+

@@ -1,0 +1,113 @@
+"""The broadcast protocol over a real gloo group, members as threads of this process (no Ray)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import torch
+
+from rayscale.sync.buckets import iter_buckets, state_checksums
+from rayscale.sync.group import SyncGroup, host_store
+from rayscale.sync.protocol import receive_all, send_stream
+from rayscale.sync.receiver import ModelReceiver, SyncError
+
+
+def _run_members(world_size: int, fn, timeout_s: float = 30.0):
+    """Run fn(group) on every rank of a fresh gloo group, in threads; returns results by rank (or raises)."""
+    store = host_store("127.0.0.1", world_size, timeout_s)
+    results: list = [None] * world_size
+
+    def member(rank: int) -> None:
+        try:
+            group = SyncGroup.join("127.0.0.1", store.port, world_size, rank, "gloo", timeout_s,
+                                   store=store if rank == 0 else None)
+            results[rank] = fn(group)
+        except BaseException as e:  # noqa: BLE001 - handed back to the test
+            results[rank] = e
+
+    threads = [threading.Thread(target=member, args=(r,), daemon=True) for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout_s)
+    assert not any(t.is_alive() for t in threads), "a member hung"
+    return results
+
+
+def _model(seed: int) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+
+
+def test_every_receiver_ends_bit_identical_to_the_sender_and_syncs_repeat_in_place():
+    src = _model(0)
+    dst = [_model(1), _model(2)]
+    rx = [ModelReceiver(m) for m in dst]
+
+    def member(group: SyncGroup):
+        if group.rank == 0:
+            return send_stream(group, iter_buckets(src.state_dict().items(), 256), version=v, verify=True)
+        r = rx[group.rank - 1]
+        r.begin()
+        report = receive_all(group, lambda m: r.buffer_for(m, "cpu"), r.apply, version=v, verify=True)
+        r.finish()
+        return report
+
+    for v in (1, 2):
+        with torch.no_grad():
+            src[0].weight.add_(1.0)
+        reports = _run_members(3, member)
+        for rep in reports:
+            assert not isinstance(rep, BaseException), rep
+        assert reports[0].buckets > 1 and reports[0].bytes == sum(t.numel() * 4 for t in src.state_dict().values())
+        want = state_checksums(src.state_dict().items())
+        for m in dst:
+            assert state_checksums(m.state_dict().items()) == want
+
+
+def test_a_corrupt_bucket_fails_the_receiver_after_draining_and_the_sender_finishes():
+    src = _model(0)
+    dst = _model(1)
+    buckets = list(iter_buckets(src.state_dict().items(), 256))
+    buckets[0].meta.checksum = 12345  # what a corrupted transfer would look like to the receiver
+
+    def member(group: SyncGroup):
+        if group.rank == 0:
+            return send_stream(group, buckets, version=3)
+        r = ModelReceiver(dst)
+        return receive_all(group, lambda m: r.buffer_for(m, "cpu"), r.apply, version=3, verify=True)
+
+    sent, received = _run_members(2, member)
+    assert sent.buckets == len(buckets)
+    assert isinstance(received, SyncError) and "bucket 0: checksum" in str(received)
+
+
+def test_a_version_mismatch_is_reported():
+    src = _model(0)
+
+    def member(group: SyncGroup):
+        if group.rank == 0:
+            return send_stream(group, iter_buckets(src.state_dict().items(), 1 << 20), version=5)
+        r = ModelReceiver(_model(1))
+        return receive_all(group, lambda m: r.buffer_for(m, "cpu"), r.apply, version=4)
+
+    _, received = _run_members(2, member)
+    assert isinstance(received, SyncError) and "expected weights of version 4" in str(received)
+
+
+def test_joining_fails_fast_when_a_member_never_comes():
+    store = host_store("127.0.0.1", 2, 1.0)
+    start = time.monotonic()
+    with pytest.raises(TimeoutError, match="only 1 of 2 members joined"):
+        SyncGroup.join("127.0.0.1", store.port, 2, 0, "gloo", timeout_s=1.0, store=store)
+    assert time.monotonic() - start < 10
+
+
+def test_nccl_without_a_gpu_says_so():
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    store = host_store("127.0.0.1", 1, 5.0)
+    with pytest.raises(RuntimeError, match="nccl sync backend needs a CUDA GPU"):
+        SyncGroup.join("127.0.0.1", store.port, 1, 0, "nccl", 5.0, store=store)
