@@ -145,3 +145,14 @@ def test_receiver_errors_name_the_problem():
     rx.apply(b.meta, b.flat)
     with pytest.raises(SyncError, match="tensors not sent"):
         rx.finish()
+
+
+def test_a_tied_weight_sent_once_counts_for_both_names_in_place_too():
+    src, _ = _sent_from(4)
+    named = [(n, t) for n, t in src.state_dict().items() if n != "head.weight"]  # the sender dedups ties
+    rx = ModelReceiver(_Tied())
+    for _ in range(2):  # first sync binds, second lands in place
+        rx.begin()
+        for b in iter_buckets(named, 64):
+            rx.apply(b.meta, rx.buffer_for(b.meta, "cpu").copy_(b.flat))
+        rx.finish()

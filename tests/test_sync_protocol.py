@@ -111,3 +111,17 @@ def test_nccl_without_a_gpu_says_so():
     store = host_store("127.0.0.1", 1, 5.0)
     with pytest.raises(RuntimeError, match="nccl sync backend needs a CUDA GPU"):
         SyncGroup.join("127.0.0.1", store.port, 1, 0, "nccl", 5.0, store=store)
+
+
+def test_a_receiver_that_cannot_apply_a_bucket_still_drains_the_stream():
+    src = _model(0)
+
+    def member(group: SyncGroup):
+        if group.rank == 0:
+            return send_stream(group, iter_buckets(src.state_dict().items(), 64), version=1)
+        r = ModelReceiver(torch.nn.Linear(2, 2))  # a different model: the first name is unknown
+        return receive_all(group, lambda m: r.buffer_for(m, "cpu"), r.apply, version=1)
+
+    sent, received = _run_members(2, member)
+    assert sent.buckets > 1
+    assert isinstance(received, SyncError) and "which this model does not have" in str(received)

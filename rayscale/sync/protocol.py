@@ -12,12 +12,12 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import torch
 
-from rayscale.sync.buckets import Bucket, BucketMeta, checksum
+from rayscale.sync.buckets import Bucket, BucketMeta, checksum, dtype_from_name
 from rayscale.sync.group import SyncGroup
 from rayscale.sync.receiver import SyncError
 
@@ -77,43 +77,74 @@ def send_stream(group: SyncGroup, buckets: Iterable[Bucket], version: int, verif
     return report
 
 
-def receive_all(group: SyncGroup, buffer_for: Callable[[BucketMeta], torch.Tensor],
-                apply: Callable[[BucketMeta, torch.Tensor], None], version: int, verify: bool = False) -> SyncReport:
-    """Receive buckets until the end header, handing each to `apply(meta, flat)`; `buffer_for(meta)` says where
-    to receive it.
+def iter_received(group: SyncGroup, buffer_for: Callable[[BucketMeta], torch.Tensor], version: int,
+                  verify: bool = False, report: SyncReport | None = None) -> Iterator[tuple[BucketMeta, torch.Tensor]]:
+    """Yield (meta, received flat tensor) per bucket until the end header; `buffer_for(meta)` says where to receive.
 
-    A problem found mid-stream (wrong version, checksum mismatch, a name the model lacks) is raised only after the
-    end header: this member keeps consuming the sender's broadcasts, so nobody is left blocked in a collective.
+    The stream is always consumed to its end header, even when a problem turns up (wrong version, checksum
+    mismatch) or the consumer stops early or raises: this member must keep taking part in the sender's
+    broadcasts, or everybody would be left blocked in a half-finished collective. Problems are raised at the end.
     """
-    report = SyncReport(version)
+    report = report if report is not None else SyncReport(version)
     start = time.perf_counter()
     problems: list[str] = []
-    while True:
+    finished = False
+
+    def next_header() -> dict:
         length = torch.zeros(1, dtype=torch.int64, device=group.device)
         group.broadcast(length).wait()
         body = torch.empty(int(length.item()), dtype=torch.uint8, device=group.device)
         group.broadcast(body).wait()
-        header = json.loads(bytes(body.cpu().numpy()).decode())
-        if header.get("version") != version and not problems:
-            problems.append(f"expected weights of version {version}, the sender sent version {header.get('version')}")
-        if header.get("end"):
-            break
-        meta = BucketMeta.from_dict(header)
-        flat = buffer_for(meta)
-        group.broadcast(flat).wait()
-        if problems:
-            continue
-        if verify and meta.checksum is not None and (got := checksum(flat)) != meta.checksum:
-            problems.append(f"bucket {meta.index}: checksum {got} != the sender's {meta.checksum}")
-            continue
-        try:
-            apply(meta, flat)
-        except SyncError as e:
-            problems.append(str(e))
-        report.buckets += 1
-        report.tensors += len(meta.entries)
-        report.bytes += meta.nbytes
+        return json.loads(bytes(body.cpu().numpy()).decode())
+
+    def scratch(meta: BucketMeta) -> torch.Tensor:
+        return torch.empty(meta.numel, dtype=dtype_from_name(meta.dtype), device=group.device)
+
+    def drain() -> None:
+        while not (header := next_header()).get("end"):
+            group.broadcast(scratch(BucketMeta.from_dict(header))).wait()
+
+    try:
+        while not (header := next_header()).get("end"):
+            meta = BucketMeta.from_dict(header)
+            if header.get("version") != version:
+                problems.append(f"expected weights of version {version}, the sender sent {header.get('version')}")
+                group.broadcast(scratch(meta)).wait()
+                drain()
+                break
+            try:
+                flat = buffer_for(meta)
+            except Exception as e:  # noqa: BLE001 - reported after the stream is consumed
+                problems.append(f"bucket {meta.index}: no buffer to receive it into: {e}")
+                group.broadcast(scratch(meta)).wait()
+                drain()
+                break
+            group.broadcast(flat).wait()
+            if verify and meta.checksum is not None and (got := checksum(flat)) != meta.checksum:
+                problems.append(f"bucket {meta.index}: checksum {got} != the sender's {meta.checksum}")
+                drain()
+                break
+            report.buckets += 1
+            report.tensors += len(meta.entries)
+            report.bytes += meta.nbytes
+            yield meta, flat
+        finished = True
+    finally:
+        if not finished and not problems:  # the consumer stopped early or raised: leave the stream in step
+            drain()
+    report.seconds = time.perf_counter() - start
     if problems:
         raise SyncError("; ".join(problems))
-    report.seconds = time.perf_counter() - start
+
+
+def receive_all(group: SyncGroup, buffer_for: Callable[[BucketMeta], torch.Tensor],
+                apply: Callable[[BucketMeta, torch.Tensor], None], version: int, verify: bool = False) -> SyncReport:
+    """Receive a whole sync, handing each bucket to `apply(meta, flat)`; returns what arrived."""
+    report = SyncReport(version)
+    stream = iter_received(group, buffer_for, version, verify, report)
+    try:
+        for meta, flat in stream:
+            apply(meta, flat)
+    finally:
+        stream.close()  # drains what is left if apply raised
     return report

@@ -53,7 +53,9 @@ class ModelReceiver:
             views = dict(unflatten(meta, flat))
             for e in bound.copied:
                 self._write(e.name, views[e.name], bind=False)
-            self._names_seen.update(e.name for e in meta.entries)
+            for e in meta.entries:  # the bound ones already hold the new values
+                self._names_seen.add(e.name)
+                self._applied.add(id(self._targets[e.name]))
             return
         if not self._bind or not flat.is_contiguous():
             self._copy_all(meta, flat)
