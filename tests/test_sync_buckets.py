@@ -156,3 +156,21 @@ def test_a_tied_weight_sent_once_counts_for_both_names_in_place_too():
         for b in iter_buckets(named, 64):
             rx.apply(b.meta, rx.buffer_for(b.meta, "cpu").copy_(b.flat))
         rx.finish()
+
+
+def test_zero_copy_turns_back_to_back_tensors_into_views_and_copies_when_the_run_breaks():
+    flat = torch.arange(40, dtype=torch.float32)
+    named = [("a", flat[0:10].view(2, 5)), ("b", flat[10:16]), ("c", flat[16:20]),  # one run
+             ("x", torch.full((3,), -1.0)),  # elsewhere: breaks the run
+             ("d", flat[20:40].view(4, 5))]
+    buckets = list(iter_buckets(named, bucket_bytes=4 * 16, zero_copy=True))
+    inside = lambda t: flat.data_ptr() <= t.data_ptr() < flat.data_ptr() + flat.numel() * 4  # noqa: E731
+    by_names = {tuple(e.name for e in b.meta.entries): b for b in buckets}
+    assert inside(by_names[("a", "b")].flat)  # a view: nothing was copied
+    assert not inside(by_names[("c", "x")].flat)  # c started a run, x broke it: copied into a buffer
+    assert inside(by_names[("d",)].flat)  # oversized and contiguous: sent as it is
+    got = {n: v for b in buckets for n, v in unflatten(b.meta, b.flat)}
+    for name, t in named:
+        assert torch.equal(got[name], t)
+    copied = list(iter_buckets(named, bucket_bytes=4 * 16))
+    assert not any(inside(b.flat) for b in copied)  # the default copies: safe for tensors freed after yielding

@@ -27,7 +27,7 @@ def _run_members(world_size: int, fn, timeout_s: float = 30.0):
         except BaseException as e:  # noqa: BLE001 - handed back to the test
             results[rank] = e
 
-    threads = [threading.Thread(target=member, args=(r,), daemon=True) for r in range(world_size)]
+    threads = [threading.Thread(target=member, args=(r,), daemon=True, name=f"rank{r}") for r in range(world_size)]
     for t in threads:
         t.start()
     for t in threads:
@@ -67,21 +67,66 @@ def test_every_receiver_ends_bit_identical_to_the_sender_and_syncs_repeat_in_pla
             assert state_checksums(m.state_dict().items()) == want
 
 
-def test_a_corrupt_bucket_fails_the_receiver_after_draining_and_the_sender_finishes():
+def test_a_corrupt_bucket_fails_the_receiver_after_draining_and_the_sender_finishes(monkeypatch):
+    import rayscale.sync.protocol as protocol
+
+    real = protocol.checksum
+    # what a transfer that flipped bits looks like from the receiving side
+    monkeypatch.setattr(protocol, "checksum",
+                        lambda t: real(t) + (threading.current_thread().name != "rank0"))
     src = _model(0)
-    dst = _model(1)
-    buckets = list(iter_buckets(src.state_dict().items(), 256))
-    buckets[0].meta.checksum = 12345  # what a corrupted transfer would look like to the receiver
 
     def member(group: SyncGroup):
         if group.rank == 0:
-            return send_stream(group, buckets, version=3)
-        r = ModelReceiver(dst)
+            return send_stream(group, iter_buckets(src.state_dict().items(), 256), version=3, verify=True)
+        r = ModelReceiver(_model(1))
         return receive_all(group, lambda m: r.buffer_for(m, "cpu"), r.apply, version=3, verify=True)
 
     sent, received = _run_members(2, member)
-    assert sent.buckets == len(buckets)
-    assert isinstance(received, SyncError) and "bucket 0: checksum" in str(received)
+    assert sent.buckets > 1
+    assert isinstance(received, SyncError) and "checksum mismatch in bucket(s) [0, 1" in str(received)
+
+
+def test_with_a_plan_the_layout_is_announced_and_a_changed_layout_fails_both_sides_cleanly():
+    src = _model(0)
+    first = list(iter_buckets(src.state_dict().items(), 256))
+    plan = [b.meta for b in first]
+    dst = _model(1)
+    rx = ModelReceiver(dst)
+
+    def member(group: SyncGroup, buckets, plan):
+        if group.rank == 0:
+            return send_stream(group, buckets, version=1, plan=plan)
+        rx.begin()
+        return receive_all(group, lambda m: rx.buffer_for(m, "cpu"), rx.apply, version=1)
+
+    sent, received = _run_members(2, lambda g: member(g, first, plan))
+    assert sent.planned and received.planned and received.buckets == len(plan)
+    assert state_checksums(dst.state_dict().items()) == state_checksums(src.state_dict().items())
+    # a sender whose buckets no longer match what it announced: same sizes are still sent, both sides fail
+    other = list(iter_buckets(src.state_dict().items(), 64))
+    sent, received = _run_members(2, lambda g: member(g, other, plan))
+    assert isinstance(sent, SyncError) and "layout changed" in str(sent)
+    assert isinstance(received, SyncError) and "the sender failed" in str(received)
+
+
+def test_a_consumer_that_stops_early_leaves_the_stream_in_step():
+    from rayscale.sync.protocol import iter_received
+
+    src = _model(0)
+    buckets = list(iter_buckets(src.state_dict().items(), 128))
+
+    def member(group: SyncGroup, plan):
+        if group.rank == 0:
+            return send_stream(group, buckets, version=1, plan=plan)
+        stream = iter_received(group, lambda m: torch.empty(m.numel), version=1, max_in_flight=2)
+        next(stream)
+        stream.close()  # e.g. vLLM's weight loader raised on the first bucket
+        return "closed"
+
+    for plan in (None, [b.meta for b in buckets]):
+        sent, received = _run_members(2, lambda g: member(g, plan))
+        assert received == "closed" and sent.buckets == len(buckets)
 
 
 def test_a_version_mismatch_is_reported():

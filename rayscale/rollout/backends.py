@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict
 
 from rayscale.config import RolloutConfig
 from rayscale.rollout.hf_engine import HFEngine
@@ -48,10 +47,11 @@ class HFBackend:
             raise RuntimeError("receive_weights before init_sync_group")
         device = self.group.device  # gloo receives on CPU; a GPU model then gets a copy (bound only on CPU)
         self.receiver.begin()
+        # Every receive is posted at once (max_in_flight=None): the buffers are the model's own, bound last sync.
         report = receive_all(self.group, lambda meta: self.receiver.buffer_for(meta, device), self.receiver.apply,
-                             version, verify)
+                             version, verify, max_in_flight=None)
         self.receiver.finish()
-        return asdict(report)
+        return report.summary()
 
     def load_buckets(self, buckets: Iterable[Bucket]) -> None:
         self.receiver.begin()

@@ -7,8 +7,6 @@ level, so rayscale imports this module without vLLM installed.
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import torch
 
 from rayscale.sync.buckets import BucketMeta, dtype_from_name, state_checksums, unflatten
@@ -39,11 +37,12 @@ class SyncWorkerExtension:
             return torch.empty(meta.numel, dtype=dtype_from_name(meta.dtype), device=group.device)
 
         def named():
-            for meta, flat in iter_received(group, fresh, version, verify, report):
+            # two buckets in flight: fresh buffers, so bound the extra GPU memory to two buckets
+            for meta, flat in iter_received(group, fresh, version, verify, report, max_in_flight=2):
                 yield from unflatten(meta, flat.to(self.device, non_blocking=True))
 
         self._rayscale_reload(named())
-        return asdict(report)
+        return report.summary()
 
     def rayscale_load_buckets(self, buckets: list[tuple[str, torch.Tensor]]) -> None:
         def named():

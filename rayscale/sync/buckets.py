@@ -98,20 +98,37 @@ def _fresh(device: torch.device | str) -> Allocator:
     return lambda dtype, numel: torch.empty(numel, dtype=dtype, device=device)
 
 
+@dataclass
+class _Open:
+    """A bucket being filled: either a buffer we copy into, or (zero-copy) a run of tensors adjacent in memory."""
+
+    meta: BucketMeta
+    buf: torch.Tensor | None = None
+    run: torch.Tensor | None = None  # first tensor of the run; the bucket is a flat view over its storage
+
+    def run_view(self) -> torch.Tensor:
+        return self.run.as_strided((self.meta.numel,), (1,))
+
+
 class BucketPacker:
     """Streams named tensors into per-dtype buckets of at most `bucket_bytes` (a larger tensor gets its own).
 
-    Each tensor is copied into its bucket the moment it arrives, so the caller may free or re-shard it right after
-    (ZeRO-3 gathers a layer, yields it, releases it). `alloc` lets a sender reuse warm buffers between syncs.
+    By default each tensor is copied into its bucket the moment it arrives, so the caller may free or re-shard it
+    right after (ZeRO-3 gathers a layer, yields it, releases it). With `zero_copy`, tensors that lie back to back
+    in one storage (DeepSpeed ZeRO-1/2 keeps the parameters as views of one flat buffer) become a bucket that is
+    a view over that memory: nothing is copied. That is only safe while the tensors stay valid and unchanged
+    until the buckets are sent. `alloc` lets a sender reuse warm buffers between syncs.
     """
 
-    def __init__(self, bucket_bytes: int, device: torch.device | str = "cpu", alloc: Allocator | None = None):
+    def __init__(self, bucket_bytes: int, device: torch.device | str = "cpu", alloc: Allocator | None = None,
+                 zero_copy: bool = False):
         if bucket_bytes <= 0:
             raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
         self.bucket_bytes = int(bucket_bytes)
         self.device = torch.device(device)
+        self.zero_copy = zero_copy
         self._alloc = alloc or _fresh(self.device)
-        self._open: dict[torch.dtype, tuple[torch.Tensor, BucketMeta]] = {}
+        self._open: dict[torch.dtype, _Open] = {}
         self._seen: set[str] = set()
         self._count = 0
 
@@ -120,36 +137,47 @@ class BucketPacker:
         if name in self._seen:
             raise ValueError(f"tensor {name!r} was given twice in one sync")
         self._seen.add(name)
-        dtype, numel = tensor.dtype, tensor.numel()
+        t = tensor.detach()
+        dtype, numel = t.dtype, t.numel()
         limit = max(1, self.bucket_bytes // dtype.itemsize)
         done: list[Bucket] = []
-        if numel >= limit:  # an oversized tensor travels alone, without a copy when it already is flat here
-            entry = Entry(name, tuple(tensor.shape), 0)
-            if tensor.is_contiguous() and tensor.device == self.device:
-                flat = tensor.detach().reshape(-1)
-            else:
-                flat = self._alloc(dtype, numel)[:numel]
-                flat.copy_(tensor.detach().reshape(-1))
-            done.append(self._emit(flat, BucketMeta(dtype_name(dtype), numel, [entry])))
+        if numel >= limit:  # an oversized tensor travels alone
+            flat = t.reshape(-1) if self._viewable(t) else self._alloc(dtype, numel)[:numel].copy_(t.reshape(-1))
+            done.append(self._emit(flat, BucketMeta(dtype_name(dtype), numel, [Entry(name, tuple(t.shape), 0)])))
             return done
-        open_ = self._open.get(dtype)
-        if open_ is not None and open_[1].numel + numel > limit:
+        op = self._open.get(dtype)
+        if op is not None and op.meta.numel + numel > limit:
             done.append(self._close(dtype))
-            open_ = None
-        if open_ is None:
-            open_ = self._open[dtype] = (self._alloc(dtype, limit), BucketMeta(dtype_name(dtype), 0))
-        buf, meta = open_
-        buf[meta.numel : meta.numel + numel].copy_(tensor.detach().reshape(-1))
-        meta.entries.append(Entry(name, tuple(tensor.shape), meta.numel))
-        meta.numel += numel
+            op = None
+        if op is None:
+            op = self._open[dtype] = _Open(BucketMeta(dtype_name(dtype), 0))
+            if self._viewable(t):
+                op.run = t
+            else:
+                op.buf = self._alloc(dtype, limit)
+        elif op.run is not None and not self._continues(op, t):  # the run breaks: copy what it holds so far
+            op.buf = self._alloc(dtype, limit)
+            op.buf[: op.meta.numel].copy_(op.run_view())
+            op.run = None
+        if op.buf is not None:
+            op.buf[op.meta.numel : op.meta.numel + numel].copy_(t.reshape(-1))
+        op.meta.entries.append(Entry(name, tuple(t.shape), op.meta.numel))
+        op.meta.numel += numel
         return done
 
     def finish(self) -> list[Bucket]:
         return [self._close(dtype) for dtype in list(self._open)]
 
+    def _viewable(self, t: torch.Tensor) -> bool:
+        return self.zero_copy and t.is_contiguous() and t.device == self.device
+
+    def _continues(self, op: _Open, t: torch.Tensor) -> bool:
+        return (self._viewable(t) and t.untyped_storage().data_ptr() == op.run.untyped_storage().data_ptr()
+                and t.storage_offset() == op.run.storage_offset() + op.meta.numel)
+
     def _close(self, dtype: torch.dtype) -> Bucket:
-        buf, meta = self._open.pop(dtype)
-        return self._emit(buf[: meta.numel], meta)
+        op = self._open.pop(dtype)
+        return self._emit(op.buf[: op.meta.numel] if op.buf is not None else op.run_view(), op.meta)
 
     def _emit(self, flat: torch.Tensor, meta: BucketMeta) -> Bucket:
         meta.index = self._count
@@ -162,8 +190,9 @@ def iter_buckets(
     bucket_bytes: int,
     device: torch.device | str = "cpu",
     alloc: Allocator | None = None,
+    zero_copy: bool = False,
 ) -> Iterator[Bucket]:
-    packer = BucketPacker(bucket_bytes, device, alloc)
+    packer = BucketPacker(bucket_bytes, device, alloc, zero_copy)
     for name, tensor in named_tensors:
         yield from packer.add(name, tensor)
     yield from packer.finish()

@@ -8,13 +8,12 @@ it, because gathering a partitioned parameter is a collective). Everything else 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import asdict
-
 import torch
 
 from rayscale.sync.buckets import Bucket, bucket_to_bytes, checksum, iter_buckets
 from rayscale.sync.group import Backend, SyncGroup, host_store
 from rayscale.sync.protocol import send_stream
+from rayscale.sync.receiver import SyncError
 
 DEFAULT_BUCKET_BYTES = 64 << 20
 
@@ -43,8 +42,15 @@ class BufferPool:
 
 
 class WeightSenderMixin:
-    """Mixed into the learner's rank actor; rank 0 sends, the other ranks only take part in ZeRO-3 gathers."""
+    """Mixed into the learner's rank actor; rank 0 sends, the other ranks only take part in ZeRO-3 gathers.
 
+    `sync_zero_copy`: set True when the tensors `iter_params_for_sync` yields stay valid and unchanged until
+    `send_weights` returns (ZeRO-0/1/2: they are the parameters themselves, and ZeRO-1/2 lays them out back to back
+    in one flat buffer, which then goes on the wire without a copy). Leave it False under ZeRO-3, whose gathered
+    tensors are released as the iteration moves on.
+    """
+
+    sync_zero_copy: bool = False
     _sync_group: SyncGroup | None = None
     _sync_store = None
     _sync_pools: dict | None = None
@@ -81,9 +87,19 @@ class WeightSenderMixin:
         if transport == "broadcast":
             if self._sync_group is None:
                 raise RuntimeError("send_weights(broadcast) before init_sync_group")
-            pool = self._pool(self._sync_group.device)
-            buckets = iter_buckets(params, bucket_bytes, self._sync_group.device, pool.alloc)
-            return asdict(send_stream(self._sync_group, buckets, version, verify, on_done=pool.release))
+            device = self._sync_group.device
+            pool = self._pool(device)
+            plans = self.__dict__.setdefault("_sync_plans", {})
+            key = (bucket_bytes, str(device))
+            buckets = iter_buckets(params, bucket_bytes, device, pool.alloc, zero_copy=self.sync_zero_copy)
+            try:
+                report = send_stream(self._sync_group, buckets, version, verify, plan=plans.get(key),
+                                     on_done=pool.release)
+            except SyncError:
+                plans.pop(key, None)  # the layout changed: the next sync streams and learns it again
+                raise
+            plans[key] = report.plan
+            return report.summary()
         if transport == "object_store":
             return self._put_buckets(params, bucket_bytes, verify)
         raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
