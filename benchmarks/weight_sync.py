@@ -152,6 +152,10 @@ def run(args) -> dict:
 
     med = {k: statistics.median(v) for k, v in times.items()}
     gbps = {k: nbytes / t / 1e9 for k, t in med.items()}
+
+    def paired(a: str, b: str) -> float:  # median over rounds of time(b) / time(a): robust to load swings
+        return statistics.median(tb / ta for ta, tb in zip(times[a], times[b]))
+
     return {
         "backend": args.backend, "quick": args.quick, "workers": args.workers, "bucket_mb": args.bucket_mb,
         "model": {**tiny.model_dump(), "tensors": 218, "bytes": nbytes},
@@ -160,10 +164,10 @@ def run(args) -> dict:
         "bucketed_gbps": gbps["bucketed"], "bucketed_copy_gbps": gbps["bucketed_copy"], "raw_gbps": gbps["raw"],
         "per_tensor_gbps": gbps["per_tensor"],
         "object_store_gbps": gbps["object_store"],
-        "ratio_vs_raw": gbps["bucketed"] / gbps["raw"],
-        "ratio_vs_raw_copy": gbps["bucketed_copy"] / gbps["raw"],
-        "speedup_vs_per_tensor": med["per_tensor"] / med["bucketed"],
-        "object_store_ratio_vs_raw": gbps["object_store"] / gbps["raw"],
+        "ratio_vs_raw": paired("bucketed", "raw"),
+        "ratio_vs_raw_copy": paired("bucketed_copy", "raw"),
+        "speedup_vs_per_tensor": paired("bucketed", "per_tensor"),
+        "object_store_ratio_vs_raw": paired("object_store", "raw"),
     }
 
 
@@ -180,11 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     res = run(args)
     mb = res["model"]["bytes"] / 1e6
     print(f"\nweight sync, {args.backend}, {mb:.0f} MB in 218 tensors, {args.workers} worker(s) on another node, "
-          f"median of {args.repeats}")
-    print(f"{'method':<15}{'seconds':>9}{'GB/s':>9}{'vs raw':>9}")
+          f"median of {args.repeats} rounds (ratios: median of per-round ratios)")
+    print(f"{'method':<15}{'seconds':>9}{'GB/s':>9}")
     for k in ("raw", "bucketed", "bucketed_copy", "per_tensor", "object_store"):
-        print(f"{k:<15}{res['seconds'][k]:>9.3f}{res['gbps'][k]:>9.2f}{res['gbps'][k] / res['raw_gbps']:>9.2f}")
-    print(f"ratio_vs_raw = {res['ratio_vs_raw']:.2f} (target >= 0.9)   "
+        print(f"{k:<15}{res['seconds'][k]:>9.3f}{res['gbps'][k]:>9.2f}")
+    print(f"ratio_vs_raw = {res['ratio_vs_raw']:.2f} (target >= 0.9; copying every tensor: "
+          f"{res['ratio_vs_raw_copy']:.2f})   "
           f"speedup_vs_per_tensor = {res['speedup_vs_per_tensor']:.1f}x (target >= 5)")
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))

@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayscale.sync.buckets import (BucketPacker, bucket_from_bytes, bucket_to_bytes, checksum, iter_buckets,
-                                   state_checksums, unflatten)
+from rayscale.sync.buckets import (
+    BucketPacker,
+    bucket_from_bytes,
+    bucket_to_bytes,
+    checksum,
+    iter_buckets,
+    state_checksums,
+    unflatten,
+)
 from rayscale.sync.receiver import ModelReceiver, SyncError
 
 

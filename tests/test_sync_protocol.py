@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 
@@ -46,19 +47,19 @@ def test_every_receiver_ends_bit_identical_to_the_sender_and_syncs_repeat_in_pla
     dst = [_model(1), _model(2)]
     rx = [ModelReceiver(m) for m in dst]
 
-    def member(group: SyncGroup):
+    def member(group: SyncGroup, version: int):
         if group.rank == 0:
-            return send_stream(group, iter_buckets(src.state_dict().items(), 256), version=v, verify=True)
+            return send_stream(group, iter_buckets(src.state_dict().items(), 256), version=version, verify=True)
         r = rx[group.rank - 1]
         r.begin()
-        report = receive_all(group, lambda m: r.buffer_for(m, "cpu"), r.apply, version=v, verify=True)
+        report = receive_all(group, lambda m: r.buffer_for(m, "cpu"), r.apply, version=version, verify=True)
         r.finish()
         return report
 
-    for v in (1, 2):
+    for version in (1, 2):
         with torch.no_grad():
             src[0].weight.add_(1.0)
-        reports = _run_members(3, member)
+        reports = _run_members(3, functools.partial(member, version=version))
         for rep in reports:
             assert not isinstance(rep, BaseException), rep
         assert reports[0].buckets > 1 and reports[0].bytes == sum(t.numel() * 4 for t in src.state_dict().values())
@@ -125,7 +126,7 @@ def test_a_consumer_that_stops_early_leaves_the_stream_in_step():
         return "closed"
 
     for plan in (None, [b.meta for b in buckets]):
-        sent, received = _run_members(2, lambda g: member(g, plan))
+        sent, received = _run_members(2, functools.partial(member, plan=plan))
         assert received == "closed" and sent.buckets == len(buckets)
 
 

@@ -135,8 +135,8 @@ class RolloutManager:
         from the last sender, which must still hold them (the controller restarts between learner steps)."""
         try:
             ray.kill(self.workers[i], no_restart=True)
-        except Exception:  # noqa: BLE001 - it may be gone already
-            pass
+        except Exception as e:  # noqa: BLE001 - it may be gone already
+            log.debug("killing rollout worker %d: %s", i, e)
         self.workers[i] = self._spawn(i)
         self.infos[i] = ray.get(self.workers[i].ready.remote())  # model loading may take long: no timeout
         self._group_key = None  # the old group has a dead member; rebuilt on the next broadcast sync
@@ -231,7 +231,7 @@ class RolloutManager:
         for w in self.workers:
             try:
                 ray.kill(w, no_restart=True)
-            except Exception:  # noqa: BLE001
-                pass
+            except Exception as e:  # noqa: BLE001 - shutting down: a worker already gone is fine
+                log.debug("shutdown: %s", e)
         self.workers = []
         remove_placement_group(self.pg)

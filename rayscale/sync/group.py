@@ -12,6 +12,7 @@ Joining never hangs: members count themselves in through the store, and a member
 from __future__ import annotations
 
 import datetime
+import logging
 import socket
 import time
 from typing import Literal
@@ -20,6 +21,7 @@ import torch
 import torch.distributed as dist
 
 Backend = Literal["gloo", "nccl"]
+log = logging.getLogger(__name__)
 
 
 def local_ip_towards(address: str) -> str:
@@ -91,8 +93,8 @@ class SyncGroup:
         if callable(shutdown):
             try:
                 shutdown()
-            except Exception:  # noqa: BLE001 - a peer may already be gone; the group is being dropped anyway
-                pass
+            except Exception as e:  # noqa: BLE001 - a peer may already be gone; the group is being dropped anyway
+                log.debug("closing sync group: %s", e)
         self.pg = self.store = None
 
 

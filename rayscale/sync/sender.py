@@ -8,6 +8,7 @@ it, because gathering a partitioned parameter is a collective). Everything else 
 from __future__ import annotations
 
 from collections import defaultdict
+
 import torch
 
 from rayscale.sync.buckets import Bucket, bucket_to_bytes, checksum, iter_buckets
