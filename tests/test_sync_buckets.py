@@ -181,3 +181,42 @@ def test_zero_copy_turns_back_to_back_tensors_into_views_and_copies_when_the_run
         assert torch.equal(got[name], t)
     copied = list(iter_buckets(named, bucket_bytes=4 * 16))
     assert not any(inside(b.flat) for b in copied)  # the default copies: safe for tensors freed after yielding
+
+
+class _FakeWork:
+    def __init__(self):
+        self.done = False
+        self.waited = False
+
+    def is_completed(self):
+        return self.done
+
+    def wait(self):
+        self.waited = self.done = True
+
+
+def test_buffer_pool_reuses_idle_buffers_and_waits_for_the_oldest_only_at_depth():
+    from rayscale.sync.buckets import Bucket, BucketMeta
+    from rayscale.sync.sender import BufferPool
+
+    pool = BufferPool("cpu", depth=2)
+
+    def send(buf):
+        work = _FakeWork()
+        pool.sent(Bucket(BucketMeta("float32", buf.numel()), buf), work)
+        return work
+
+    a = pool.alloc(torch.float32, 8)
+    wa = send(a)
+    b = pool.alloc(torch.float32, 8)
+    assert b.data_ptr() != a.data_ptr()
+    wb = send(b)
+    c = pool.alloc(torch.float32, 4)  # both in flight, depth reached: waits for the first one sent
+    assert c.data_ptr() == a.data_ptr() and wa.waited and not wb.waited
+    wb.done = True
+    send(c)
+    assert pool.alloc(torch.float32, 8).data_ptr() == b.data_ptr()  # idle: reused without waiting
+    big = pool.alloc(torch.float32, 100)  # nothing fits: a new buffer whatever the depth
+    assert big.numel() == 100
+    view = torch.zeros(3)
+    pool.sent(Bucket(BucketMeta("float32", 3), view), _FakeWork())  # not the pool's: ignored

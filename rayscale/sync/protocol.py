@@ -5,15 +5,16 @@
     no plan:       [header 0][flat 0]...[header n-1][flat n-1]       then [trailer]
     [trailer]      {"end": true, "ok", "error", "checksums"}
 
-(each JSON object travels as a length broadcast then a bytes broadcast.)
+Each JSON message travels in one fixed-size 64 KiB slot (length-prefixed; a longer one continues in a second
+broadcast), so a message is a single collective and a receiver can post it before it is sent.
 
 The first sync streams: headers travel in-band, so the sender packs (and, under ZeRO-3, gathers) bucket k+1 while
 bucket k is on the wire, with no planning pass over the model. Every later sync announces the whole plan up front
-(the layout the sender packed last time), so receivers post all their receives at once and never stop to read a
-header between buckets: on a busy CPU each stop costs a thread wake-up, milliseconds per bucket. Should the sender's
-layout change anyway, it still sends exactly the announced sizes and fails the sync in the trailer; the next sync
-streams again. Receivers always consume the stream to its trailer, whatever goes wrong on their side, so nobody
-is left blocked in a half-finished collective.
+(the layout the sender packed last time), so receivers post every receive, trailer included, right after reading
+the header and then wait once: on a busy CPU every stop to read something costs a thread wake-up, milliseconds.
+Should the sender's layout change anyway, it still sends exactly the announced sizes and fails the sync in the
+trailer; the next sync streams again. Receivers always consume the stream to its trailer, whatever goes wrong on
+their side, so nobody is left blocked in a half-finished collective.
 """
 
 from __future__ import annotations
@@ -51,25 +52,45 @@ class SyncReport:
                 "seconds": self.seconds, "planned": self.planned}
 
 
+SLOT_BYTES = 64 << 10
+
+
 class _Wire:
-    """Small JSON objects over the group; sent tensors are kept alive until their broadcasts finish."""
+    """JSON messages over the group, one fixed-size slot each; sent tensors live until their broadcasts finish."""
 
     def __init__(self, group: SyncGroup):
         self.group = group
         self.pending: list = []
 
     def send(self, obj: dict) -> None:
-        raw = torch.frombuffer(bytearray(json.dumps(obj, separators=(",", ":")).encode()), dtype=torch.uint8)
-        length = torch.tensor([raw.numel()], dtype=torch.int64, device=self.group.device)
-        body = raw.to(self.group.device)
-        self.pending += [(self.group.broadcast(length), length), (self.group.broadcast(body), body)]
+        data = json.dumps(obj, separators=(",", ":")).encode()
+        slot = torch.zeros(SLOT_BYTES, dtype=torch.uint8)
+        slot[:8] = torch.frombuffer(bytearray(len(data).to_bytes(8, "little")), dtype=torch.uint8)
+        head = data[: SLOT_BYTES - 8]
+        slot[8 : 8 + len(head)] = torch.frombuffer(bytearray(head), dtype=torch.uint8)
+        parts = [slot]
+        if len(data) > len(head):
+            parts.append(torch.frombuffer(bytearray(data[len(head):]), dtype=torch.uint8))
+        for part in parts:
+            part = part.to(self.group.device)
+            self.pending.append((self.group.broadcast(part), part))
 
-    def recv(self) -> dict:
-        length = torch.zeros(1, dtype=torch.int64, device=self.group.device)
-        self.group.broadcast(length).wait()
-        body = torch.empty(int(length.item()), dtype=torch.uint8, device=self.group.device)
-        self.group.broadcast(body).wait()
-        return json.loads(bytes(body.cpu().numpy()).decode())
+    def post(self):
+        """Post the receive of the next message's slot; pass the result to `recv`."""
+        slot = torch.empty(SLOT_BYTES, dtype=torch.uint8, device=self.group.device)
+        return slot, self.group.broadcast(slot)
+
+    def recv(self, posted=None) -> dict:
+        slot, work = posted or self.post()
+        work.wait()
+        slot = slot.cpu()
+        size = int.from_bytes(bytes(slot[:8].numpy()), "little")
+        data = bytes(slot[8 : 8 + min(size, SLOT_BYTES - 8)].numpy())
+        if size > len(data):
+            rest = torch.empty(size - len(data), dtype=torch.uint8, device=self.group.device)
+            self.group.broadcast(rest).wait()
+            data += bytes(rest.cpu().numpy())
+        return json.loads(data.decode())
 
     def flush(self) -> None:
         for work, _ in self.pending:
@@ -82,16 +103,16 @@ def _scratch(group: SyncGroup, meta: BucketMeta) -> torch.Tensor:
 
 
 def send_stream(group: SyncGroup, buckets: Iterable[Bucket], version: int, verify: bool = False,
-                plan: list[BucketMeta] | None = None, max_in_flight: int = 2,
-                on_done: Callable[[Bucket], None] | None = None) -> SyncReport:
-    """Broadcast every bucket from rank 0. `plan`: the layout these buckets are expected to have (the previous
-    sync's `report.plan`); None streams headers. At most `max_in_flight` buckets are on the wire while the next
-    one is packed; `on_done(bucket)` fires once a bucket's buffer may be reused."""
+                plan: list[BucketMeta] | None = None,
+                on_sent: Callable[[Bucket, object], None] | None = None) -> SyncReport:
+    """Broadcast every bucket from rank 0, all asynchronously; returns once everything is on the other side.
+    `plan`: the layout these buckets are expected to have (the previous sync's `report.plan`); None streams
+    headers. `on_sent(bucket, work)` lets the bucket's buffer owner wait for `work` before reusing it."""
     report = SyncReport(version, planned=plan is not None)
     start = time.perf_counter()
     wire = _Wire(group)
     wire.send({"version": version, "plan": [m.to_dict() for m in plan] if plan is not None else None})
-    in_flight: deque[tuple[Bucket, object]] = deque()
+    works: list = []
     sums: list[int] = []
     error = None
     for bucket in buckets:  # consumed to the end even after an error: under ZeRO-3 every rank gathers in step
@@ -100,36 +121,32 @@ def send_stream(group: SyncGroup, buckets: Iterable[Bucket], version: int, verif
                                                    or plan[len(report.plan)].layout_key() != meta.layout_key()):
             error = f"the sender's layout changed at bucket {meta.index} since the previous sync"
         if error is not None:
+            if on_sent is not None:
+                on_sent(bucket, None)
             continue
         if verify:
             sums.append(checksum(bucket.flat))
         if plan is None:
             wire.send(meta.to_dict())
-        in_flight.append((bucket, group.broadcast(bucket.flat)))
+        work = group.broadcast(bucket.flat)
+        works.append((work, bucket))
+        if on_sent is not None:
+            on_sent(bucket, work)
         report.plan.append(meta)
         report.count(meta)
-        while len(in_flight) >= max_in_flight:
-            _retire(in_flight, on_done)
     if plan is not None:
         if error is None and len(report.plan) != len(plan):
             error = f"the sender packed {len(report.plan)} buckets, {len(plan)} were announced"
         for meta in plan[len(report.plan):]:  # keep the receivers in step: every announced size is sent
             group.broadcast(_scratch(group, meta).zero_()).wait()
     wire.send({"end": True, "ok": error is None, "error": error, "checksums": sums if verify else None})
-    while in_flight:
-        _retire(in_flight, on_done)
+    for work, _ in works:
+        work.wait()
     wire.flush()
     report.seconds = time.perf_counter() - start
     if error is not None:
         raise SyncError(error)
     return report
-
-
-def _retire(in_flight: deque, on_done) -> None:
-    bucket, work = in_flight.popleft()
-    work.wait()
-    if on_done is not None:
-        on_done(bucket)
 
 
 def iter_received(group: SyncGroup, buffer_for: Callable[[BucketMeta], torch.Tensor], version: int,
@@ -153,7 +170,7 @@ def iter_received(group: SyncGroup, buffer_for: Callable[[BucketMeta], torch.Ten
     report.planned = plan is not None
     posted: deque[tuple[BucketMeta, torch.Tensor, object]] = deque()
     next_post = 0  # plan mode: index of the next bucket to post
-    trailer = None
+    trailer = trailer_slot = None
 
     def receive_into(meta: BucketMeta) -> torch.Tensor:
         if not problems:
@@ -189,11 +206,13 @@ def iter_received(group: SyncGroup, buffer_for: Callable[[BucketMeta], torch.Ten
         else:
             for i in range(len(plan)):
                 post_until(len(plan) if max_in_flight is None else i + max_in_flight)
+                if next_post == len(plan) and trailer_slot is None:
+                    trailer_slot = wire.post()  # everything is posted: the only wait left is the last one
                 meta, flat, work = posted.popleft()
                 work.wait()
                 if arrived(meta, flat):
                     yield meta, flat
-            trailer = wire.recv()
+            trailer = wire.recv(trailer_slot)
     finally:
         if trailer is None:  # the consumer raised or stopped early: consume the rest of the stream
             problems.append("the receiver stopped before the end of the sync")
@@ -204,7 +223,7 @@ def iter_received(group: SyncGroup, buffer_for: Callable[[BucketMeta], torch.Ten
                 post_until(len(plan))
                 for _, _, work in posted:
                     work.wait()
-                wire.recv()
+                wire.recv(trailer_slot)
     report.seconds = time.perf_counter() - start
     if not trailer.get("ok"):
         problems.append(f"the sender failed: {trailer.get('error')}")

@@ -20,26 +20,52 @@ DEFAULT_BUCKET_BYTES = 64 << 20
 
 
 class BufferPool:
-    """Bucket buffers kept warm between syncs: a fresh 64 MB buffer costs page faults that run slower than the link."""
+    """Bucket buffers kept warm between syncs (a fresh 64 MB buffer costs page faults that run slower than the
+    link). At most `depth` buffers per dtype: a request beyond that waits for the oldest buffer still on the wire,
+    so packing runs ahead of the network by `depth - 1` buckets and no further."""
 
-    def __init__(self, device: torch.device | str):
+    def __init__(self, device: torch.device | str, depth: int = 3):
         self.device = torch.device(device)
-        self._free: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
-        self._mine: dict[int, torch.Tensor] = {}
+        self.depth = depth
+        self._bufs: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
+        self._sending: dict[int, object] = {}  # data_ptr -> the work still reading that buffer
+        self._handed: set[int] = set()  # being filled or waiting to be sent
 
     def alloc(self, dtype: torch.dtype, numel: int) -> torch.Tensor:
-        free = self._free[dtype]
-        for i, buf in enumerate(free):
-            if buf.numel() >= numel:
-                return free.pop(i)
-        buf = torch.empty(numel, dtype=dtype, device=self.device)
-        self._mine[buf.data_ptr()] = buf
+        fits = [b for b in self._bufs[dtype] if b.numel() >= numel and b.data_ptr() not in self._handed]
+        idle = [b for b in fits if self._idle(b)]
+        if idle:
+            buf = idle[0]
+        elif len(self._bufs[dtype]) < self.depth or not fits:
+            buf = torch.empty(numel, dtype=dtype, device=self.device)
+            self._bufs[dtype].append(buf)
+        else:  # all in flight: wait for the one that went out first
+            buf = fits[0]
+            self._sending.pop(buf.data_ptr()).wait()
+        self._handed.add(buf.data_ptr())
         return buf
 
+    def sent(self, bucket: Bucket, work) -> None:
+        """`work`: the broadcast reading the bucket (None: it was not sent after all)."""
+        ptr = bucket.flat.data_ptr()
+        if ptr in self._handed:  # not ours when the bucket is a view of the caller's tensors
+            self._handed.discard(ptr)
+            if work is None:
+                return
+            self._sending[ptr] = work
+            # keep the pool's list in send order, so fits[0] above is the oldest in flight
+            bufs = self._bufs[bucket.flat.dtype]
+            bufs.append(bufs.pop(next(i for i, b in enumerate(bufs) if b.data_ptr() == ptr)))
+
     def release(self, bucket: Bucket) -> None:
-        buf = self._mine.get(bucket.flat.data_ptr())  # None for a tensor sent in place (not ours)
-        if buf is not None and all(b is not buf for b in self._free[buf.dtype]):
-            self._free[buf.dtype].append(buf)
+        self._handed.discard(bucket.flat.data_ptr())
+
+    def _idle(self, buf: torch.Tensor) -> bool:
+        work = self._sending.get(buf.data_ptr())
+        if work is not None and not work.is_completed():
+            return False
+        self._sending.pop(buf.data_ptr(), None)
+        return True
 
 
 class WeightSenderMixin:
@@ -95,7 +121,7 @@ class WeightSenderMixin:
             buckets = iter_buckets(params, bucket_bytes, device, pool.alloc, zero_copy=self.sync_zero_copy)
             try:
                 report = send_stream(self._sync_group, buckets, version, verify, plan=plans.get(key),
-                                     on_done=pool.release)
+                                     on_sent=pool.sent)
             except SyncError:
                 plans.pop(key, None)  # the layout changed: the next sync streams and learns it again
                 raise
