@@ -136,12 +136,11 @@ def run(args) -> dict:
         raw(), per_tensor(), object_store(), bucketed(False)  # warm-up
         times: dict[str, list[float]] = {"bucketed": [], "bucketed_copy": [], "raw": [], "per_tensor": [],
                                          "object_store": []}
-        for _ in range(args.repeats):  # interleaved, so drifting machine load hits every method alike
-            times["bucketed"].append(bucketed()[0])
-            times["bucketed_copy"].append(bucketed(False)[0])
-            times["raw"].append(raw())
-            times["per_tensor"].append(per_tensor())
-            times["object_store"].append(object_store())
+        methods = [("bucketed", lambda: bucketed()[0]), ("bucketed_copy", lambda: bucketed(False)[0]),
+                   ("raw", raw), ("per_tensor", per_tensor), ("object_store", object_store)]
+        for i in range(args.repeats):  # interleaved in a rotating order: load swings and after-effects (the
+            for name, fn in methods[i % 5:] + methods[: i % 5]:  # object store's cleanup) hit all alike
+                times[name].append(fn())
         want = ray.get(learner.get_state_checksum.remote())
         assert all(ray.get(w.get_state_checksum.remote()) == want for w in workers), "workers differ from learner"
         manager.shutdown()
@@ -173,14 +172,14 @@ def run(args) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="20M-parameter model, 3 repeats (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="20M-parameter model, 5 rounds (about a minute)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--backend", choices=["gloo", "nccl"], default="gloo")
     ap.add_argument("--workers", type=int, default=1, help="rollout workers on node1")
     ap.add_argument("--bucket-mb", type=float, default=64.0)
     ap.add_argument("--repeats", type=int, default=None)
     args = ap.parse_args(argv)
-    args.repeats = args.repeats or (3 if args.quick else 7)
+    args.repeats = args.repeats or (5 if args.quick else 10)
     res = run(args)
     mb = res["model"]["bytes"] / 1e6
     print(f"\nweight sync, {args.backend}, {mb:.0f} MB in 218 tensors, {args.workers} worker(s) on another node, "

@@ -7,7 +7,7 @@ import torch
 
 from rayscale.config import RolloutConfig, TinyModelConfig
 from rayscale.rollout.hf_engine import HFEngine, _Row
-from rayscale.rollout.sampling import RowSampler, truncate_at_stop, uniform_noise
+from rayscale.rollout.sampling import RowSampler, row_keys, row_uniforms, truncate_at_stop
 from rayscale.types import RolloutRequest
 
 P1 = "<|user|>3+4*2<|assistant|>"
@@ -103,20 +103,23 @@ def test_bad_requests_fail_with_the_request_named(engine_parts):
         _engine(engine_parts).generate([RolloutRequest("q", P1, n=0)])
 
 
-def test_seeded_gumbel_sampling_follows_the_distribution_and_top_k():
-    probs = torch.tensor([0.5, 0.25, 0.15, 0.1])
+def test_seeded_sampling_follows_the_distribution_and_top_k():
+    probs = torch.tensor([0.5, 0.25, 0.0, 0.15, 0.1])
     rows = 8000
     scores = probs.log().repeat(rows, 1)
     seeds = torch.arange(rows, dtype=torch.int64) * 7919 + 3
     ids = torch.zeros(rows, 5, dtype=torch.long)
     pick = RowSampler(seeds, torch.ones(rows), prompt_len=5)(ids, scores).argmax(-1)
-    freq = torch.bincount(pick, minlength=4).float() / rows
+    freq = torch.bincount(pick, minlength=5).float() / rows
     assert torch.allclose(freq, probs, atol=0.02), freq
+    assert freq[2] == 0  # a token of probability 0 is never drawn
     top1 = RowSampler(seeds, torch.ones(rows), prompt_len=5, top_k=1)(ids, scores).argmax(-1)
     assert bool((top1 == 0).all())
-    u = uniform_noise(seeds[:100], step=3, vocab=50)
-    assert 0 < float(u.min()) and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.02
-    assert not torch.equal(u, uniform_noise(seeds[:100], step=4, vocab=50))
+    hot = RowSampler(seeds, torch.full((rows,), 100.0), prompt_len=5)(ids, scores).argmax(-1)
+    assert (torch.bincount(hot, minlength=5)[[0, 1, 3, 4]] > rows / 8).all()  # high temperature: near uniform
+    u = row_uniforms(row_keys(seeds), step=3)
+    assert 0 < float(u.min()) and float(u.max()) < 1 and abs(float(u.mean()) - 0.5) < 0.01
+    assert not torch.equal(u, row_uniforms(row_keys(seeds), step=4))
 
 
 def test_truncate_at_stop_cuts_at_the_earliest():
