@@ -180,8 +180,14 @@ class LearnerConfig(_Strict):
 # --------------------------------------------------------------------------------------------------- sync
 class SyncConfig(_Strict):
     transport: Literal["broadcast", "object_store"] = "broadcast"
+    backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when rollout workers hold GPUs, else gloo
     bucket_size_mb: float = Field(64.0, gt=0)
     verify: bool = False  # checksum every bucket on both sides
+    timeout_s: float = Field(300.0, gt=0)  # group join and each transfer; a missing member fails, never hangs
+
+    @property
+    def bucket_bytes(self) -> int:
+        return int(self.bucket_size_mb * (1 << 20))
 
 
 # --------------------------------------------------------------------------------------------------- algo

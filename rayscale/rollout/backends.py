@@ -1,0 +1,75 @@
+"""The rollout backends behind one interface, as the `RolloutWorker` actor drives them.
+
+    generate(requests, version) -> list[list[Sample]]
+    sync_ranks                  members this backend adds to the sync group (1; vLLM: one per TP/PP worker)
+    init_sync_group(master_addr, master_port, world_size, rank, backend, timeout_s)
+    receive_weights(version, verify) -> SyncReport-like dict      (broadcast transport)
+    load_buckets(buckets)                                          (object-store transport)
+    state_checksums() -> {name: checksum}
+    close_sync_group()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from rayscale.config import RolloutConfig
+from rayscale.rollout.hf_engine import HFEngine
+from rayscale.sync.buckets import Bucket, state_checksums
+from rayscale.sync.group import Backend, SyncGroup
+from rayscale.sync.protocol import receive_all
+from rayscale.sync.receiver import ModelReceiver
+
+
+class HFBackend:
+    sync_ranks = 1
+
+    def __init__(self, engine: HFEngine):
+        self.engine = engine
+        self.receiver = ModelReceiver(engine.model)
+        self.group: SyncGroup | None = None
+
+    def generate(self, requests, version: int):
+        return self.engine.generate(requests, version)
+
+    def init_sync_group(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: Backend,
+                        timeout_s: float) -> None:
+        self.close_sync_group()
+        self.group = SyncGroup.join(master_addr, master_port, world_size, rank, backend, timeout_s)
+
+    def close_sync_group(self) -> None:
+        if self.group is not None:
+            self.group.close()
+        self.group = None
+
+    def receive_weights(self, version: int, verify: bool) -> dict:
+        if self.group is None:
+            raise RuntimeError("receive_weights before init_sync_group")
+        device = self.group.device  # gloo receives on CPU; a GPU model then gets a copy (bound only on CPU)
+        self.receiver.begin()
+        # Every receive is posted at once (max_in_flight=None): the buffers are the model's own, bound last sync.
+        report = receive_all(self.group, lambda meta: self.receiver.buffer_for(meta, device), self.receiver.apply,
+                             version, verify, max_in_flight=None)
+        self.receiver.finish()
+        return report.summary()
+
+    def load_buckets(self, buckets: Iterable[Bucket]) -> None:
+        self.receiver.begin()
+        device = self.engine.device
+        for bucket in buckets:  # object-store memory is read-only and shared: copy into buffers we own
+            self.receiver.apply(bucket.meta, self.receiver.buffer_for(bucket.meta, device).copy_(bucket.flat))
+        self.receiver.finish()
+
+    def state_checksums(self) -> dict[str, int]:
+        return state_checksums(self.engine.model.state_dict().items())
+
+
+def make_backend(model_path: str, cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
+                 trust_remote_code: bool = False):
+    if cfg.backend == "hf":
+        return HFBackend(HFEngine.from_path(model_path, cfg, dtype, worker_index, trust_remote_code))
+    if cfg.backend == "vllm":
+        from rayscale.rollout.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_path, cfg, worker_index, trust_remote_code)
+    raise ValueError(f"unknown rollout backend {cfg.backend!r}; expected hf or vllm")

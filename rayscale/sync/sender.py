@@ -1,0 +1,154 @@
+"""The sending side of weight sync, as a mixin for the learner's rank actor.
+
+It relies on two things of the class it is mixed into: `self.rank`, and a generator
+`self.iter_params_for_sync(bucket_bytes)` yielding `(name, full_tensor)` on rank 0 (under ZeRO-3 every rank runs
+it, because gathering a partitioned parameter is a collective). Everything else lives here.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import torch
+
+from rayscale.sync.buckets import Bucket, bucket_to_bytes, checksum, iter_buckets
+from rayscale.sync.group import Backend, SyncGroup, host_store
+from rayscale.sync.protocol import send_stream
+from rayscale.sync.receiver import SyncError
+
+DEFAULT_BUCKET_BYTES = 64 << 20
+
+
+class BufferPool:
+    """Bucket buffers kept warm between syncs (a fresh 64 MB buffer costs page faults that run slower than the
+    link). At most `depth` buffers per dtype: a request beyond that waits for the oldest buffer still on the wire,
+    so packing runs ahead of the network by `depth - 1` buckets and no further."""
+
+    def __init__(self, device: torch.device | str, depth: int = 3):
+        self.device = torch.device(device)
+        self.depth = depth
+        self._bufs: dict[torch.dtype, list[torch.Tensor]] = defaultdict(list)
+        self._sending: dict[int, object] = {}  # data_ptr -> the work still reading that buffer
+        self._handed: set[int] = set()  # being filled or waiting to be sent
+
+    def alloc(self, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        fits = [b for b in self._bufs[dtype] if b.numel() >= numel and b.data_ptr() not in self._handed]
+        idle = [b for b in fits if self._idle(b)]
+        if idle:
+            buf = idle[0]
+        elif len(self._bufs[dtype]) < self.depth or not fits:
+            buf = torch.empty(numel, dtype=dtype, device=self.device)
+            self._bufs[dtype].append(buf)
+        else:  # all in flight: wait for the one that went out first
+            buf = fits[0]
+            self._sending.pop(buf.data_ptr()).wait()
+        self._handed.add(buf.data_ptr())
+        return buf
+
+    def sent(self, bucket: Bucket, work) -> None:
+        """`work`: the broadcast reading the bucket (None: it was not sent after all)."""
+        ptr = bucket.flat.data_ptr()
+        if ptr in self._handed:  # not ours when the bucket is a view of the caller's tensors
+            self._handed.discard(ptr)
+            if work is None:
+                return
+            self._sending[ptr] = work
+            # keep the pool's list in send order, so fits[0] above is the oldest in flight
+            bufs = self._bufs[bucket.flat.dtype]
+            bufs.append(bufs.pop(next(i for i, b in enumerate(bufs) if b.data_ptr() == ptr)))
+
+    def release(self, bucket: Bucket) -> None:
+        self._handed.discard(bucket.flat.data_ptr())
+
+    def _idle(self, buf: torch.Tensor) -> bool:
+        work = self._sending.get(buf.data_ptr())
+        if work is not None and not work.is_completed():
+            return False
+        self._sending.pop(buf.data_ptr(), None)
+        return True
+
+
+class WeightSenderMixin:
+    """Mixed into the learner's rank actor; rank 0 sends, the other ranks only take part in ZeRO-3 gathers.
+
+    `sync_zero_copy`: set True when the tensors `iter_params_for_sync` yields stay valid and unchanged until
+    `send_weights` returns (ZeRO-0/1/2: they are the parameters themselves, and ZeRO-1/2 lays them out back to back
+    in one flat buffer, which then goes on the wire without a copy). Leave it False under ZeRO-3, whose gathered
+    tensors are released as the iteration moves on.
+    """
+
+    sync_zero_copy: bool = False
+    _sync_group: SyncGroup | None = None
+    _sync_store = None
+    _sync_pools: dict | None = None
+
+    def sync_endpoint(self, world_size: int, timeout_s: float = 300.0) -> tuple[str, int]:
+        """Rank 0 opens the rendezvous store on its node's IP and an OS-chosen free port, for the workers to join."""
+        import ray
+
+        ip = ray.util.get_node_ip_address()
+        self._sync_store = host_store(ip, world_size, timeout_s)
+        return ip, self._sync_store.port
+
+    def init_sync_group(self, master_addr: str, master_port: int, world_size: int, backend: Backend = "gloo",
+                        timeout_s: float = 300.0) -> None:
+        self.close_sync_group()
+        store = self._sync_store if self._sync_store is not None and self._sync_store.port == master_port else None
+        self._sync_group = SyncGroup.join(master_addr, master_port, world_size, 0, backend, timeout_s, store=store)
+
+    def close_sync_group(self) -> None:
+        if self._sync_group is not None:
+            self._sync_group.close()
+        self._sync_group = None
+
+    def send_weights(self, version: int, transport: str = "broadcast", bucket_bytes: int = DEFAULT_BUCKET_BYTES,
+                     verify: bool = False):
+        """broadcast: streams the buckets to the group and returns a report (dict).
+        object_store: returns [(bucket metadata JSON, ObjectRef of its bytes)] for `load_weights_from_refs`.
+        Ranks other than 0 return None after taking part in the gathers."""
+        params = self.iter_params_for_sync(bucket_bytes)
+        if self.rank != 0:
+            for _ in params:
+                pass
+            return None
+        if transport == "broadcast":
+            if self._sync_group is None:
+                raise RuntimeError("send_weights(broadcast) before init_sync_group")
+            device = self._sync_group.device
+            pool = self._pool(device)
+            plans = self.__dict__.setdefault("_sync_plans", {})
+            key = (bucket_bytes, str(device))
+            buckets = iter_buckets(params, bucket_bytes, device, pool.alloc, zero_copy=self.sync_zero_copy)
+            try:
+                report = send_stream(self._sync_group, buckets, version, verify, plan=plans.get(key),
+                                     on_sent=pool.sent)
+            except SyncError:
+                plans.pop(key, None)  # the layout changed: the next sync streams and learns it again
+                raise
+            plans[key] = report.plan
+            return report.summary()
+        if transport == "object_store":
+            return self._put_buckets(params, bucket_bytes, verify)
+        raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
+
+    def _put_buckets(self, params, bucket_bytes: int, verify: bool) -> list:
+        import ray
+
+        pool = self._pool("cpu")
+        refs = []
+        for bucket in iter_buckets(params, bucket_bytes, "cpu", pool.alloc):
+            if verify:
+                bucket.meta.checksum = checksum(bucket.flat)
+            meta_json, raw = bucket_to_bytes(bucket)
+            refs.append((meta_json, ray.put(raw)))
+            pool.release(bucket)  # ray.put copied it into the object store
+        return refs
+
+    def _pool(self, device) -> BufferPool:
+        if self._sync_pools is None:
+            self._sync_pools = {}
+        key = str(torch.device(device))
+        if key not in self._sync_pools:
+            self._sync_pools[key] = BufferPool(device)
+        return self._sync_pools[key]
+

@@ -1,0 +1,120 @@
+"""Rollout workers and weight sync on a real two-node Ray cluster (ray.cluster_utils.Cluster on this machine).
+
+Layout: node0 holds the stand-in learner and worker 0, node1 holds worker 1 (STRICT_SPREAD), so every sync crosses
+nodes. The cluster, learner and manager are built once for the module; the tests run in order and build on each
+other's versions, as a training run would.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.ray
+
+ray = pytest.importorskip("ray")
+
+from rayscale.config import RoleResources, RolloutConfig, SyncConfig, TinyModelConfig  # noqa: E402
+from rayscale.types import RolloutRequest  # noqa: E402
+
+PROMPTS = ["<|user|>3+4*2<|assistant|>", "<|user|>12-5<|assistant|>", "<|user|>7*7-1<|assistant|>"]
+NEW_TOKENS = 12
+STEP_TEXT = "<|user|>3+4*2<|assistant|>zzzzzzzzzzzzzzzzzzzz</s>"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    from rayscale.models import make_tiny_model
+
+    cfg = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128, seed=3)
+    return str(make_tiny_model(tmp_path_factory.mktemp("rollout") / "model", cfg))
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"node0": 1}})
+    c.add_node(num_cpus=2, resources={"node1": 1})
+    ray.init(address=c.address, log_to_driver=False)
+    yield c
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def learner(cluster, model_dir):
+    from rayscale.sync.toy_learner import ToyLearner
+
+    actor = ray.remote(ToyLearner).options(num_cpus=1, resources={"node0": 0.1}).remote(model_dir, lr=0.5)
+    ray.get(actor.ready.remote())
+    return actor
+
+
+@pytest.fixture(scope="module")
+def manager(cluster, model_dir):
+    from rayscale.actors.rollout import RolloutManager
+
+    m = RolloutManager(model_dir, RolloutConfig(num_workers=2, max_new_tokens=NEW_TOKENS, batch_size=4),
+                       SyncConfig(bucket_size_mb=0.05, verify=True, timeout_s=60),
+                       RoleResources(num_cpus=1, strategy="STRICT_SPREAD"))
+    yield m
+    m.shutdown()
+
+
+def _greedy(manager) -> list[str]:
+    out = manager.generate([RolloutRequest(f"g{i}", p, temperature=0.0) for i, p in enumerate(PROMPTS)])
+    return [samples[0].text for samples in out]
+
+
+def _assert_workers_equal_learner(manager, learner, version: int) -> None:
+    assert manager.policy_versions() == [version] * len(manager.workers)
+    want = ray.get(learner.get_state_checksum.remote())
+    for got in ray.get([w.get_state_checksum.remote() for w in manager.workers]):
+        assert got == want  # every tensor, bit for bit
+    assert _greedy(manager) == ray.get(learner.greedy.remote(PROMPTS, NEW_TOKENS))
+
+
+def test_workers_are_on_two_nodes_and_results_come_back_in_input_order(manager, learner):
+    nodes = {info["node_id"] for info in manager.infos}
+    assert len(nodes) == 2
+    assert ray.get(learner.ready.remote())["node_id"] in nodes
+    requests = [RolloutRequest(f"p{i}", PROMPTS[i % 3], n=1 + i % 3, seed=i) for i in range(7)]
+    out = manager.generate(requests)
+    assert [[s.prompt_id for s in samples] for samples in out] == [[r.prompt_id] * r.n for r in requests]
+    assert all(s.policy_version == 0 and 0 < len(s.token_ids) <= NEW_TOKENS for samples in out for s in samples)
+    assert manager.generate(requests[2:3])[0][0].text == out[2][0].text  # seeded: same on whichever worker
+
+
+def test_broadcast_sync_after_a_learner_step_makes_every_worker_the_learner(manager, learner):
+    before = _greedy(manager)
+    ray.get(learner.train_step.remote(STEP_TEXT))
+    report = manager.sync_from(learner, 1)
+    assert report["version"] == 1 and report["buckets"] > 1  # 0.05 MB buckets: several per sync
+    _assert_workers_equal_learner(manager, learner, 1)
+    assert _greedy(manager) != before  # the step changed what the policy says
+
+
+def test_object_store_sync_then_broadcast_again_versions_increment(manager, learner):
+    ray.get(learner.train_step.remote(STEP_TEXT))
+    manager.sync_from(learner, 2, transport="object_store")
+    _assert_workers_equal_learner(manager, learner, 2)
+    ray.get(learner.train_step.remote(STEP_TEXT))
+    assert manager.sync_from(learner, 3)["planned"]  # the layout is known from sync 1: announced up front
+    _assert_workers_equal_learner(manager, learner, 3)
+
+
+def test_a_restarted_worker_gets_the_current_weights_before_it_generates(manager, learner):
+    old = manager.infos[1]["pid"]
+    manager.restart_worker(1)
+    assert manager.infos[1]["pid"] != old
+    _assert_workers_equal_learner(manager, learner, 3)
+    # a worker that dies is replaced by generate itself, again at the current version
+    dead = manager.workers[0]
+    ray.kill(dead, no_restart=True)
+    assert _greedy(manager) == ray.get(learner.greedy.remote(PROMPTS, NEW_TOKENS))
+    assert manager.workers[0] is not dead
+    _assert_workers_equal_learner(manager, learner, 3)
+    # and the broadcast group is rebuilt around the new members for the next sync
+    ray.get(learner.train_step.remote(STEP_TEXT))
+    manager.sync_from(learner, 4)
+    _assert_workers_equal_learner(manager, learner, 4)
