@@ -84,9 +84,13 @@ class Trainer:
             self.tracker.truncate_after(state.iteration)
             print(f"resuming from {state.path} (iteration {state.iteration}, policy v{state.policy_version})")
 
+        started = time.perf_counter()
         self.start_support_actors()
+        print(f"verifier pool and teacher up ({time.perf_counter() - started:.1f}s)", flush=True)
         policy_path = self.stage1_sft() if state is None else state.start_model
+        started = time.perf_counter()
         self.start_policy_actors(policy_path, state)
+        print(f"rollout workers and learner group up ({time.perf_counter() - started:.1f}s)", flush=True)
         self.cursor = self._cursor(state)
         self.version = state.policy_version if state else 0
         if state is not None:

@@ -14,15 +14,15 @@ pytestmark = pytest.mark.ray
 
 TINY = [
     "model.tiny.hidden_size=32", "model.tiny.num_layers=1", "model.tiny.num_heads=2", "model.tiny.intermediate_size=64",
-    "data.synthetic.train_size=200", "data.synthetic.test_size=20", "data.synthetic.num_operands=3",
-    "data.synthetic.operand_max=9", "data.eval_size=8",
+    "data.synthetic.train_size=40", "data.synthetic.test_size=8", "data.synthetic.num_operands=2",
+    "data.synthetic.operand_max=7", "data.synthetic.operators=+", "data.eval_size=8",
     "rollout.max_new_tokens=24", "rollout.batch_size=32",
     "verifier.num_workers=1",
     "learner.num_ranks=2", "learner.micro_batch_size=8", "learner.max_seq_len=64",
     "algo.iterations=2", "algo.prompts_per_iteration=8", "algo.samples_per_prompt=4", "algo.eval_every=1",
-    "algo.sft.steps=4", "algo.sft.batch_size=8",
+    "algo.sft.steps=200", "algo.sft.batch_size=16", "algo.sft.lr=3e-3",
     "tracking.wandb=false", "tracking.progress=false", "checkpoint.every=1",
-    "cluster.teacher.num_cpus=0", "cluster.verifier.num_cpus=0", "cluster.rollout.num_cpus=0.5",
+    "cluster.teacher.num_cpus=0.1", "cluster.verifier.num_cpus=0.1", "cluster.rollout.num_cpus=0.5",
     "cluster.learner.num_cpus=0.5",
 ]
 
@@ -47,7 +47,7 @@ def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
     extra = []
     if strategy == "weak_to_strong":
         weak = tmp_path / "weak.jsonl"
-        weak.write_text("".join(json.dumps({"id": f"synthetic/train/{i}", "answer": "0"}) + "\n" for i in range(200)))
+        weak.write_text("".join(json.dumps({"id": f"synthetic/train/{i}", "answer": "0"}) + "\n" for i in range(40)))
         extra = [f"algo.weak_to_strong.weak_answers_file={weak}"]
     rows = run(tmp_path, f"algo.strategy={strategy}", *extra)
     assert [r["iteration"] for r in rows] == [0, 1, 2]

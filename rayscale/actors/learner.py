@@ -17,13 +17,19 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from rayscale.algos.batching import pair_text_size, sft_text_size, shard_evenly, validate_pairs, validate_sft
 from rayscale.config import AlgoConfig, LearnerConfig, RoleResources
 from rayscale.learner.worker import LearnerWorker
+from rayscale.sync.sender import WeightSenderMixin
 from rayscale.types import PreferencePair, SFTExample
 
 logger = logging.getLogger(__name__)
 
 
-class LearnerRank(LearnerWorker):
-    """The rank actor class (wrapped with ray.remote by LearnerGroup, so subclasses may add mixins)."""
+class LearnerRank(WeightSenderMixin, LearnerWorker):
+    """The rank actor class (wrapped with ray.remote by LearnerGroup); rank 0 also sends weights to rollout workers."""
+
+    @property
+    def sync_zero_copy(self) -> bool:
+        # ZeRO-0/1/2 parameters are the live tensors, untouched while a sync runs; ZeRO-3's gathered copies are not.
+        return self.cfg.zero_stage < 3
 
     def node_ip(self) -> str:
         return ray.util.get_node_ip_address()
