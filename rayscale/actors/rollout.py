@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 
 import ray
 from ray.exceptions import RayActorError
@@ -17,6 +16,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rayscale.config import RoleResources, RolloutConfig, SyncConfig
+from rayscale.rollout.scheduling import balance
 from rayscale.sync.buckets import bucket_from_bytes, checksum
 from rayscale.sync.receiver import SyncError
 from rayscale.types import RolloutRequest, Sample
@@ -84,17 +84,6 @@ class RolloutWorker:
 
 
 RolloutWorkerActor = ray.remote(RolloutWorker)
-
-
-def balance(sizes: Sequence[int], num_workers: int) -> list[list[int]]:
-    """Indices per worker, longest-first onto the least-loaded worker; each list keeps input order."""
-    loads = [0] * num_workers
-    shards: list[list[int]] = [[] for _ in range(num_workers)]
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        w = min(range(num_workers), key=lambda w: loads[w])
-        shards[w].append(i)
-        loads[w] += sizes[i]
-    return [sorted(s) for s in shards]
 
 
 class RolloutManager:
@@ -179,7 +168,11 @@ class RolloutManager:
             cfg = self.sync_cfg
             recv = [w.receive_weights.remote(version, cfg.verify) for w in self.workers]
             send = [s.send_weights.remote(version, "broadcast", cfg.bucket_bytes, cfg.verify) for s in senders]
-            report = self._get(send + recv)[0]
+            try:
+                report = self._get(send + recv)[0]
+            except Exception:
+                self._group_key = None  # a member may be stuck or gone: rebuild the group next time
+                raise
         elif transport == "object_store":
             report = self._send_via_object_store(senders, version, self.workers)
         else:
