@@ -204,7 +204,7 @@ class RolloutManager:
         self._group_key = key
 
     def _close_groups(self, sender) -> None:
-        holders = {id(a): a for a in [*self.workers, *self._senders[:1], sender]}
+        holders = {a._actor_id: a for a in [*self.workers, *self._senders[:1], sender]}
         refs = [a.close_sync_group.remote() for a in holders.values()]
         for ref in refs:
             try:
