@@ -33,6 +33,8 @@ def model_dir(tmp_path_factory):
 def cluster():
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():  # a connection left by an earlier module would shadow the two-node cluster
+        ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"node0": 1}})
     c.add_node(num_cpus=2, resources={"node1": 1})
     ray.init(address=c.address, log_to_driver=False)
