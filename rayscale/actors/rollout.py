@@ -164,21 +164,30 @@ class RolloutManager:
         senders = list(sender) if isinstance(sender, (list, tuple)) else [sender]
         transport = transport or self.sync_cfg.transport
         if transport == "broadcast":
-            self._ensure_group(senders[0])
-            cfg = self.sync_cfg
-            recv = [w.receive_weights.remote(version, cfg.verify) for w in self.workers]
-            send = [s.send_weights.remote(version, "broadcast", cfg.bucket_bytes, cfg.verify) for s in senders]
             try:
-                report = self._get(send + recv)[0]
-            except Exception:
-                self._group_key = None  # a member may be stuck or gone: rebuild the group next time
-                raise
+                report = self._broadcast(senders, version)
+            except SyncError as e:  # every member finished the stream: the group is fine, the data was not
+                log.warning("weight sync %d failed (%s); retrying once", version, e)
+                report = self._broadcast(senders, version)
         elif transport == "object_store":
             report = self._send_via_object_store(senders, version, self.workers)
         else:
             raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
         self.version, self._senders = version, senders
         return report
+
+    def _broadcast(self, senders: list, version: int) -> dict:
+        self._ensure_group(senders[0])
+        cfg = self.sync_cfg
+        recv = [w.receive_weights.remote(version, cfg.verify) for w in self.workers]
+        send = [s.send_weights.remote(version, "broadcast", cfg.bucket_bytes, cfg.verify) for s in senders]
+        try:
+            return self._get(send + recv)[0]
+        except SyncError:
+            raise
+        except Exception:
+            self._group_key = None  # a member may be stuck or gone: rebuild the group next time
+            raise
 
     def _send_via_object_store(self, senders: list, version: int, workers: list) -> dict:
         cfg = self.sync_cfg
