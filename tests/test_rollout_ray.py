@@ -33,6 +33,8 @@ def model_dir(tmp_path_factory):
 def cluster():
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():  # a connection left by an earlier module would shadow the two-node cluster
+        ray.shutdown()
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"node0": 1}})
     c.add_node(num_cpus=2, resources={"node1": 1})
     ray.init(address=c.address, log_to_driver=False)
@@ -118,3 +120,11 @@ def test_a_restarted_worker_gets_the_current_weights_before_it_generates(manager
     ray.get(learner.train_step.remote(STEP_TEXT))
     manager.sync_from(learner, 4)
     _assert_workers_equal_learner(manager, learner, 4)
+
+
+def test_a_changed_bucket_layout_costs_one_retried_sync_not_a_failure(manager, learner):
+    ray.get(learner.train_step.remote(STEP_TEXT))
+    manager.sync_cfg.bucket_size_mb = 0.02  # the announced layout no longer matches what the sender packs
+    report = manager.sync_from(learner, 5)
+    assert not report["planned"]  # the retry streamed the new layout
+    _assert_workers_equal_learner(manager, learner, 5)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
 
 import ray
 from ray.exceptions import RayActorError
@@ -17,6 +16,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rayscale.config import RoleResources, RolloutConfig, SyncConfig
+from rayscale.rollout.scheduling import balance
 from rayscale.sync.buckets import bucket_from_bytes, checksum
 from rayscale.sync.receiver import SyncError
 from rayscale.types import RolloutRequest, Sample
@@ -84,17 +84,6 @@ class RolloutWorker:
 
 
 RolloutWorkerActor = ray.remote(RolloutWorker)
-
-
-def balance(sizes: Sequence[int], num_workers: int) -> list[list[int]]:
-    """Indices per worker, longest-first onto the least-loaded worker; each list keeps input order."""
-    loads = [0] * num_workers
-    shards: list[list[int]] = [[] for _ in range(num_workers)]
-    for i in sorted(range(len(sizes)), key=lambda i: -sizes[i]):
-        w = min(range(num_workers), key=lambda w: loads[w])
-        shards[w].append(i)
-        loads[w] += sizes[i]
-    return [sorted(s) for s in shards]
 
 
 class RolloutManager:
@@ -175,17 +164,30 @@ class RolloutManager:
         senders = list(sender) if isinstance(sender, (list, tuple)) else [sender]
         transport = transport or self.sync_cfg.transport
         if transport == "broadcast":
-            self._ensure_group(senders[0])
-            cfg = self.sync_cfg
-            recv = [w.receive_weights.remote(version, cfg.verify) for w in self.workers]
-            send = [s.send_weights.remote(version, "broadcast", cfg.bucket_bytes, cfg.verify) for s in senders]
-            report = self._get(send + recv)[0]
+            try:
+                report = self._broadcast(senders, version)
+            except SyncError as e:  # every member finished the stream: the group is fine, the data was not
+                log.warning("weight sync %d failed (%s); retrying once", version, e)
+                report = self._broadcast(senders, version)
         elif transport == "object_store":
             report = self._send_via_object_store(senders, version, self.workers)
         else:
             raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
         self.version, self._senders = version, senders
         return report
+
+    def _broadcast(self, senders: list, version: int) -> dict:
+        self._ensure_group(senders[0])
+        cfg = self.sync_cfg
+        recv = [w.receive_weights.remote(version, cfg.verify) for w in self.workers]
+        send = [s.send_weights.remote(version, "broadcast", cfg.bucket_bytes, cfg.verify) for s in senders]
+        try:
+            return self._get(send + recv)[0]
+        except SyncError:
+            raise
+        except Exception:
+            self._group_key = None  # a member may be stuck or gone: rebuild the group next time
+            raise
 
     def _send_via_object_store(self, senders: list, version: int, workers: list) -> dict:
         cfg = self.sync_cfg
@@ -211,7 +213,7 @@ class RolloutManager:
         self._group_key = key
 
     def _close_groups(self, sender) -> None:
-        holders = {id(a): a for a in [*self.workers, *self._senders[:1], sender]}
+        holders = {a._actor_id: a for a in [*self.workers, *self._senders[:1], sender]}
         refs = [a.close_sync_group.remote() for a in holders.values()]
         for ref in refs:
             try:
