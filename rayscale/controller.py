@@ -13,6 +13,7 @@ Everything that is not orchestration lives elsewhere: pair strategies in `raysca
 
 from __future__ import annotations
 
+import hashlib
 import random
 import signal
 import threading
@@ -216,17 +217,32 @@ class Trainer:
 
         items = [{"problem": p, "student_solution": g.sample.response, "prompt_id": p.id,
                   "style": self.cfg.data.prompt_style} for p, g in wrong]
-        return ray.get(self.teacher.correct.remote(items)) if items else []
+        if not items:
+            return []
+        try:
+            return ray.get(self.teacher.correct.remote(items))
+        except ray.exceptions.RayError as e:
+            # A lost teacher costs this iteration its corrections (counted as rejections), never the run.
+            from rayscale.teacher.records import Correction
+
+            print(f"teacher failed ({type(e).__name__}); restarting it, {len(items)} corrections lost", flush=True)
+            ray.kill(self.teacher, no_restart=True)
+            self.start_teacher()
+            return [Correction.rejected(it["prompt_id"], "teacher_unavailable") for it in items]
 
     # ------------------------------------------------------------------------------------------------ actors
     def start_support_actors(self) -> None:
         """The verifier pool and the teacher: stage 1 may already need them."""
-        from rayscale.actors.teacher import TeacherActor
         from rayscale.actors.verifier import VerifierPool
 
         cfg = self.cfg
         self.verifier = VerifierPool.from_config(cfg.verifier, cfg.cluster.verifier)
-        self.teacher = TeacherActor.options(**ray_options(cfg.cluster.teacher)).remote(cfg.teacher)
+        self.start_teacher()
+
+    def start_teacher(self) -> None:
+        from rayscale.actors.teacher import TeacherActor
+
+        self.teacher = TeacherActor.options(**ray_options(self.cfg.cluster.teacher)).remote(self.cfg.teacher)
 
     def start_policy_actors(self, policy_path: str, state) -> None:
         """Rollout workers and the learner group, both built from the starting policy."""
@@ -267,6 +283,7 @@ class Trainer:
         strategies = P.assign_strategies([p.id for p in batch], algo.strategy, rng)
         pairs: list[PreferencePair] = []
         stats: dict[str, Any] = {"accuracy": _mean([g.correct for gs in graded for g in gs]),
+                                 "prompts_digest": _digest(p.id for p in batch),
                                  "samples": sum(len(s) for s in samples),
                                  "tokens": sum(len(x.token_ids) for s in samples for x in s)}
         by_strategy: dict[str, list[tuple[Problem, list[P.Graded]]]] = {}
@@ -417,6 +434,11 @@ class StopRequest:
         self.requested = signal.Signals(signum).name
         print(f"\nreceived {self.requested}: finishing the current stage, then writing a checkpoint "
               "(send it again to stop at once)", flush=True)
+
+
+def _digest(ids) -> str:
+    """A short fingerprint of the prompts an iteration drew, so runs and resumes can be compared row by row."""
+    return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
 
 
 def _mean(xs) -> float:

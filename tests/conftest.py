@@ -39,3 +39,13 @@ def tiny_model_dir(tmp_path_factory):
     from rayscale.models import make_tiny_model
 
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """A private local Ray for one test module (address="local": never join a cluster already on the host)."""
+    import ray
+
+    ray.init(address="local", num_cpus=4, include_dashboard=False)
+    yield
+    ray.shutdown()

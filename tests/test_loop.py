@@ -27,15 +27,6 @@ TINY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(address="local", num_cpus=4, include_dashboard=False)
-    yield
-    ray.shutdown()
-
-
 def run(tmp_path, *overrides):
     cfg = load_config(None, [*TINY, f"tracking.run_dir={tmp_path}", *overrides])
     assert Trainer(cfg, prepare_run(cfg)).run() == 0
