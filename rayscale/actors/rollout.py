@@ -135,6 +135,19 @@ class RolloutManager:
             self._send_via_object_store(self._senders, self.version, [self.workers[i]])
         log.info("rollout worker %d restarted at policy version %d", i, self.version)
 
+    def replace_dead_workers(self, probe_timeout_s: float = 60.0) -> list[int]:
+        """Probe every worker; replace the ones that are gone (each catches up to the current weights)."""
+        probes = [w.policy_version.remote() for w in self.workers]
+        dead = []
+        for i, ref in enumerate(probes):
+            try:
+                ray.get(ref, timeout=probe_timeout_s)
+            except (RayActorError, ray.exceptions.GetTimeoutError):
+                dead.append(i)
+        for i in dead:
+            self.restart_worker(i)
+        return dead
+
     # ------------------------------------------------------------------ generation
     def generate(self, requests: list[RolloutRequest]) -> list[list[Sample]]:
         """Spread requests over the workers (balanced by samples), gather the results in input order. A worker
@@ -169,6 +182,11 @@ class RolloutManager:
             except SyncError as e:  # every member finished the stream: the group is fine, the data was not
                 log.warning("weight sync %d failed (%s); retrying once", version, e)
                 report = self._broadcast(senders, version)
+            except RayActorError as e:  # a worker (or its node) died mid-sync: replace it, sync all again
+                log.warning("a rollout worker died during weight sync %d (%s); replacing it", version, e)
+                self._senders = senders
+                self.replace_dead_workers()
+                report = self._broadcast(senders, version)
         elif transport == "object_store":
             report = self._send_via_object_store(senders, version, self.workers)
         else:
@@ -187,6 +205,9 @@ class RolloutManager:
             raise
         except Exception:
             self._group_key = None  # a member may be stuck or gone: rebuild the group next time
+            # Let the senders' side of the broken broadcast end (gloo fails fast once a peer's socket closes) so
+            # a retry does not queue behind it.
+            ray.wait(send, num_returns=len(send), timeout=self.sync_cfg.timeout_s)
             raise
 
     def _send_via_object_store(self, senders: list, version: int, workers: list) -> dict:
