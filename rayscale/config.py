@@ -168,6 +168,8 @@ class LearnerConfig(_Strict):
     # ZeRO-3 keeps parameters smaller than this whole on every rank (DeepSpeed's default 1e5).
     zero3_param_persistence_threshold: int = Field(100_000, ge=0)
     collective_timeout_s: float = Field(1800.0, gt=0)  # a wedged collective fails after this instead of hanging
+    # After one rank fails, how long the others may take to finish before the group is declared stuck and killed.
+    failure_grace_s: float = Field(30.0, gt=0)
     seed: int = 0
 
     @model_validator(mode="after")
@@ -299,6 +301,7 @@ class CheckpointConfig(_Strict):
     every: int = Field(10, ge=0)  # iterations between checkpoints; 0 = only at the end
     resume: str = "auto"  # auto | never | a checkpoint path
     keep_last: int = Field(2, ge=1)
+    max_restarts: int = Field(2, ge=0)  # learner-group failures survived by restarting from the last checkpoint
     dir: str | None = None  # default: <run_dir>/checkpoints
 
 

@@ -14,6 +14,7 @@ Everything that is not orchestration lives elsewhere: pair strategies in `raysca
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import signal
 import threading
@@ -75,9 +76,26 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ the loop
     def run(self) -> int:
+        """Train; a learner-group failure restarts everything from the last checkpoint (`checkpoint.max_restarts`)."""
+        from rayscale.actors.learner import LearnerGroupError
+
+        connect_ray(self.cfg)
+        resume = self.cfg.checkpoint.resume
+        for restart in itertools.count(1):
+            try:
+                return self.run_from(checkpointing.find_resume_state(resume, self.ckpt_dir))
+            except LearnerGroupError as e:
+                if restart > self.cfg.checkpoint.max_restarts:
+                    raise
+                print(f"learner group failed ({e}); restarting from the last checkpoint "
+                      f"(restart {restart} of {self.cfg.checkpoint.max_restarts})", flush=True)
+                self.tracker.finish()
+                self.shutdown()
+                resume = "auto"  # whatever was asked first, continue from what this run saved
+        raise AssertionError("unreachable")
+
+    def run_from(self, state: checkpointing.ControllerState | None) -> int:
         cfg = self.cfg
-        connect_ray(cfg)
-        state = checkpointing.find_resume_state(cfg.checkpoint.resume, self.ckpt_dir)
         from rayscale.tracking import Tracker
 
         self.tracker = Tracker(cfg, self.run_dir, resume=state is not None)
@@ -163,7 +181,8 @@ class Trainer:
 
         learner_cfg = self.cfg.learner.model_copy(update={"lr": sft.lr})
         algo_cfg = self.cfg.algo.model_copy(update={"loss": "sft"})
-        group = LearnerGroup(self.inputs.model_path, learner_cfg, algo_cfg, self.cfg.cluster.learner)
+        group = LearnerGroup(self.inputs.model_path, learner_cfg, algo_cfg, self.cfg.cluster.learner,
+                             failure_grace_s=learner_cfg.failure_grace_s)
         rng = random.Random(_seed(self.cfg.algo.seed, 1))
         start = time.perf_counter()
         for step in range(1, sft.steps + 1):
@@ -253,16 +272,22 @@ class Trainer:
         self.policy_path = policy_path
         self.rollout = RolloutManager(policy_path, cfg.rollout, cfg.sync, cfg.cluster.rollout)
         self.learner = LearnerGroup(policy_path, cfg.learner, cfg.algo, cfg.cluster.learner,
-                                    ref_model_path=cfg.model.ref_path or policy_path)
+                                    ref_model_path=cfg.model.ref_path or policy_path,
+                                    failure_grace_s=cfg.learner.failure_grace_s)
         if state is not None:
             self.learner.load_checkpoint(state.learner_dir)
 
     def shutdown(self) -> None:
+        """Stop every actor this trainer started (any that exist: also after a partial start or a failure)."""
         import ray
 
-        for actor in (self.rollout, self.learner, self.verifier):
-            actor.shutdown()
-        ray.kill(self.teacher)
+        for name in ("rollout", "learner", "verifier"):
+            if getattr(self, name, None) is not None:
+                getattr(self, name).shutdown()
+                setattr(self, name, None)
+        if getattr(self, "teacher", None) is not None:
+            ray.kill(self.teacher)
+            self.teacher = None
 
     # ------------------------------------------------------------------------------------------------ experience
     def prompt(self, p: Problem) -> str:

@@ -101,3 +101,23 @@ def test_verifier_actor_killed_mid_batch(three_nodes, tmp_path):
     assert trainer.run() == 0
     check_every_prompt_once(tmp_path)
     assert trainer.verifier.restarts >= 1
+
+
+def test_learner_rank_lost_restarts_from_last_checkpoint(three_nodes, tmp_path, capsys):
+    import ray
+
+    trainer = make_trainer(three_nodes, tmp_path, "learner.failure_grace_s=5", "checkpoint.every=1")
+    real_start = trainer.start_policy_actors
+    armed = {"done": False}
+
+    def start_and_arm(policy_path, state):
+        real_start(policy_path, state)
+        if not armed["done"]:  # only the first learner group loses a rank
+            armed["done"] = True
+            fail_on_call(trainer.learner, "train_dpo", 2, lambda: ray.kill(trainer.learner.ranks[1]))
+
+    trainer.start_policy_actors = start_and_arm
+    assert trainer.run() == 0
+    rows = check_every_prompt_once(tmp_path)
+    assert "restarting from the last checkpoint" in capsys.readouterr().out
+    assert [r["policy_version"] for r in rows] == sorted(r["policy_version"] for r in rows)

@@ -140,6 +140,9 @@ class LearnerGroup:
                     self._kill()
                     raise LearnerGroupError(f"learner rank {rank} failed in {method} while {len(stuck)} other "
                                             f"rank(s) waited in a collective; the group was shut down") from err
+                if isinstance(err, ray.exceptions.RayActorError):  # a rank (or its node) is gone: so is the group
+                    self._kill()
+                    raise LearnerGroupError(f"learner rank {rank} died in {method}; the group was shut down") from err
                 raise
         return ray.get(refs)
 
