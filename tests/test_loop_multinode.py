@@ -21,6 +21,7 @@ def two_nodes():
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "resources": {"node0": 1}})
+    cluster.connect()  # attach to the head first: a driver bound to a worker node dies with it at teardown
     cluster.add_node(num_cpus=2, resources={"node1": 1})
     cluster.wait_for_nodes()
     yield cluster
