@@ -131,6 +131,7 @@ class Trainer:
                 # Async: iteration it+1's rollouts run on the current weights while the learner trains on `exp`
                 # (one step off-policy); sync mode collects at the top of each iteration instead.
                 ahead = background.submit(self.collect, it + 1) if cfg.algo.async_rollout and it < last else None
+                staleness = self.version - exp.stats["rollout_policy_version"]  # 0 in sync mode, <= 1 async
                 with timer("train"):
                     learn = self.train(exp)
                 with timer("wait_rollout"):
@@ -140,6 +141,7 @@ class Trainer:
                         self.version += 1
                         self.rollout.sync_from(self.learner.ranks, self.version)
                 row = self.iteration_row(exp, learn, timer)
+                row["staleness"] = staleness
                 if cfg.algo.eval_every and (it % cfg.algo.eval_every == 0 or it == last):
                     with timer("eval"):
                         row.update(self.evaluate())
@@ -309,6 +311,7 @@ class Trainer:
         pairs: list[PreferencePair] = []
         stats: dict[str, Any] = {"accuracy": _mean([g.correct for gs in graded for g in gs]),
                                  "prompts_digest": _digest(p.id for p in batch),
+                                 "rollout_policy_version": min(x.policy_version for s in samples for x in s),
                                  "samples": sum(len(s) for s in samples),
                                  "tokens": sum(len(x.token_ids) for s in samples for x in s)}
         by_strategy: dict[str, list[tuple[Problem, list[P.Graded]]]] = {}

@@ -47,8 +47,23 @@ def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
         assert r["pairs"] == r.get(f"pairs/{strategy}", 0)
         assert {"rollout", "verify", "train", "sync"} <= set(r["time"])
         assert "eval/greedy_acc" in r and "eval/sampled_acc" in r
+        assert r["staleness"] == 0  # sync mode: every rollout on the latest weights
     versions = [r["policy_version"] for r in rows]
     assert versions == sorted(versions) and versions[-1] == sum(1 for r in rows[1:] if r["pairs"] >= 2)
     assert (tmp_path / "final_model" / "config.json").is_file()
     assert (tmp_path / "accuracy.png").is_file() and (tmp_path / "margins.png").is_file()
     assert (tmp_path / "checkpoints" / "iter_000002" / "controller.json").is_file()
+
+
+def test_async_rollout_overlaps_training_and_logs_to_wandb_offline(local_ray, tmp_path):
+    rows = run(tmp_path, "algo.strategy=outcome", "algo.async_rollout=true", "algo.iterations=3",
+               "tracking.wandb=true")
+    assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
+    for r in rows[1:]:
+        assert {"train", "wait_rollout", "sync"} <= set(r["time"])
+    # one step off-policy: iteration t+1 was collected while iteration t trained, so it never saw t's update
+    assert rows[1]["staleness"] == 0
+    for t in (2, 3):
+        learned_before = rows[t - 1]["policy_version"] > rows[t - 2]["policy_version"]
+        assert rows[t]["staleness"] == int(learned_before)
+    assert list((tmp_path / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
