@@ -92,15 +92,18 @@ def test_verifier_actor_killed_mid_batch(three_nodes, tmp_path):
 
     trainer = make_trainer(three_nodes, tmp_path, "verifier.num_workers=2", "verifier.batch_size=4")
     real_start = trainer.start_support_actors
+    pools = []
 
     def start_and_arm():
         real_start()
-        fail_on_call(trainer.verifier, "verify", 2, lambda: ray.kill(trainer.verifier.actors[0], no_restart=True))
+        pool = trainer.verifier
+        pools.append(pool)
+        fail_on_call(pool, "verify", 2, lambda: ray.kill(pool.actors[0], no_restart=True))
 
     trainer.start_support_actors = start_and_arm
     assert trainer.run() == 0
     check_every_prompt_once(tmp_path)
-    assert trainer.verifier.restarts >= 1
+    assert pools[0].restarts >= 1
 
 
 def test_learner_rank_lost_restarts_from_last_checkpoint(three_nodes, tmp_path, capsys):
