@@ -49,3 +49,26 @@ def local_ray():
     ray.init(address="local", num_cpus=4, include_dashboard=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture
+def three_nodes():
+    """Three Ray nodes on this machine: the head (learners, teacher, verifiers) and two interchangeable rollout
+    nodes, so a lost rollout node's workers can move to the other."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "resources": {"node0": 1}})
+    cluster.connect()  # attach to the head before other nodes exist, so removing one never cuts the driver off
+    for _ in range(2):
+        cluster.add_node(num_cpus=2, resources={"rollout": 4})
+    cluster.wait_for_nodes()
+    yield cluster
+    ray.shutdown()
+    cluster.shutdown()
+
+
+def three_node_overrides(cluster) -> list[str]:
+    return [f"cluster.address={cluster.address}", "cluster.learner.node_resource=node0",
+            "cluster.teacher.node_resource=node0", "cluster.verifier.node_resource=node0",
+            "cluster.rollout.node_resource=rollout", "rollout.num_workers=2"]

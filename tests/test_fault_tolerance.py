@@ -12,32 +12,16 @@ import pytest
 from rayscale.config import load_config
 from rayscale.controller import Trainer
 from rayscale.run_setup import prepare_run
+from tests.conftest import three_node_overrides
 from tests.test_loop import TINY
 
 pytestmark = pytest.mark.ray
 PROMPTS, SAMPLES = 8, 4
 
 
-@pytest.fixture
-def three_nodes():
-    import ray
-    from ray.cluster_utils import Cluster
-
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "resources": {"node0": 1}})
-    cluster.connect()  # the driver attaches to the head before other nodes exist, so removing one never cuts it off
-    for _ in range(2):  # two interchangeable rollout nodes: a lost one's workers move to the other
-        cluster.add_node(num_cpus=2, resources={"rollout": 4})
-    cluster.wait_for_nodes()
-    yield cluster
-    ray.shutdown()
-    cluster.shutdown()
-
-
 def make_trainer(cluster, run_dir, *extra):
-    cfg = load_config(None, [*TINY, f"tracking.run_dir={run_dir}", f"cluster.address={cluster.address}",
-                             "cluster.learner.node_resource=node0", "cluster.teacher.node_resource=node0",
-                             "cluster.verifier.node_resource=node0", "cluster.rollout.node_resource=rollout",
-                             "rollout.num_workers=2", "algo.iterations=3", "algo.eval_every=0",
+    cfg = load_config(None, [*TINY, f"tracking.run_dir={run_dir}", *three_node_overrides(cluster),
+                             "algo.iterations=3", "algo.eval_every=0",
                              f"algo.prompts_per_iteration={PROMPTS}", f"algo.samples_per_prompt={SAMPLES}", *extra])
     return Trainer(cfg, prepare_run(cfg))
 
