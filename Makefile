@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]" $(PIP_QUIET)
 	touch $(STAMP)
 
+# A fresh run each time (stage 1 is reused from runs/demo/sft_model when it is there).
 demo: $(STAMP)
-	$(VENV)/bin/rayscale train
+	$(VENV)/bin/rayscale train tracking.run_dir=runs/demo checkpoint.resume=never
 
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
