@@ -67,3 +67,14 @@ def test_async_rollout_overlaps_training_and_logs_to_wandb_offline(local_ray, tm
         learned_before = rows[t - 1]["policy_version"] > rows[t - 2]["policy_version"]
         assert rows[t]["staleness"] == int(learned_before)
     assert list((tmp_path / "wandb").glob("offline-run-*")), "wandb wrote no offline run"
+
+
+@pytest.mark.parametrize("source", ["templates", "corrections"])
+def test_stage1_from_teacher_outputs(local_ray, tmp_path, capsys, source):
+    """Stage 1 on the teacher's thought templates (SuperCorrect's HSFT) or on its corrections of the base model's
+    own wrong solutions (LEMA), then one DPO iteration."""
+    rows = run(tmp_path, f"algo.sft.source={source}", "algo.sft.steps=3", "algo.sft.num_problems=16",
+               "algo.iterations=1", "algo.strategy=outcome")
+    assert (tmp_path / "sft_model" / "config.json").is_file()
+    assert [r["iteration"] for r in rows] == [0, 1]
+    assert "stage 1 sft step 3/3" in capsys.readouterr().out
