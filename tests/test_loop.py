@@ -78,3 +78,17 @@ def test_stage1_from_teacher_outputs(local_ray, tmp_path, capsys, source):
     assert (tmp_path / "sft_model" / "config.json").is_file()
     assert [r["iteration"] for r in rows] == [0, 1]
     assert "stage 1 sft step 3/3" in capsys.readouterr().out
+
+
+def test_eval_command_on_shared_gsm8k(local_ray, tiny_model_dir, shared_data, tmp_path, capsys):
+    from rayscale.cli import main
+
+    out = tmp_path / "preds.jsonl"
+    assert main(["eval", "--model", tiny_model_dir, "--data", "gsm8k", "--limit", "4", "--output", str(out),
+                 "rollout.max_new_tokens=8", "verifier.num_workers=1"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads(printed[printed.index("{"):])
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["id"] for r in rows] == [f"gsm8k/test/{i}" for i in range(4)]
+    assert all(r["status"] in ("ok", "no_answer") and isinstance(r["correct"], bool) for r in rows)
+    assert summary["problems"] == 4 and summary["accuracy"] == sum(r["correct"] for r in rows) / 4
