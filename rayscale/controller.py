@@ -72,7 +72,6 @@ class Trainer:
         from rayscale.models import load_tokenizer
 
         self.tokenizer = load_tokenizer(inputs.model_path, cfg.model.trust_remote_code)
-        self.problems: dict[str, Problem] = {p.id: p for p in inputs.train}
 
     # ------------------------------------------------------------------------------------------------ the loop
     def run(self) -> int:
