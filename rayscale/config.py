@@ -324,6 +324,8 @@ class RayscaleConfig(_Strict):
         w2s = self.algo.weak_to_strong
         if w2s.overrule_at < w2s.skip_below:
             raise ValueError("algo.weak_to_strong.overrule_at must be >= skip_below")
+        if w2s.weak_model and w2s.weak_answers_file:
+            raise ValueError("algo.weak_to_strong: give weak_model or weak_answers_file, not both")
         return self
 
 

@@ -282,7 +282,7 @@ class Trainer:
         """Stop every actor this trainer started (any that exist: also after a partial start or a failure)."""
         import ray
 
-        for name in ("rollout", "learner", "verifier"):
+        for name in ("rollout", "weak_rollout", "learner", "verifier"):
             if getattr(self, name, None) is not None:
                 getattr(self, name).shutdown()
                 setattr(self, name, None)
@@ -371,7 +371,7 @@ class Trainer:
         return pairs
 
     def pairs_weak_to_strong(self, group, rng, it, stats) -> list[PreferencePair]:
-        weak = self.weak_answers()
+        weak = self.weak_answers([p for p, _ in group])
         pairs = []
         for p, gs in group:
             label, decision = P.weak_to_strong_label(gs, weak.get(p.id), self.cfg.algo.weak_to_strong)
@@ -380,14 +380,27 @@ class Trainer:
                 pairs.extend(P.weak_to_strong_pairs(gs, label, rng))
         return pairs
 
-    def weak_answers(self) -> dict[str, str]:
-        """The weak supervisor's answer per problem id: a fixed file (id -> answer JSONL) when configured."""
-        if not hasattr(self, "_weak"):
-            path = self.cfg.algo.weak_to_strong.weak_answers_file
-            from rayscale.data.loaders import iter_jsonl
+    def weak_answers(self, problems: list[Problem]) -> dict[str, str]:
+        """The weak supervisor's answer per problem id: a fixed file (JSONL rows {"id", "answer"}) or the greedy
+        answer of a second, smaller model (`algo.weak_to_strong.weak_model`) served by its own rollout worker."""
+        w2s = self.cfg.algo.weak_to_strong
+        if w2s.weak_answers_file:
+            if not hasattr(self, "_weak_file"):
+                from rayscale.data.loaders import iter_jsonl
 
-            self._weak = {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(path)} if path else {}
-        return self._weak
+                self._weak_file = {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(w2s.weak_answers_file)}
+            return self._weak_file
+        if not w2s.weak_model:
+            return {}
+        if getattr(self, "weak_rollout", None) is None:
+            from rayscale.actors.rollout import RolloutManager
+
+            one = self.cfg.rollout.model_copy(update={"num_workers": 1})
+            self.weak_rollout = RolloutManager(w2s.weak_model, one, self.cfg.sync, self.cfg.cluster.rollout)
+        from rayscale.verify import extract_answer
+
+        outs = self.weak_rollout.generate([RolloutRequest(p.id, self.prompt(p), temperature=0.0) for p in problems])
+        return {p.id: a for p, o in zip(problems, outs) if (a := extract_answer(o[0].response)) is not None}
 
     # ------------------------------------------------------------------------------------------------ learn
     def train(self, exp: Experience) -> dict[str, Any] | None:

@@ -88,3 +88,8 @@ def test_cli_dry_run_does_not_build(tmp_path):
     r = run_cli("train", "--dry-run", f"tracking.run_dir={tmp_path}")
     assert r.returncode == 0, r.stderr
     assert "dry run" in r.stdout and not (tmp_path / "tiny_model").exists()
+
+
+def test_weak_supervisor_is_a_model_or_a_file_not_both():
+    with pytest.raises(ConfigError, match="not both"):
+        load_config(None, ["algo.weak_to_strong.weak_model=m", "algo.weak_to_strong.weak_answers_file=f.jsonl"])

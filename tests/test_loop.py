@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from rayscale.config import load_config
+from rayscale.config import TinyModelConfig, load_config
 from rayscale.controller import Trainer
+from rayscale.models import make_tiny_model
 from rayscale.run_setup import prepare_run
 
 pytestmark = pytest.mark.ray
@@ -33,13 +34,19 @@ def run(tmp_path, *overrides):
     return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("strategy", ["outcome", "correction", "step_controlled", "weak_to_strong"])
+@pytest.mark.parametrize("strategy", ["outcome", "correction", "step_controlled", "weak_to_strong",
+                                      "weak_to_strong_file"])
 def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
     extra = []
-    if strategy == "weak_to_strong":
+    if strategy == "weak_to_strong_file":  # the weak supervisor: a fixed file of answers
+        strategy = "weak_to_strong"
         weak = tmp_path / "weak.jsonl"
-        weak.write_text("".join(json.dumps({"id": f"synthetic/train/{i}", "answer": "0"}) + "\n" for i in range(40)))
+        weak.write_text("".join(json.dumps({"id": f"synthetic/train/{i}", "answer": "5"}) + "\n" for i in range(40)))
         extra = [f"algo.weak_to_strong.weak_answers_file={weak}"]
+    elif strategy == "weak_to_strong":  # the weak supervisor: a second, smaller model's greedy answers
+        weak = make_tiny_model(tmp_path / "weak", TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2,
+                                                                  intermediate_size=32, seed=9))
+        extra = [f"algo.weak_to_strong.weak_model={weak}"]
     rows = run(tmp_path, f"algo.strategy={strategy}", *extra)
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     for r in rows[1:]:
