@@ -490,9 +490,10 @@ def ray_options(res) -> dict[str, Any]:
     return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "resources": dict(res.resources) or None}
 
 
-def connect_ray(cfg: RayscaleConfig) -> None:
-    """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one, then check that
-    every role's actors fit before any is started: a shortfall fails at once, naming the role, never a hang."""
+def connect_ray(cfg: RayscaleConfig, check_fit: bool = True) -> None:
+    """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one, then (for a
+    training run) check that every role's actors fit before any is started: a shortfall fails at once, naming the
+    role, never a hang."""
     import math
     import os
 
@@ -509,7 +510,7 @@ def connect_ray(cfg: RayscaleConfig) -> None:
             # Ray's CPUs are scheduling tokens, not cores: a local run declares enough for its own plan.
             cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, math.ceil(plan.total().get("CPU", 0)))
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
-    if not cfg.cluster.autoscaling:
+    if check_fit and not cfg.cluster.autoscaling:
         require_fit(plan, cluster_nodes())
 
 

@@ -49,7 +49,7 @@ def run_eval(cfg, model: str, data: str, limit: int | None, temperature: float, 
     tokenizer = load_tokenizer(model, cfg.model.trust_remote_code)
     prompts = [render_prompt(tokenizer, p.question, cfg.data.prompt_style, cfg.data.use_chat_template)
                for p in problems]
-    connect_ray(cfg)
+    connect_ray(cfg, check_fit=False)  # eval starts only rollout workers and verifiers, not the training plan
     rollout = RolloutManager(model, cfg.rollout, cfg.sync, cfg.cluster.rollout)
     verifier = VerifierPool.from_config(cfg.verifier, cfg.cluster.verifier)
     try:
