@@ -58,6 +58,8 @@ def three_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():  # a connection left by an earlier test would shadow this cluster
+        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "resources": {"node0": 1}})
     cluster.connect()  # attach to the head before other nodes exist, so removing one never cuts the driver off
     for _ in range(2):
@@ -71,4 +73,4 @@ def three_nodes():
 def three_node_overrides(cluster) -> list[str]:
     return [f"cluster.address={cluster.address}", "cluster.learner.node_resource=node0",
             "cluster.teacher.node_resource=node0", "cluster.verifier.node_resource=node0",
-            "cluster.rollout.node_resource=rollout", "rollout.num_workers=2"]
+            "cluster.rollout.node_resource=rollout", "cluster.rollout.strategy=SPREAD", "rollout.num_workers=2"]

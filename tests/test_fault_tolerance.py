@@ -48,14 +48,19 @@ def fail_on_call(obj, method: str, call: int, fault):
 
 
 def test_rollout_node_removed_mid_iteration(three_nodes, tmp_path):
+    import ray
+
     trainer = make_trainer(three_nodes, tmp_path)
     real_start = trainer.start_policy_actors
     removed = {}
 
     def start_and_arm(policy_path, state):
         real_start(policy_path, state)
-        node_id = trainer.rollout.infos[0]["node_id"]
-        victim = next(n for n in three_nodes.list_all_nodes() if n.node_id == node_id)
+        # a node that holds a rollout worker and is not the one this driver talks to (workers are SPREAD)
+        hosting = {info["node_id"] for info in trainer.rollout.infos}
+        driver = ray._private.worker.global_worker.node._raylet_socket_name
+        victim = next(n for n in three_nodes.list_all_nodes()
+                      if n.node_id in hosting and n._raylet_socket_name != driver)
 
         def remove():
             removed["at"] = time.perf_counter()
