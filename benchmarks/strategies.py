@@ -33,12 +33,21 @@ def main() -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--iterations", type=int, default=30)
     ap.add_argument("--out", default="runs/bench_strategies", help="run directories and the plot go here")
+    ap.add_argument("--strategies", default=",".join(STRATEGIES),
+                    help=f"comma-separated subset of {', '.join(STRATEGIES)}")
+    ap.add_argument("--reuse-sft", action="store_true",
+                    help="start from <out>/sft if an earlier run of this script left it (same overrides!)")
     ap.add_argument("overrides", nargs="*", help="config overrides applied to every run")
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.iterations = 1, 3
         args.overrides = ["algo.sft.steps=200", "algo.prompts_per_iteration=32", "data.eval_size=100",
                           *args.overrides]
+
+    chosen = args.strategies.split(",")
+    unknown = sorted(set(chosen) - set(STRATEGIES))
+    if unknown:
+        ap.error(f"--strategies: unknown {', '.join(unknown)}; expected some of {', '.join(STRATEGIES)}")
 
     import ray
 
@@ -55,14 +64,16 @@ def main() -> int:
                              "checkpoint.resume=never"])
     connect_ray(cfg)
     started = time.perf_counter()
-    Trainer(cfg, prepare_run(cfg)).run()
+    if not (args.reuse_sft and (sft_dir / "sft_model").is_dir() and (sft_dir / "metrics.jsonl").is_file()):
+        Trainer(cfg, prepare_run(cfg)).run()
     sft_row = json.loads((sft_dir / "metrics.jsonl").read_text().splitlines()[0])
     results: dict[str, list[dict[str, float]]] = {
         "sft": [{"greedy": sft_row["eval/greedy_acc"], "sampled": sft_row["eval/sampled_acc"]}]}
     print(f"stage 1 done in {time.perf_counter() - started:.0f}s: greedy {sft_row['eval/greedy_acc']:.3f} "
           f"sampled {sft_row['eval/sampled_acc']:.3f}", flush=True)
 
-    for name, strategy in STRATEGIES.items():
+    for name in chosen:
+        strategy = STRATEGIES[name]
         for seed in range(args.seeds):
             run_dir = out / f"{name}_seed{seed}"
             cfg = load_config(None, [

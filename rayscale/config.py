@@ -55,6 +55,7 @@ class SyntheticTaskConfig(_Strict):
     operators: str = "+-*"
     train_size: int = Field(20000, gt=0)
     test_size: int = Field(500, gt=0)
+    dev_size: int = Field(500, ge=0)  # tuning split (data.eval_split=dev), disjoint from train and test
     seed: int = 0
 
     @field_validator("operators")
@@ -225,6 +226,7 @@ class AlgoConfig(_Strict):
     max_staleness: int = Field(1, ge=0)
     updates_per_iteration: int = Field(1, ge=1)
     eval_every: int = Field(5, ge=0)
+    eval_samples: int = Field(1, ge=1)  # samples per held-out problem for sampled accuracy (greedy takes one)
     loss: Literal["sigmoid", "ipo", "cdpo", "dpop", "rpo", "sft"] = "rpo"
     beta: float = Field(0.1, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)

@@ -424,14 +424,15 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ eval
     def evaluate(self) -> dict[str, float]:
-        """Held-out accuracy: greedy (T=0) and sampled (rollout temperature), one sample each."""
+        """Held-out accuracy: greedy (T=0) and sampled (rollout temperature, `algo.eval_samples` per problem)."""
         from rayscale.evaluation import accuracy_on
 
         held_out = self.inputs.eval
         prompts = [self.prompt(p) for p in held_out]
         out = {}
         for name, temperature in (("greedy", 0.0), ("sampled", self.cfg.rollout.temperature)):
-            out[f"eval/{name}_acc"], _ = accuracy_on(self.rollout, self.verifier, held_out, prompts, temperature)
+            out[f"eval/{name}_acc"], _ = accuracy_on(self.rollout, self.verifier, held_out, prompts, temperature,
+                                                     samples_per_problem=self.cfg.algo.eval_samples)
         return out
 
     # ------------------------------------------------------------------------------------------------ checkpoint

@@ -62,7 +62,12 @@ def test_synthetic_deterministic_and_disjoint():
     assert a == b
     train = {p.meta["expression"] for p in a["train"]}
     test = {p.meta["expression"] for p in a["test"]}
-    assert len(train) == 3000 and len(test) == 300 and not train & test
+    dev = {p.meta["expression"] for p in a["dev"]}
+    assert len(train) == 3000 and len(test) == 300 and len(dev) == 500
+    assert not train & test and not dev & (train | test)
+    # the dev split is drawn last: adding it (or resizing it) leaves train and test as they were
+    c = synthetic_splits(SyntheticTaskConfig(train_size=3000, test_size=300, dev_size=7, seed=3))
+    assert (c["train"], c["test"], len(c["dev"])) == (a["train"], a["test"], 7)
     assert synthetic_splits(SyntheticTaskConfig(train_size=3000, test_size=300, seed=4)) != a
 
 

@@ -162,8 +162,8 @@ def load_problems(
         from rayscale.config import SyntheticTaskConfig
         from rayscale.data.synthetic import synthetic_splits
 
-        if split not in ("train", "test"):
-            raise DataError(f"synthetic task has splits 'train' and 'test', not {split!r}")
+        if split not in ("train", "test", "dev"):
+            raise DataError(f"synthetic task has splits 'train', 'test' and 'dev', not {split!r}")
         problems = synthetic_splits(synthetic_cfg or SyntheticTaskConfig())[split]
         return problems[:limit] if limit else problems
     if source == "jsonl" and not path:

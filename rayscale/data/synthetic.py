@@ -2,7 +2,9 @@
 
 `a+b*c-d` is solved in operator-precedence order, one binary operation per line (`7*3=21`, `5+21=26`, `26-4=22`),
 so every step is an exact arithmetic claim the step checker and the oracle teacher can verify. The test split is
-drawn first and the train split never repeats a test expression, so the splits are disjoint by construction.
+drawn first and the train split never repeats a test expression, so the splits are disjoint by construction. A
+`dev` split, drawn last and disjoint from both, is for tuning (β, learning rate, difficulty) without looking at test;
+drawing it leaves test and train unchanged.
 """
 
 from __future__ import annotations
@@ -73,4 +75,6 @@ def synthetic_splits(cfg: SyntheticTaskConfig) -> dict[str, list[Problem]]:
     test = _draw(random.Random(f"rayscale-synthetic-test-{cfg.seed}"), cfg, cfg.test_size, set(), "test")
     exclude = {p.meta["expression"] for p in test}
     train = _draw(random.Random(f"rayscale-synthetic-train-{cfg.seed}"), cfg, cfg.train_size, exclude, "train")
-    return {"train": train, "test": test}
+    exclude |= {p.meta["expression"] for p in train}
+    dev = _draw(random.Random(f"rayscale-synthetic-dev-{cfg.seed}"), cfg, cfg.dev_size, exclude, "dev")
+    return {"train": train, "test": test, "dev": dev}
