@@ -42,7 +42,7 @@ def main() -> int:
     if args.quick:
         args.seeds, args.iterations = 1, 3
         args.overrides = ["algo.sft.steps=200", "algo.prompts_per_iteration=32", "data.eval_size=100",
-                          *args.overrides]
+                          "algo.eval_samples=1", *args.overrides]
 
     chosen = args.strategies.split(",")
     unknown = sorted(set(chosen) - set(STRATEGIES))
@@ -56,7 +56,10 @@ def main() -> int:
     from rayscale.run_setup import prepare_run
 
     out = Path(args.out)
-    base = ["tracking.wandb=false", "checkpoint.every=0", "algo.eval_every=0", *args.overrides]
+    # The whole test split (500), 4 samples a problem for sampled accuracy: one sample of 200 problems has a
+    # binomial standard error of ~3.5 points, larger than the differences the comparison is about.
+    base = ["tracking.wandb=false", "checkpoint.every=0", "algo.eval_every=0", "data.eval_size=500",
+            "algo.eval_samples=4", *args.overrides]
 
     # Stage 1 once: an SFT-only run (zero iterations) leaves <run_dir>/sft_model and its held-out accuracy.
     sft_dir = out / "sft"

@@ -209,6 +209,13 @@ class StepControlledConfig(_Strict):
     max_tries: int = Field(4, ge=1)
 
 
+class CorrectionConfig(_Strict):
+    # rest: teacher's whole corrected continuation vs the student's (LEMA); step: only the first wrong step vs its
+    # correction (SuperCorrect cross-model DPO / Step-DPO). Both mask the shared prefix.
+    span: Literal["rest", "step"] = "rest"
+    max_per_prompt: int = Field(2, ge=1)  # distinct wrong samples per prompt sent to the teacher
+
+
 class WeakToStrongConfig(_Strict):
     skip_below: float = Field(0.6, ge=0, le=1)
     overrule_at: float = Field(0.8, ge=0, le=1)
@@ -233,6 +240,7 @@ class AlgoConfig(_Strict):
     dpop_lambda: float = Field(50.0, ge=0)
     rpo_alpha: float = Field(1.0, ge=0)
     sft: SFTStageConfig = SFTStageConfig()
+    correction: CorrectionConfig = CorrectionConfig()
     step_controlled: StepControlledConfig = StepControlledConfig()
     weak_to_strong: WeakToStrongConfig = WeakToStrongConfig()
     seed: int = 0

@@ -337,14 +337,15 @@ class Trainer:
         return [pair for _, gs in group for pair in P.outcome_pairs(gs, rng)]
 
     def pairs_correction(self, group, rng, it, stats) -> list[PreferencePair]:
-        wrong = [(p, g) for p, gs in group for g in P.wrong_samples_to_correct(gs, 2, rng)]
+        cfg = self.cfg.algo.correction
+        wrong = [(p, g) for p, gs in group for g in P.wrong_samples_to_correct(gs, cfg.max_per_prompt, rng)]
         pairs = []
         for (_, g), c in zip(wrong, self.correct(wrong)):
             if not c.accepted:
                 key = f"teacher_rejected/{c.reject_reason}"
                 stats[key] = stats.get(key, 0) + 1
                 continue
-            pair = P.correction_pair(g.sample, c.wrong_step, "\n".join(c.corrected_steps))
+            pair = P.correction_pair(g.sample, c.wrong_step, "\n".join(c.corrected_steps), cfg.span)
             if pair is not None:
                 pairs.append(pair)
         return pairs

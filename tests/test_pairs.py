@@ -49,6 +49,19 @@ def test_correction_pair_on_a_continuation_sample_uses_the_whole_response():
     assert p.shared_prefix == "7*3=21\n" and p.rejected.startswith("5+21=27")
 
 
+def test_step_span_keeps_only_the_wrong_step_and_its_correction():
+    wrong = sample("7*3=21\n5+21=27\n27-4=23\n\\boxed{23}", finish="length")
+    p = P.correction_pair(wrong, 1, "5+21=26\n26-4=22\n\\boxed{22}", span="step")
+    assert (p.shared_prefix, p.chosen, p.rejected) == ("7*3=21\n", "5+21=26\n", "5+21=27\n")
+    assert (p.chosen_ended, p.rejected_ended) == (False, False)  # cut mid-solution: no EOS on either side
+    # a wrong answer line is the last step: both sides end the response there
+    last = P.correction_pair(sample("7*3=21\n5+21=26\n26-4=22\n\\boxed{23}"), 3, "\\boxed{22}", span="step")
+    assert (last.chosen, last.rejected, last.chosen_ended, last.rejected_ended) == (
+        "\\boxed{22}", "\\boxed{23}", True, True)
+    # the same first step on both sides is nothing to prefer, whatever follows
+    assert P.correction_pair(wrong, 1, "5+21=27\n27-4=22\n\\boxed{22}", span="step") is None
+
+
 def test_truncated_rejected_gets_no_eos():
     wrong = sample("7*3=21\n5+21=27\n27-4=2", finish="length")
     assert P.correction_pair(wrong, 1, "5+21=26\n26-4=22\n\\boxed{22}").rejected_ended is False

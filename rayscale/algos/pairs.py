@@ -69,19 +69,35 @@ def outcome_pairs(graded: Sequence[Graded], rng: random.Random, max_pairs: int =
 
 
 # ------------------------------------------------------------------------------------------------ correction
-def correction_pair(wrong: Sample, wrong_step: int, corrected_continuation: str) -> PreferencePair | None:
+def first_step(text: str, ended: bool) -> tuple[str, bool]:
+    """(the first step of `text` with its newline, whether that step ends the response): a step that is not the last
+    line is cut after its newline and carries no EOS."""
+    starts = step_starts(text)
+    if len(starts) < 2:
+        return text, ended
+    return text[: starts[1]], False
+
+
+def correction_pair(wrong: Sample, wrong_step: int, corrected_continuation: str,
+                    span: str = "rest") -> PreferencePair | None:
     """Chosen = student's steps before `wrong_step` + the teacher's continuation; rejected = the student's own.
 
-    Returns None when the two continuations are identical (nothing to prefer) or the step index is out of range.
+    `span="rest"` (LEMA-style) compares the whole continuations; `span="step"` (SuperCorrect's cross-model DPO,
+    Step-DPO) only the teacher's corrected step against the student's first wrong step, so the loss sits on the
+    decision that went wrong and not on the tokens that merely follow from it.
+    Returns None when the two sides are identical (nothing to prefer) or the step index is out of range.
     """
     response = wrong.response
     if not 0 <= wrong_step <= len(step_starts(response)):
         return None
     prefix, rejected = split_at_step(response, wrong_step)
-    chosen = corrected_continuation.lstrip("\n")
+    chosen, chosen_ended, rejected_ended = corrected_continuation.lstrip("\n"), True, _ended(wrong)
+    if span == "step":
+        chosen, chosen_ended = first_step(chosen, chosen_ended)
+        rejected, rejected_ended = first_step(rejected, rejected_ended)
     if chosen.strip() == rejected.strip():
         return None
-    return _pair(wrong, chosen, rejected, "correction", prefix, True, _ended(wrong))
+    return _pair(wrong, chosen, rejected, "correction", prefix, chosen_ended, rejected_ended)
 
 
 def wrong_samples_to_correct(graded: Sequence[Graded], max_per_prompt: int, rng: random.Random) -> list[Graded]:
