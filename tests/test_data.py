@@ -58,7 +58,7 @@ def test_generic_jsonl_field_map(tmp_path):
 
 def test_synthetic_deterministic_and_disjoint():
     cfg = SyntheticTaskConfig(train_size=3000, test_size=300, seed=3)
-    a, b = synthetic_splits(cfg), synthetic_splits(cfg)
+    a, b = synthetic_splits(cfg, dev=True), synthetic_splits(cfg, dev=True)
     assert a == b
     train = {p.meta["expression"] for p in a["train"]}
     test = {p.meta["expression"] for p in a["test"]}
@@ -66,8 +66,13 @@ def test_synthetic_deterministic_and_disjoint():
     assert len(train) == 3000 and len(test) == 300 and len(dev) == 500
     assert not train & test and not dev & (train | test)
     # the dev split is drawn last: adding it (or resizing it) leaves train and test as they were
-    c = synthetic_splits(SyntheticTaskConfig(train_size=3000, test_size=300, dev_size=7, seed=3))
+    c = synthetic_splits(SyntheticTaskConfig(train_size=3000, test_size=300, dev_size=7, seed=3), dev=True)
     assert (c["train"], c["test"], len(c["dev"])) == (a["train"], a["test"], 7)
+    # ... and is only drawn when asked for: a task too small for it still serves train and test
+    tiny = SyntheticTaskConfig(num_operands=2, operand_max=7, operators="+", train_size=20, test_size=5)
+    assert set(synthetic_splits(tiny)) == {"train", "test"}
+    with pytest.raises(ValueError, match="distinct dev problems"):
+        synthetic_splits(tiny, dev=True)
     assert synthetic_splits(SyntheticTaskConfig(train_size=3000, test_size=300, seed=4)) != a
 
 

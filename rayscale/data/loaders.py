@@ -164,7 +164,7 @@ def load_problems(
 
         if split not in ("train", "test", "dev"):
             raise DataError(f"synthetic task has splits 'train', 'test' and 'dev', not {split!r}")
-        problems = synthetic_splits(synthetic_cfg or SyntheticTaskConfig())[split]
+        problems = synthetic_splits(synthetic_cfg or SyntheticTaskConfig(), dev=split == "dev")[split]
         return problems[:limit] if limit else problems
     if source == "jsonl" and not path:
         raise DataError("data.source=jsonl needs data.path (a local .jsonl file)")

@@ -71,10 +71,14 @@ def _draw(rng: random.Random, cfg: SyntheticTaskConfig, n: int, exclude: set[str
     return out
 
 
-def synthetic_splits(cfg: SyntheticTaskConfig) -> dict[str, list[Problem]]:
+def synthetic_splits(cfg: SyntheticTaskConfig, dev: bool = False) -> dict[str, list[Problem]]:
+    """{"train", "test"}, plus "dev" when asked for: only a run that evaluates on it pays for (and needs room for)
+    the extra distinct expressions."""
     test = _draw(random.Random(f"rayscale-synthetic-test-{cfg.seed}"), cfg, cfg.test_size, set(), "test")
     exclude = {p.meta["expression"] for p in test}
     train = _draw(random.Random(f"rayscale-synthetic-train-{cfg.seed}"), cfg, cfg.train_size, exclude, "train")
-    exclude |= {p.meta["expression"] for p in train}
-    dev = _draw(random.Random(f"rayscale-synthetic-dev-{cfg.seed}"), cfg, cfg.dev_size, exclude, "dev")
-    return {"train": train, "test": test, "dev": dev}
+    splits = {"train": train, "test": test}
+    if dev:
+        exclude |= {p.meta["expression"] for p in train}
+        splits["dev"] = _draw(random.Random(f"rayscale-synthetic-dev-{cfg.seed}"), cfg, cfg.dev_size, exclude, "dev")
+    return splits
