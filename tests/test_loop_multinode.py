@@ -33,6 +33,8 @@ def test_rollout_on_second_node_receives_every_sync(two_nodes, tmp_path):
     import ray
     from ray.util.state import list_actors
 
+    # Which node is which, read while both are up: a node that has gone away by the end reports no resources.
+    node_of = {n["NodeID"]: ("node1" if "node1" in n["Resources"] else "node0") for n in ray.nodes() if n["Alive"]}
     cfg = load_config(None, [*TINY, f"tracking.run_dir={tmp_path}", f"cluster.address={two_nodes.address}",
                              "cluster.rollout.node_resource=node1", "cluster.learner.node_resource=node0",
                              "rollout.num_workers=2", "algo.strategy=correction"])
@@ -41,7 +43,7 @@ def test_rollout_on_second_node_receives_every_sync(two_nodes, tmp_path):
     learned = sum(1 for r in rows[1:] if r["pairs"] >= 2)
     assert learned >= 1 and rows[-1]["policy_version"] == learned
 
-    node_of = {n["NodeID"]: ("node1" if "node1" in n["Resources"] else "node0") for n in ray.nodes()}
+    assert sorted(node_of.values()) == ["node0", "node1"]
     placed = {}
     for actor in list_actors(detail=True, limit=1000):
         placed.setdefault(actor["class_name"], set()).add(node_of.get(actor["node_id"]))
