@@ -261,6 +261,9 @@ STRATEGIES = ("outcome", "correction", "step_controlled", "weak_to_strong")
 
 
 # --------------------------------------------------------------------------------------------------- cluster
+NODE_RESOURCE_SHARE = 0.001  # what one actor reserves of a node-affinity resource: up to 1000 actors per node
+
+
 class RoleResources(_Strict):
     """What ONE actor of a role reserves (one placement-group bundle each), and how the role's bundles spread.
 
@@ -281,6 +284,23 @@ class RoleResources(_Strict):
         if self.node_resource is not None and self.node_resource in self.resources:
             raise ValueError(f"{self.node_resource!r} is both node_resource and a key of resources; keep one")
         return self
+
+    def custom_resources(self) -> dict[str, float]:
+        """The custom Ray resources one actor reserves: `resources` plus its share of the node-affinity resource.
+        Every place that places an actor of the role (plan, placement-group bundle, actor options) uses this."""
+        out = {k: float(v) for k, v in self.resources.items()}
+        if self.node_resource:
+            out[self.node_resource] = NODE_RESOURCE_SHARE
+        return out
+
+    def bundle(self) -> dict[str, float]:
+        """One actor's placement-group bundle (zero entries left out: Ray refuses them)."""
+        asked = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom_resources()}
+        return {k: float(v) for k, v in asked.items() if v > 0}
+
+    def actor_options(self) -> dict[str, Any]:
+        """`.options(...)` for one actor of the role."""
+        return {"num_cpus": self.num_cpus, "num_gpus": self.num_gpus, "resources": self.custom_resources() or None}
 
 
 class ClusterConfig(_Strict):

@@ -262,7 +262,7 @@ class Trainer:
     def start_teacher(self) -> None:
         from rayscale.actors.teacher import TeacherActor
 
-        self.teacher = TeacherActor.options(**ray_options(self.cfg.cluster.teacher)).remote(self.cfg.teacher)
+        self.teacher = TeacherActor.options(**self.cfg.cluster.teacher.actor_options()).remote(self.cfg.teacher)
 
     def start_policy_actors(self, policy_path: str, state) -> None:
         """Rollout workers and the learner group, both built from the starting policy."""
@@ -486,10 +486,6 @@ def _digest(ids) -> str:
 def _mean(xs) -> float:
     xs = list(xs)
     return sum(map(float, xs)) / len(xs) if xs else 0.0
-
-
-def ray_options(res) -> dict[str, Any]:
-    return {"num_cpus": res.num_cpus, "num_gpus": res.num_gpus, "resources": dict(res.resources) or None}
 
 
 def connect_ray(cfg: RayscaleConfig, check_fit: bool = True) -> None:

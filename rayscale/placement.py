@@ -18,7 +18,6 @@ from rayscale.config import ConfigError, RayscaleConfig, RoleResources
 
 # Creation order: learner ranks want whole GPU nodes, rollout workers multi-GPU bundles; CPU-only roles fill in.
 ROLES = ("learner", "rollout", "teacher", "verifier")
-NODE_RESOURCE_SHARE = 0.001  # what one actor reserves of a node-affinity resource: up to 1000 actors per node
 _EPS = 1e-9
 # Node resources that are bookkeeping, not something a bundle asks for.
 _INTERNAL_PREFIXES = ("node:", "memory", "object_store_memory", "bundle_group_")
@@ -114,9 +113,7 @@ def plan_placement(cfg: RayscaleConfig) -> Plan:
 
 
 def _bundle(role: str, res: RoleResources, gpus: float) -> dict[str, float]:
-    asked = {"GPU": gpus, "CPU": res.num_cpus, **res.resources}
-    if res.node_resource:
-        asked[res.node_resource] = NODE_RESOURCE_SHARE
+    asked = {"GPU": gpus, "CPU": res.num_cpus, **res.custom_resources()}
     bundle = {k: float(v) for k, v in asked.items() if v > 0}
     for k, v in bundle.items():
         if v > 1 and not float(v).is_integer():

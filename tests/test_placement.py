@@ -7,9 +7,8 @@ import sys
 
 import pytest
 
-from rayscale.config import ConfigError, load_config
+from rayscale.config import NODE_RESOURCE_SHARE, ConfigError, load_config
 from rayscale.placement import (
-    NODE_RESOURCE_SHARE,
     ROLES,
     PlacementError,
     check_fits,
@@ -72,6 +71,19 @@ def test_node_resource_is_a_sliver_of_a_label_and_cannot_double_a_resources_key(
     assert rp.bundle["gen_node"] == NODE_RESOURCE_SHARE
     with pytest.raises(ConfigError, match="gen_node"):
         load_config(None, ["cluster.rollout.node_resource=gen_node", "cluster.rollout.resources={gen_node: 1}"])
+
+
+def test_actors_reserve_what_the_plan_reserves():
+    """The plan, the actors' placement-group bundles and their actor options agree: node affinity that only the
+    plan knew about once let rollout workers land on the head node."""
+    cfg = load_config(None, ["cluster.rollout.node_resource=gen_node", "cluster.rollout.resources={fast: 0.5}",
+                             "cluster.learner.node_resource=train_node"])
+    for role in ("rollout", "learner"):
+        res = getattr(cfg.cluster, role)
+        assert res.bundle() == plan_placement(cfg).role(role).bundle
+        assert res.actor_options()["resources"] == {k: v for k, v in res.bundle().items() if k not in ("CPU", "GPU")}
+    assert cfg.cluster.rollout.bundle() == {"CPU": 1.0, "fast": 0.5, "gen_node": NODE_RESOURCE_SHARE}
+    assert cfg.cluster.teacher.actor_options()["resources"] is None  # no custom resources: Ray's default
 
 
 def test_shortfall_names_role_need_free_and_what_earlier_roles_took():

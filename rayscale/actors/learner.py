@@ -47,8 +47,7 @@ class LearnerGroup:
         self.num_ranks = learner_cfg.num_ranks
         self.failure_grace_s = failure_grace_s
         self.device = _resolve_device(learner_cfg, resources_cfg)
-        bundle = {"CPU": resources_cfg.num_cpus, "GPU": resources_cfg.num_gpus, **resources_cfg.resources}
-        bundle = {k: v for k, v in bundle.items() if v > 0}
+        bundle = resources_cfg.bundle()
         self.placement_group = placement_group([bundle] * self.num_ranks, strategy=resources_cfg.strategy)
         try:
             ray.get(self.placement_group.ready(), timeout=placement_timeout_s)
@@ -60,7 +59,7 @@ class LearnerGroup:
         actor_cls = ray.remote(rank_cls)
         self.ranks = [
             actor_cls.options(
-                num_cpus=resources_cfg.num_cpus, num_gpus=resources_cfg.num_gpus, resources=resources_cfg.resources,
+                **resources_cfg.actor_options(),
                 scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i),
             ).remote(i, self.num_ranks, model_path, learner_cfg.model_dump(), algo_cfg.model_dump(),
                      ref_model_path, self.device)

@@ -99,9 +99,8 @@ class RolloutManager:
         self.version = 0
         self._senders: list = []
         self._group_key: tuple | None = None
-        bundle = {"CPU": self.res.num_cpus, "GPU": self.res.num_gpus, **self.res.resources}
-        self.pg = placement_group([{k: v for k, v in bundle.items() if v}] * rollout_cfg.num_workers,
-                                  strategy=self.res.strategy)
+        bundle = self.res.bundle()
+        self.pg = placement_group([bundle] * rollout_cfg.num_workers, strategy=self.res.strategy)
         try:
             ray.get(self.pg.ready(), timeout=self.sync_cfg.timeout_s)
         except ray.exceptions.GetTimeoutError:
@@ -115,7 +114,7 @@ class RolloutManager:
     # ------------------------------------------------------------------ workers
     def _spawn(self, i: int):
         actor = RolloutWorkerActor.options(
-            num_cpus=self.res.num_cpus, num_gpus=self.res.num_gpus, resources=dict(self.res.resources),
+            **self.res.actor_options(),
             scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i))
         return actor.remote(self.model_path, self.cfg, i, *self._worker_args)
 

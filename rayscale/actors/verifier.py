@@ -79,11 +79,7 @@ class VerifierPool:
 
     @classmethod
     def from_config(cls, cfg: VerifierConfig, role: RoleResources | None = None) -> VerifierPool:
-        resources: dict[str, Any] = {}
-        if role is not None:
-            resources = {"num_cpus": role.num_cpus, "num_gpus": role.num_gpus}
-            if role.resources:
-                resources["resources"] = dict(role.resources)
+        resources = role.actor_options() if role is not None else {}
         return cls(cfg.num_workers, cfg.timeout_s, resources, cfg.procs_per_worker, cfg.memory_limit_mb,
                    cfg.batch_size)
 
