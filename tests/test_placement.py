@@ -49,15 +49,27 @@ def test_vllm_worker_reserves_its_tensor_parallel_gpus_in_one_bundle():
     assert rp.count == 8 and rp.bundle["GPU"] == 2 and "tensor_parallel_size=2" in rp.note
 
 
+def test_vllm_on_cpu_plans_without_gpus_and_syncs_over_gloo():
+    cfg = load_config(None, ["rollout.backend=vllm"])
+    rp = plan_placement(cfg).role("rollout")
+    assert "GPU" not in rp.bundle and "vLLM on CPU" in rp.note
+    assert cfg.sync.resolve_backend(cfg.cluster.rollout.num_gpus) == "gloo"
+    assert cfg.sync.resolve_backend(1) == "nccl"
+    teacher = plan("teacher.backend=local", "teacher.local.backend=vllm").role("teacher")
+    assert "GPU" not in teacher.bundle and "CPU" in teacher.note
+
+
 @pytest.mark.parametrize("overrides, words", [
-    (["rollout.backend=vllm"], ["cluster.rollout.num_gpus=0", "tensor_parallel_size=1", "set cluster.rollout.num_gpus=1"]),
+    (["rollout.backend=vllm", "rollout.vllm.tensor_parallel_size=2"],
+     ["cluster.rollout.num_gpus=0", "tensor_parallel_size=2", "set cluster.rollout.num_gpus=2", "CPU"]),
     (["rollout.backend=vllm", "rollout.vllm.tensor_parallel_size=4", "cluster.rollout.num_gpus=2"],
      ["cluster.rollout.num_gpus=2", "tensor_parallel_size=4", "on one node"]),
     (["cluster.learner.num_gpus=2"], ["cluster.learner.num_gpus=2", "learner.num_ranks"]),
     (["rollout.device=cuda"], ["rollout.device=cuda", "cluster.rollout.num_gpus=0"]),
     (["cluster.rollout.num_gpus=1.5"], ["cluster.rollout", "GPU=1.5", "whole numbers"]),
     (["cluster.verifier.num_cpus=0"], ["cluster.verifier reserves nothing"]),
-    (["teacher.backend=local", "teacher.local.backend=vllm"], ["cluster.teacher.num_gpus >= 1"]),
+    (["teacher.backend=local", "teacher.local.backend=vllm", "cluster.teacher.num_gpus=0.5"],
+     ["cluster.teacher.num_gpus=0.5", "whole GPU", "0: vLLM on CPU"]),
 ])
 def test_impossible_resources_are_config_errors_naming_the_keys(overrides, words):
     with pytest.raises(ConfigError) as e:
@@ -207,5 +219,5 @@ def test_status_without_a_cluster_says_so_without_a_traceback():
 
 
 def test_status_rejects_a_bad_config_before_connecting():
-    r = _cli("status", "rollout.backend=vllm", "--address", "127.0.0.1:1")
+    r = _cli("status", "rollout.backend=vllm", "rollout.vllm.tensor_parallel_size=2", "--address", "127.0.0.1:1")
     assert r.returncode == 2 and "cluster.rollout.num_gpus" in r.stderr and "Traceback" not in r.stderr

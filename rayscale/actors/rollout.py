@@ -17,6 +17,7 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from rayscale.config import RoleResources, RolloutConfig, SyncConfig
 from rayscale.rollout.scheduling import balance
+from rayscale.sync import output_check
 from rayscale.sync.buckets import bucket_from_bytes, checksum
 from rayscale.sync.receiver import SyncError
 from rayscale.types import RolloutRequest, Sample
@@ -82,6 +83,13 @@ class RolloutWorker:
     def get_state_checksum(self) -> dict[str, int]:
         return self.backend.state_checksums()
 
+    def engine_dtype(self) -> str:
+        return self.backend.dtype
+
+    def invalidate(self) -> None:
+        """Its weights failed the output check: refuse to generate until the next sync."""
+        self.version = _NO_WEIGHTS
+
 
 RolloutWorkerActor = ray.remote(RolloutWorker)
 
@@ -132,6 +140,8 @@ class RolloutManager:
             if not self._senders:
                 raise RuntimeError("restarted a worker after a sync but no sender is known")
             self._send_via_object_store(self._senders, self.version, [self.workers[i]])
+            if self.sync_cfg.verify:
+                self.check_outputs(self._senders, [self.workers[i]])
         log.info("rollout worker %d restarted at policy version %d", i, self.version)
 
     def replace_dead_workers(self, probe_timeout_s: float = 60.0) -> list[int]:
@@ -191,7 +201,28 @@ class RolloutManager:
         else:
             raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
         self.version, self._senders = version, senders
+        if self.sync_cfg.verify:
+            self.check_outputs(senders, self.workers)
         return report
+
+    def check_outputs(self, senders: list, workers: list) -> None:
+        """Every worker generates greedily from the probe prompts; the learner (all ranks: ZeRO-3 forwards are
+        collective) scores the same tokens. A worker that disagrees computes with other weights than the
+        learner's, whatever its checksums say: it is invalidated and the sync fails (rayscale.sync.output_check)."""
+        requests = output_check.probe_requests()
+        prompts = [r.prompt for r in requests]
+        outputs = self._get([w.generate.remote(requests) for w in workers])
+        dtypes = self._get([w.engine_dtype.remote() for w in workers])
+        for w, out, dtype in zip(workers, outputs, dtypes):
+            tokens = [samples[0].token_ids for samples in out]
+            scored = self._get([s.score_greedy.remote(prompts, tokens) for s in senders])[0]
+            problems = output_check.disagreements(tokens, scored["scores"],
+                                                  output_check.tolerance(dtype, scored["dtype"]))
+            if problems:
+                self._get([w.invalidate.remote()])
+                index = self.workers.index(w)
+                raise SyncError(f"rollout worker {index} ({dtype}) does not compute with the learner's weights of "
+                                f"version {self.version}: " + "; ".join(problems[:3]))
 
     def _broadcast(self, senders: list, version: int) -> dict:
         self._ensure_group(senders[0])
@@ -223,7 +254,7 @@ class RolloutManager:
         self._close_groups(sender)
         ranks = self._get([w.sync_ranks.remote() for w in self.workers])
         world = 1 + sum(ranks)
-        backend = self._backend()
+        backend = self.sync_cfg.resolve_backend(self.res.num_gpus)
         timeout = self.sync_cfg.timeout_s
         ip, port = self._get([sender.sync_endpoint.remote(world, timeout)])[0]
         offsets = [1 + sum(ranks[:i]) for i in range(len(ranks))]
@@ -240,11 +271,6 @@ class RolloutManager:
                 ray.get(ref, timeout=self.sync_cfg.timeout_s)
             except Exception as e:  # noqa: BLE001 - closing a group with a dead member is best effort
                 log.debug("closing a sync group: %s", e)
-
-    def _backend(self) -> str:
-        if self.sync_cfg.backend != "auto":
-            return self.sync_cfg.backend
-        return "nccl" if self.res.num_gpus > 0 or self.cfg.backend == "vllm" else "gloo"
 
     def _get(self, refs: list):
         return ray.get(refs, timeout=self.sync_cfg.timeout_s)

@@ -313,6 +313,30 @@ class LearnerWorker:
             raise RuntimeError(f"reference parameters not covered by the source: {sorted(targets)[:5]}")
         self._ref_cache.clear()
 
+    # ------------------------------------------------------------------------------------------- outputs
+    @torch.no_grad()
+    def score_greedy(self, prompts: list[str], continuations: list[list[int]]) -> dict[str, Any]:
+        """The policy's argmax and top-2 logit gap along each continuation (rayscale.sync.output_check): what a
+        rollout engine on the same weights must have generated greedily. Collective (every rank forwards)."""
+        from rayscale.sync.output_check import score_greedy
+
+        scored = score_greedy(self.hf_model, self.tokenizer, prompts, continuations)
+        return {"scores": scored, "dtype": "bfloat16" if self.bf16 else "float32"}
+
+    @torch.no_grad()
+    def greedy(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
+        """The policy's own greedy continuation ids of each prompt (HF generate, EOS included when reached).
+        Collective: under ZeRO-3 every rank generates in step (synced_gpus)."""
+        model = self.hf_model
+        out = []
+        for prompt in prompts:
+            ids = torch.tensor([self.tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=self._comm_device)
+            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
+                                 eos_token_id=self.tokenizer.eos_token_id, synced_gpus=self.cfg.zero_stage == 3)
+            out.append(gen[0, ids.shape[1]:].tolist())
+        return out
+
     # ------------------------------------------------------------------------------------------- checkpoints
     def export_hf(self, out_dir: str, bucket_bytes: int = 64 << 20) -> None:
         """The policy as a Hugging Face directory (config, safetensors, tokenizer) any from_pretrained loads."""

@@ -6,6 +6,7 @@
     receive_weights(version, verify) -> SyncReport-like dict      (broadcast transport)
     load_buckets(buckets)                                          (object-store transport)
     state_checksums() -> {name: checksum}
+    dtype                       the engine's compute dtype ("float32", "bfloat16", ...), for output checks
     close_sync_group()
 """
 
@@ -28,6 +29,10 @@ class HFBackend:
         self.engine = engine
         self.receiver = ModelReceiver(engine.model)
         self.group: SyncGroup | None = None
+
+    @property
+    def dtype(self) -> str:
+        return str(next(self.engine.model.parameters()).dtype).removeprefix("torch.")
 
     def generate(self, requests, version: int):
         return self.engine.generate(requests, version)

