@@ -49,6 +49,16 @@ def test_correction_pair_on_a_continuation_sample_uses_the_whole_response():
     assert p.shared_prefix == "7*3=21\n" and p.rejected.startswith("5+21=27")
 
 
+def test_no_correction_pair_when_the_student_was_cut_off_right_at_its_wrong_step():
+    # Seen on SmolLM2 + GSM8K: the student ran out of tokens, the teacher put the error after the last complete
+    # step; the student's side would be empty and unended, with no token to carry loss.
+    cut = sample("7*3=21\n5+21=26\n", finish="length")
+    assert P.correction_pair(cut, 2, "26-4=22\n\\boxed{22}") is None
+    ended = sample("7*3=21\n5+21=26\n")  # the same text ended by EOS: its end is the wrong decision
+    pair = P.correction_pair(ended, 2, "26-4=22\n\\boxed{22}")
+    assert pair is not None and pair.rejected == "" and pair.rejected_ended
+
+
 def test_step_span_keeps_only_the_wrong_step_and_its_correction():
     wrong = sample("7*3=21\n5+21=27\n27-4=23\n\\boxed{23}", finish="length")
     p = P.correction_pair(wrong, 1, "5+21=26\n26-4=22\n\\boxed{22}", span="step")

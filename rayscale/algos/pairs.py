@@ -85,7 +85,8 @@ def correction_pair(wrong: Sample, wrong_step: int, corrected_continuation: str,
     `span="rest"` (LEMA-style) compares the whole continuations; `span="step"` (SuperCorrect's cross-model DPO,
     Step-DPO) only the teacher's corrected step against the student's first wrong step, so the loss sits on the
     decision that went wrong and not on the tokens that merely follow from it.
-    Returns None when the two sides are identical (nothing to prefer) or the step index is out of range.
+    Returns None when the two sides are identical (nothing to prefer), the step index is out of range, or a side
+    would carry no loss: empty and cut off by the token limit (a student truncated right at its first wrong step).
     """
     response = wrong.response
     if not 0 <= wrong_step <= len(step_starts(response)):
@@ -95,7 +96,7 @@ def correction_pair(wrong: Sample, wrong_step: int, corrected_continuation: str,
     if span == "step":
         chosen, chosen_ended = first_step(chosen, chosen_ended)
         rejected, rejected_ended = first_step(rejected, rejected_ended)
-    if chosen.strip() == rejected.strip():
+    if chosen.strip() == rejected.strip() or (not chosen and not chosen_ended) or (not rejected and not rejected_ended):
         return None
     return _pair(wrong, chosen, rejected, "correction", prefix, chosen_ended, rejected_ended)
 

@@ -8,9 +8,18 @@ this module without vLLM installed.
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
-from rayscale.sync.buckets import BucketMeta, bucket_from_bytes, dtype_from_name, state_checksums, unflatten
+from rayscale.sync.buckets import (
+    BucketMeta,
+    bucket_from_bytes,
+    dtype_from_name,
+    dtype_name,
+    state_checksums,
+    unflatten,
+)
 from rayscale.sync.group import SyncGroup
 from rayscale.sync.protocol import SyncReport, iter_received
 
@@ -41,7 +50,7 @@ class SyncWorkerExtension:
         def named():
             # two buckets in flight: fresh buffers, so bound the extra device memory to two buckets
             for meta, flat in iter_received(group, fresh, version, verify, report, max_in_flight=2):
-                yield from unflatten(meta, flat.to(self.device, non_blocking=True))
+                yield from self._rayscale_unflatten(meta, flat, non_blocking=True)
 
         self._rayscale_reload(named())
         return report.summary()
@@ -64,12 +73,20 @@ class SyncWorkerExtension:
 
         def named():
             for bucket in staged:
-                yield from unflatten(bucket.meta, bucket.flat.to(self.device))
+                yield from self._rayscale_unflatten(bucket.meta, bucket.flat)
 
         self._rayscale_reload(named())
 
     def rayscale_state_checksums(self) -> dict[str, int]:
         return state_checksums(self.model_runner.get_model().state_dict().items())
+
+    def _rayscale_unflatten(self, meta: BucketMeta, flat: torch.Tensor, non_blocking: bool = False):
+        """The bucket's tensors on the engine's device, in the engine's dtype: an fp32 learner feeding a bf16 engine
+        is cast once per bucket here (vLLM would cast each tensor anyway, with a warning per tensor)."""
+        dtype = self.model_config.dtype if flat.is_floating_point() else flat.dtype
+        if dtype != flat.dtype:
+            meta = dataclasses.replace(meta, dtype=dtype_name(dtype))
+        return unflatten(meta, flat.to(self.device, dtype=dtype, non_blocking=non_blocking))
 
     def _rayscale_reload(self, weights) -> None:
         reload = getattr(self.model_runner, "reload_weights", None)
