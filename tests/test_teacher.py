@@ -154,12 +154,32 @@ def test_local_hf_teacher_on_gpu(tmp_path, tiny_model_dir):
     assert teacher.stats()["requests"] == 2 and "generate_error" not in str(teacher.stats()["request_failures"])
 
 
-@pytest.mark.gpu
 @pytest.mark.vllm
-def test_local_vllm_teacher(tmp_path, tiny_model_dir):
-    cfg = TeacherConfig(backend="local", local={"backend": "vllm", "max_new_tokens": 8})
-    teacher = make_teacher(cfg, tiny_model_dir)
-    assert len(teacher.correct([_item(1)])) == 1 and teacher.stats()["requests"] == 1
+@pytest.mark.ray
+def test_local_vllm_teacher_on_cpu_answers_every_request_it_can(smollm2_dir):
+    # A real model with a real context: every request must reach the model and come back (a reply cut at
+    # max_new_tokens is the only failure allowed), except one whose prompt cannot fit, which is answered
+    # prompt_too_long on its own, without failing the others.
+    import ray
+
+    from rayscale.actors.teacher import TeacherActor
+
+    cfg = TeacherConfig(backend="local", local={"backend": "vllm", "model_path": smollm2_dir, "max_new_tokens": 48,
+                                                "vllm": {"kv_cache_gb": 1, "max_model_len": 1024}})
+    too_long = {**_item(3), "student_solution": "7*3=21\n" * 400}
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        teacher = TeacherActor.remote(cfg)
+        out = ray.get(teacher.correct.remote([_item(1), _item(2), too_long]))
+        stats = ray.get(teacher.stats.remote())
+    finally:
+        ray.shutdown()
+    assert [c.prompt_id for c in out] == ["q1", "q2", "q3"]
+    assert stats["requests"] == 3
+    assert out[2].reject_reason == REQUEST_FAILED and stats["request_failures"].get("prompt_too_long") == 1
+    answered = 3 - sum(stats["request_failures"].values())
+    assert answered + stats["request_failures"].get("truncated", 0) == 2  # q1 and q2 both reached the model
+    assert all(c.accepted or c.reject_reason for c in out)
 
 
 @pytest.mark.ray

@@ -100,8 +100,8 @@ class VLLMChatBackend:
         results: list[ChatResult | None] = [None] * len(conversations)
         prompts, where = [], []
         for i, messages in enumerate(conversations):
-            ids = self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True)
-            ids = list(ids["input_ids"] if isinstance(ids, dict) else ids)
+            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            ids = self.tokenizer.encode(text, add_special_tokens=False)  # the template holds the special tokens
             if len(ids) + self.max_new_tokens > self.max_model_len:
                 results[i] = ChatResult(False, None, "prompt_too_long", 1, 0.0)
                 continue
