@@ -515,7 +515,10 @@ def connect_ray(cfg: RayscaleConfig, check_fit: bool = True) -> None:
 def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     inputs = prepare_run(cfg, build_model=not dry_run)
     print(f"run directory : {inputs.run_dir}")
-    print(f"student model : {inputs.model_path}")
+    from rayscale.run_setup import check_model_source
+
+    source = check_model_source(inputs.model_path, "model.path") if cfg.model.path else "the tiny model, built here"
+    print(f"student model : {inputs.model_path} ({source})")
     print(f"data          : {cfg.data.source} train={len(inputs.train)} held-out={len(inputs.eval)}")
     print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
           f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from rayscale.config import RayscaleConfig
+from rayscale.config import ConfigError, RayscaleConfig
 from rayscale.data import Problem, load_problems
 
 
@@ -15,6 +16,43 @@ class RunInputs:
     model_path: str
     train: list[Problem]
     eval: list[Problem]
+
+
+# Any one of these beside config.json makes a directory's tokenizer loadable by AutoTokenizer.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.safetensors.index.json")
+_HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
+
+
+def check_model_source(path: str, key: str) -> str:
+    """A model a run will load, checked before anything starts: a local HF directory with config, weights and a
+    tokenizer, or a hub id (loaded from the hub or its cache at start-up). Returns how it will be loaded."""
+    local = Path(path).expanduser()
+    if local.exists():
+        if not local.is_dir():
+            raise ConfigError(f"{key}={path}: a file, not a model directory (a Hugging Face directory holds "
+                              "config.json, weights and tokenizer files)")
+        if not (local / "config.json").is_file():
+            raise ConfigError(f"{key}={path}: no config.json, so not a Hugging Face model directory; make one with "
+                              "`rayscale model smollm2-135m DIR`, `rayscale make-tiny-model DIR` or save_pretrained")
+        if not any(any(local.glob(pattern)) for pattern in WEIGHT_PATTERNS):
+            raise ConfigError(f"{key}={path}: no weights (*.safetensors or *.bin) beside config.json")
+        if not any((local / name).is_file() for name in TOKENIZER_FILES):
+            raise ConfigError(f"{key}={path}: no tokenizer ({', '.join(TOKENIZER_FILES)}); save it beside the "
+                              "weights: AutoTokenizer.from_pretrained(SOURCE).save_pretrained(DIR)")
+        return "local directory"
+    if path.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(path):
+        raise ConfigError(f"{key}={path}: no such directory")
+    return "hub id, loaded from the hub (or its cache) at start-up"
+
+
+def model_sources(cfg: RayscaleConfig) -> dict[str, str]:
+    """Every model path the config names, by key."""
+    named = {"model.path": cfg.model.path, "model.ref_path": cfg.model.ref_path,
+             "algo.weak_to_strong.weak_model": cfg.algo.weak_to_strong.weak_model}
+    if cfg.teacher.backend == "local":
+        named["teacher.local.model_path"] = cfg.teacher.local.model_path
+    return {key: path for key, path in named.items() if path}
 
 
 def resolve_model_path(cfg: RayscaleConfig, run_dir: Path) -> str:
@@ -39,6 +77,8 @@ def load_splits(cfg: RayscaleConfig) -> tuple[list[Problem], list[Problem]]:
 
 
 def prepare_run(cfg: RayscaleConfig, build_model: bool = True) -> RunInputs:
+    for key, path in model_sources(cfg).items():
+        check_model_source(path, key)
     run_dir = Path(cfg.tracking.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     model_path = resolve_model_path(cfg, run_dir) if build_model else (cfg.model.path or str(run_dir / "tiny_model"))

@@ -28,9 +28,15 @@ def load_yaml(name):
 
 
 def test_example_configs_validate_and_use_every_gpu():
-    assert [c.name for c in CONFIGS] == ["1node-8gpu.yaml", "4node-8gpu.yaml"]
-    gpus = {c.name: plan_placement(load_config(c)).total()["GPU"] for c in CONFIGS}
-    assert gpus == {"1node-8gpu.yaml": 8, "4node-8gpu.yaml": 32}  # the arithmetic in their comments
+    assert [c.name for c in CONFIGS] == ["1node-8gpu.yaml", "4node-8gpu.yaml", "smollm2-cpu.yaml"]
+    gpus = {c.name: plan_placement(load_config(c)).total().get("GPU", 0) for c in CONFIGS}
+    assert gpus == {"1node-8gpu.yaml": 8, "4node-8gpu.yaml": 32, "smollm2-cpu.yaml": 0}  # as their comments say
+
+
+def test_the_cpu_example_fits_this_projects_2_core_machine():
+    plan = plan_placement(load_config(LAUNCH / "configs/smollm2-cpu.yaml"))
+    assert "vLLM on CPU" in plan.role("rollout").note
+    require_fit(plan, [node("cpu-node", CPU=2)])
 
 
 def test_one_node_config_fits_one_8_gpu_node():

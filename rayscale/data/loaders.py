@@ -64,6 +64,9 @@ def _iter_rows(path_or_id: str, split: str, hub_config: str | None) -> Iterator[
         return
     import datasets  # heavy; only for parquet and hub sources
 
+    if not path.exists() and (path_or_id.startswith(("/", ".", "~")) or path.suffix in (".jsonl", ".json", ".parquet")):
+        raise DataError(f"{path_or_id}: no such file (data.path / data.eval_path: a local .jsonl or .parquet file, "
+                        "a directory of parquet files, or a hub dataset id)")
     if path.exists():
         files = [str(p) for p in sorted(path.glob(f"**/{split}*.parquet"))] if path.is_dir() else [str(path)]
         if not files:
