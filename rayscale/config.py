@@ -251,6 +251,9 @@ class AlgoConfig(_Strict):
     async_rollout: bool = False
     max_staleness: int = Field(1, ge=0)
     updates_per_iteration: int = Field(1, ge=1)
+    # Iterative DPO (Iterative RPO, online DPO): every K iterations the frozen reference becomes the current
+    # policy, so the KL anchor follows the model instead of staying at the start. 0 = never.
+    ref_update_every: int = Field(0, ge=0)
     eval_every: int = Field(5, ge=0)
     eval_samples: int = Field(1, ge=1)  # samples per held-out problem for sampled accuracy (greedy takes one)
     loss: Literal["sigmoid", "ipo", "cdpo", "dpop", "rpo", "sft"] = "rpo"

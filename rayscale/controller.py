@@ -139,6 +139,9 @@ class Trainer:
                     if learn:
                         self.version += 1
                         self.rollout.sync_from(self.learner.ranks, self.version)
+                if cfg.algo.ref_update_every and it % cfg.algo.ref_update_every == 0:
+                    with timer("ref_update"):  # the next iteration's DPO is anchored at this policy
+                        self.learner.set_reference_from_policy()
                 row = self.iteration_row(exp, learn, timer)
                 row["staleness"] = staleness
                 if cfg.algo.eval_every and (it % cfg.algo.eval_every == 0 or it == last):

@@ -99,3 +99,12 @@ def test_eval_command_on_shared_gsm8k(local_ray, tiny_model_dir, shared_data, tm
     assert [r["id"] for r in rows] == [f"gsm8k/test/{i}" for i in range(4)]
     assert all(r["status"] in ("ok", "no_answer") and isinstance(r["correct"], bool) for r in rows)
     assert summary["problems"] == 4 and summary["accuracy"] == sum(r["correct"] for r in rows) / 4
+
+
+def test_reference_refresh_anchors_the_next_iteration_at_the_current_policy(local_ray, tmp_path):
+    rows = run(tmp_path, "algo.strategy=correction", "algo.ref_update_every=1", "algo.loss=sigmoid")
+    first, second = rows[1], rows[2]
+    assert first["policy_version"] == 1 and "ref_update" in first["time"]  # the policy moved, then became the ref
+    # policy == reference at the start of iteration 2's step: every implicit reward is exactly zero
+    assert second["learner/rewards/chosen"] == 0.0 and second["learner/rewards/margins"] == 0.0
+
