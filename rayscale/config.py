@@ -347,6 +347,8 @@ class TrackingConfig(_Strict):
     wandb_run_name: str | None = None
     plots: bool = True
     progress: bool = True
+    # Pairs per iteration written to <run_dir>/pairs.jsonl (and a wandb Table): what the learner is taught.
+    log_pairs: int = Field(8, ge=0)
 
 
 class CheckpointConfig(_Strict):

@@ -114,7 +114,7 @@ class Trainer:
         if state is not None:
             self.rollout.sync_from(self.learner.ranks, self.version)  # workers start from the resumed policy
         elif cfg.algo.eval_every:
-            self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate()})
+            self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate(0)})
             print(self.tracker.console_line(self.tracker.rows[-1]), flush=True)
 
         first, last = (state.iteration if state else 0) + 1, cfg.algo.iterations
@@ -143,10 +143,11 @@ class Trainer:
                     with timer("ref_update"):  # the next iteration's DPO is anchored at this policy
                         self.learner.set_reference_from_policy()
                 row = self.iteration_row(exp, learn, timer)
+                self.tracker.log_pairs(it, exp.pairs)
                 row["staleness"] = staleness
                 if cfg.algo.eval_every and (it % cfg.algo.eval_every == 0 or it == last):
                     with timer("eval"):
-                        row.update(self.evaluate())
+                        row.update(self.evaluate(it))
                 row["time"] = {**exp.times, **timer.times}
                 self.tracker.log(row)
                 print(self.tracker.console_line(row), flush=True)
@@ -350,6 +351,7 @@ class Trainer:
                 continue
             pair = P.correction_pair(g.sample, c.wrong_step, "\n".join(c.corrected_steps), cfg.span)
             if pair is not None:
+                pair.note = f"step {c.wrong_step + 1} wrong: {c.explanation}"
                 pairs.append(pair)
         return pairs
 
@@ -427,16 +429,18 @@ class Trainer:
         return row
 
     # ------------------------------------------------------------------------------------------------ eval
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, iteration: int) -> dict[str, float]:
         """Held-out accuracy: greedy (T=0) and sampled (rollout temperature, `algo.eval_samples` per problem)."""
         from rayscale.evaluation import accuracy_on
 
         held_out = self.inputs.eval
         prompts = [self.prompt(p) for p in held_out]
-        out = {}
+        out, samples = {}, []
         for name, temperature in (("greedy", 0.0), ("sampled", self.cfg.rollout.temperature)):
-            out[f"eval/{name}_acc"], _ = accuracy_on(self.rollout, self.verifier, held_out, prompts, temperature,
-                                                     samples_per_problem=self.cfg.algo.eval_samples)
+            out[f"eval/{name}_acc"], rows = accuracy_on(self.rollout, self.verifier, held_out, prompts, temperature,
+                                                        samples_per_problem=self.cfg.algo.eval_samples)
+            samples += [{"mode": name, "policy_version": self.version, **r} for r in rows]
+        self.tracker.log_samples(iteration, samples)
         return out
 
     # ------------------------------------------------------------------------------------------------ checkpoint

@@ -21,7 +21,7 @@ def accuracy_on(rollout, verifier, problems: list[Problem], prompts: list[str], 
     samples = [(p, s) for p, ss in zip(problems, rollout.generate(requests)) for s in ss]
     verdicts = verifier.verify([(p.gold_answer, s.response) for p, s in samples])
     rows = [
-        {"id": p.id, "gold": p.gold_answer, "response": s.response, "pred": v.get("pred"),
+        {"id": p.id, "question": p.question, "gold": p.gold_answer, "response": s.response, "pred": v.get("pred"),
          "correct": bool(v["correct"]), "status": v.get("status"), "finish_reason": s.finish_reason}
         for (p, s), v in zip(samples, verdicts)
     ]

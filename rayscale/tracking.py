@@ -1,4 +1,6 @@
-"""Run tracking: a console line per iteration, metrics.jsonl in the run directory, wandb, and PNG plots at the end.
+"""Run tracking: a console line per iteration, metrics.jsonl in the run directory, wandb, and PNG plots at the end;
+what the learner learns from, readable: pairs.jsonl (a sample of each iteration's pairs) and samples/eval_*.jsonl
+(every held-out response of each evaluation), both also as wandb Tables.
 
 wandb runs offline when no WANDB_API_KEY is set (the files stay in the run directory for `wandb sync`), online when
 it is, and not at all with `tracking.wandb=false`. Nothing secret is logged: the config goes through `redacted`.
@@ -28,11 +30,13 @@ class Tracker:
     def __init__(self, cfg: RayscaleConfig, run_dir: Path, resume: bool = False):
         self.cfg, self.run_dir = cfg, run_dir
         self.metrics_path = run_dir / "metrics.jsonl"
+        self.pairs_path = run_dir / "pairs.jsonl"
         self.rows: list[dict[str, Any]] = []
         if resume and self.metrics_path.is_file():
             self.rows = [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
-        elif self.metrics_path.exists():
-            self.metrics_path.unlink()
+        else:
+            for path in (self.metrics_path, self.pairs_path):
+                path.unlink(missing_ok=True)
         self._wandb = self._start_wandb(resume) if cfg.tracking.wandb else None
 
     def _start_wandb(self, resume: bool):
@@ -55,6 +59,42 @@ class Tracker:
         """Drop rows logged after the checkpoint being resumed from, so each iteration appears once."""
         self.rows = [r for r in self.rows if r.get("iteration", -1) <= iteration]
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+        if self.pairs_path.is_file():
+            kept = [line for line in self.pairs_path.read_text().splitlines()
+                    if line.strip() and json.loads(line)["iteration"] <= iteration]
+            self.pairs_path.write_text("".join(line + "\n" for line in kept))
+
+    def log_pairs(self, iteration: int, pairs: list) -> None:
+        """A sample of what the learner is taught this iteration (evenly spaced over the batch, so every strategy
+        of a mix shows): <run_dir>/pairs.jsonl, and a wandb Table."""
+        k = self.cfg.tracking.log_pairs
+        if not k or not pairs:
+            return
+        step = max(1, len(pairs) // k)
+        rows = [{"iteration": iteration, "prompt_id": p.prompt_id, "strategy": p.strategy, "prompt": p.prompt,
+                 "shared_prefix": p.shared_prefix, "chosen": p.chosen, "rejected": p.rejected,
+                 "chosen_ended": p.chosen_ended, "rejected_ended": p.rejected_ended, "note": p.note,
+                 "policy_version": p.policy_version} for p in pairs[::step][:k]]
+        with self.pairs_path.open("a") as f:
+            f.writelines(json.dumps(r) + "\n" for r in rows)
+        self._table("pairs", rows, iteration)
+
+    def log_samples(self, iteration: int, rows: list[dict[str, Any]]) -> Path:
+        """Every held-out response of one evaluation: <run_dir>/samples/eval_<iteration>.jsonl, and a wandb Table."""
+        out = self.run_dir / "samples" / f"eval_{iteration:04d}.jsonl"
+        out.parent.mkdir(exist_ok=True)
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+        self._table("eval_samples", rows, iteration)
+        return out
+
+    def _table(self, key: str, rows: list[dict[str, Any]], step: int) -> None:
+        if self._wandb is None or not rows:
+            return
+        import wandb
+
+        columns = list(rows[0])
+        table = wandb.Table(columns=columns, data=[[str(r.get(c)) for c in columns] for r in rows])
+        self._wandb.log({key: table}, step=step)
 
     def log(self, row: dict[str, Any]) -> None:
         self.rows.append(row)

@@ -51,6 +51,7 @@ class PreferencePair:
     # The learner appends EOS after a response that ended (not one cut off at max_new_tokens).
     chosen_ended: bool = True
     rejected_ended: bool = True
+    note: str = ""  # why this pair, for the people reading pairs.jsonl (the teacher's explanation); not trained on
 
 
 @dataclass

@@ -58,6 +58,21 @@ def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
     versions = [r["policy_version"] for r in rows]
     assert versions == sorted(versions) and versions[-1] == sum(1 for r in rows[1:] if r["pairs"] >= 2)
     assert (tmp_path / "final_model" / "config.json").is_file()
+    # what the learner was taught, readable: up to tracking.log_pairs (8) pairs of each iteration
+    logged = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()] \
+        if (tmp_path / "pairs.jsonl").exists() else []
+    for r in rows[1:]:
+        mine = [p for p in logged if p["iteration"] == r["iteration"]]
+        assert len(mine) == min(8, r["pairs"])
+        assert all(p["strategy"] == strategy and p["prompt"] and (p["chosen"] or p["chosen_ended"]) for p in mine)
+        if strategy == "correction":  # the oracle's explanation of the wrong step travels with the pair
+            assert all(p["note"].startswith("step ") and "wrong:" in p["note"] for p in mine)
+    # every held-out response of every evaluation: 8 greedy + 8 x 4 sampled (algo.eval_samples)
+    for it in (0, 1, 2):
+        samples = [json.loads(line) for line in (tmp_path / "samples" / f"eval_{it:04d}.jsonl").read_text().splitlines()]
+        assert [s["mode"] for s in samples].count("greedy") == 8 and len(samples) == 8 + 8 * 4
+        assert {"question", "response", "gold", "correct", "policy_version"} <= set(samples[0])
+        assert sum(s["correct"] for s in samples if s["mode"] == "greedy") / 8 == rows[it]["eval/greedy_acc"]
     assert (tmp_path / "accuracy.png").is_file() and (tmp_path / "margins.png").is_file()
     assert (tmp_path / "checkpoints" / "iter_000002" / "controller.json").is_file()
 

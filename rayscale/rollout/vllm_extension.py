@@ -9,6 +9,7 @@ this module without vLLM installed.
 from __future__ import annotations
 
 import dataclasses
+import weakref
 
 import torch
 
@@ -37,19 +38,33 @@ class SyncWorkerExtension:
         if self._rayscale_group is not None:
             self._rayscale_group.close()
         self._rayscale_group = None
+        self.__dict__.pop("_rayscale_ring", None)  # the receive buffers live as long as the group
 
     def rayscale_receive_weights(self, version: int, verify: bool) -> dict:
         group = self._rayscale_group
         if group is None:
             raise RuntimeError("receive_weights before init_sync_group")
         report = SyncReport(version)
+        ring = self.__dict__.setdefault("_rayscale_ring", [None, None])
 
-        def fresh(meta: BucketMeta) -> torch.Tensor:  # vLLM copies out of it while loading; a bucket lives briefly
-            return torch.empty(meta.numel, dtype=dtype_from_name(meta.dtype), device=group.device)
+        def buffer_for(meta: BucketMeta) -> torch.Tensor:
+            dtype = dtype_from_name(meta.dtype)
+            if not self._rayscale_copies_out(dtype, group.device):
+                # vLLM keeps views of what it is given until each layer is complete, which may be a bucket later:
+                # a fresh buffer per bucket (at most two alive: two in flight)
+                return torch.empty(meta.numel, dtype=dtype, device=group.device)
+            # Cast on the CPU into a new tensor before vLLM sees it: this buffer is free again once its bucket has
+            # been handed on, which happens before the bucket two places later is posted (two in flight). So two
+            # warm buffers, alternating, instead of a fresh one per bucket, whose page faults cost about as much
+            # as the transfer itself.
+            slot = meta.index % 2
+            if ring[slot] is None or ring[slot].numel() < meta.nbytes:
+                ring[slot] = None  # free the old one first
+                ring[slot] = torch.empty(meta.nbytes, dtype=torch.uint8, device=group.device)
+            return ring[slot][: meta.nbytes].view(dtype)
 
         def named():
-            # two buckets in flight: fresh buffers, so bound the extra device memory to two buckets
-            for meta, flat in iter_received(group, fresh, version, verify, report, max_in_flight=2):
+            for meta, flat in iter_received(group, buffer_for, version, verify, report, max_in_flight=2):
                 yield from self._rayscale_unflatten(meta, flat, non_blocking=True)
 
         self._rayscale_reload(named())
@@ -80,6 +95,12 @@ class SyncWorkerExtension:
     def rayscale_state_checksums(self) -> dict[str, int]:
         return state_checksums(self.model_runner.get_model().state_dict().items())
 
+    def _rayscale_copies_out(self, dtype: torch.dtype, device: torch.device) -> bool:
+        """True when `_rayscale_unflatten` hands vLLM a synchronous CPU copy of a bucket of `dtype` on `device`
+        (a cast to the engine dtype), never a view of the buffer it was received in."""
+        return (device.type == "cpu" and torch.device(self.device).type == "cpu" and dtype.is_floating_point
+                and dtype != self.model_config.dtype)
+
     def _rayscale_unflatten(self, meta: BucketMeta, flat: torch.Tensor, non_blocking: bool = False):
         """The bucket's tensors on the engine's device, in the engine's dtype: an fp32 learner feeding a bf16 engine
         is cast once per bucket here (vLLM would cast each tensor anyway, with a warning per tensor)."""
@@ -89,24 +110,45 @@ class SyncWorkerExtension:
         return unflatten(meta, flat.to(self.device, dtype=dtype, non_blocking=non_blocking))
 
     def _rayscale_reload(self, weights) -> None:
+        model = self.model_runner.get_model()
+        _PACKED_BEFORE_RELOAD[model] = _packed_gemms(model)
         reload = getattr(self.model_runner, "reload_weights", None)
         if reload is not None:  # vLLM >= 0.2x: in-place reload with layerwise post-processing (quantized models)
             reload(weights_iterator=weights)
         else:
-            self.model_runner.get_model().load_weights(weights=weights)
-        refresh_cpu_gemms(self.model_runner.get_model())
+            model.load_weights(weights=weights)
+        refresh_cpu_gemms(model)
         if torch.device(self.device).type == "cuda":  # a CPU build of torch has no CUDA to wait for
             torch.cuda.synchronize()
 
 
+# model -> {layer: its packed GEMM} taken right before a reload, for refresh_cpu_gemms to tell re-packed from stale
+_PACKED_BEFORE_RELOAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _packed_gemms(model: torch.nn.Module) -> dict[torch.nn.Module, object]:
+    """The layers whose CPU GEMM is packed from a weight they keep (embedding, LM head), with that GEMM."""
+    out = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if hasattr(module, "cpu_linear") and isinstance(weight, torch.Tensor) and weight.ndim == 2 \
+                and weight.numel() > 0 and not weight.is_meta:
+            out[module] = module.cpu_linear
+    return out
+
+
 def refresh_cpu_gemms(model: torch.nn.Module) -> int:
-    """Re-pack the CPU GEMM of every layer that keeps its weight beside the packed copy; returns how many.
+    """Re-pack the CPU GEMM of every layer that keeps its weight beside a packed copy the reload left stale;
+    returns how many layers got a new GEMM.
 
     On a CPU, vLLM packs each linear layer's weight for oneDNN once, at load (`layer.cpu_linear`). A reload
     re-packs the layers it loads, but a tied `lm_head` is never loaded under its own name (its weight is the
     embedding's): it would go on computing logits with the old packed weights. Linear layers drop their plain
-    weight after packing (empty tensor) and were re-packed by the reload; layers that kept theirs (embedding and
-    LM head, `remove_weight=False`) are packed again here from the weight they now hold.
+    weight after packing (empty tensor) and were re-packed by the reload; of the layers that kept theirs
+    (embedding and LM head, `remove_weight=False`), those whose GEMM the reload did not replace are stale. A stale
+    layer whose weight is the very tensor of a layer packed afresh (a tied LM head: the embedding's weight) takes
+    that layer's GEMM; any other is packed again from the weight it now holds (about 55 ms for SmolLM2's
+    49152 x 576 head on one core). Without a snapshot from `_rayscale_reload`, every such layer counts as stale.
     """
     from vllm.platforms import current_platform
 
@@ -114,11 +156,23 @@ def refresh_cpu_gemms(model: torch.nn.Module) -> int:
         return 0
     from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
 
+    before = _PACKED_BEFORE_RELOAD.pop(model, None)
+    layers = _packed_gemms(model)
+
+    def key(module):  # same storage, shape, strides and dtype: the same matrix
+        w = module.weight
+        return (w.data_ptr(), tuple(w.shape), w.stride(), w.dtype)
+
+    fresh = {key(m): g for m, g in layers.items() if before is not None and before.get(m) is not g}
     count = 0
-    for module in model.modules():
-        weight = getattr(module, "weight", None)
-        if hasattr(module, "cpu_linear") and isinstance(weight, torch.Tensor) and weight.ndim == 2 \
-                and weight.numel() > 0 and not weight.is_meta:
+    for module, gemm in layers.items():
+        if before is not None and before.get(module) is not gemm:
+            continue  # re-packed by the reload
+        shared = fresh.get(key(module))
+        if shared is not None:
+            module.cpu_linear = shared  # packed from this very weight
+        else:
             dispatch_cpu_unquantized_gemm(module, remove_weight=False)
-            count += 1
+            fresh[key(module)] = module.cpu_linear
+        count += 1
     return count
