@@ -108,6 +108,16 @@ def _assert_same_training(ours: list[dict], expected: list[dict], tol: float) ->
         assert m["tokens"] == e["tokens"] and m["step"] == e["step"]
 
 
+def test_gradient_checkpointing_trains_exactly_like_keeping_activations(one_rank, ray_local, model_dir):
+    from rayscale.actors.learner import LearnerGroup
+
+    cfg = _learner(**LAYOUTS["1rank"], gradient_checkpointing=True)
+    with LearnerGroup(model_dir, cfg, ALGO, RoleResources(num_cpus=1)) as g:
+        assert all(g._call_all("__ray_call__", lambda rank: rank.hf_model.is_gradient_checkpointing))
+        metrics = _script(g)
+    _assert_same_training(metrics, one_rank, tol=1e-5)
+
+
 @pytest.mark.parametrize("layout", ["zero1", "zero2", "zero3"])
 def test_two_ranks_train_like_one_rank(layout, one_rank, ray_local, model_dir, request):
     if layout == "zero3":

@@ -91,6 +91,9 @@ class LearnerWorker:
         torch.manual_seed(self.cfg.seed)
         ds_config = dsc.policy_config(self.cfg, self.device)
         policy = self._load_hf(self.model_path, zero3=self.cfg.zero_stage == 3, ds_config=ds_config)
+        if self.cfg.gradient_checkpointing:  # non-reentrant: works under ZeRO-3 and with frozen inputs
+            policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            policy.config.use_cache = False
         self.policy, *_ = deepspeed.initialize(model=TargetLogps(policy), model_parameters=policy.parameters(),
                                                config=ds_config, lr_scheduler=dsc.make_scheduler(self.cfg))
         self.bf16 = dsc.use_bf16(self.cfg, self.device)
