@@ -92,3 +92,19 @@ def three_node_overrides(cluster) -> list[str]:
     return [f"cluster.address={cluster.address}", "cluster.learner.node_resource=node0",
             "cluster.teacher.node_resource=node0", "cluster.verifier.node_resource=node0",
             "cluster.rollout.node_resource=rollout", "cluster.rollout.strategy=SPREAD", "rollout.num_workers=2"]
+
+
+@pytest.fixture(scope="session")
+def vllm_teacher_server(smollm2_dir, tmp_path_factory):
+    """A real vLLM OpenAI-compatible server on 127.0.0.1 serving SmolLM2-135M-Instruct as "teacher", once per
+    session: use `.base_url` ("http://127.0.0.1:PORT/v1") and `.model` ("teacher"); no API key is required.
+    Start-up takes 40-180 s on 2 CPU cores (less once vLLM's compile cache is warm); its log is in the tmp dir."""
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip("needs vLLM: `make test-vllm` runs these in .venv-vllm")
+    from tests.servers import VLLMServer
+
+    # Decoding greedily, a 135M model repeats itself until max_tokens on most teacher prompts (every reply then
+    # fails as `truncated`); a frequency penalty, the server's default for requests that set none, lets it stop.
+    with VLLMServer(smollm2_dir, "teacher", log_dir=tmp_path_factory.mktemp("vllm_teacher"),
+                    sampling_defaults={"frequency_penalty": 1.0}) as server:
+        yield server

@@ -57,8 +57,17 @@ def label_section(text: str, labels: tuple[str, ...], all_labels: tuple[str, ...
     return rest[: nxt.start() if nxt else len(rest)].strip().strip("*").strip()
 
 
+# "first" in the name of what is asked for ("the first incorrect step is step 3", or the format's own placeholder
+# "number of the first incorrect step, or none" echoed back) is not an answer: read without it.
+_FIRST_LABEL = re.compile(
+    r"\bfirst\s+(?:(?:incorrect|wrong|erroneous|mistaken|faulty|bad)\s+(?:step|line|one)s?|errors?|mistakes?)\b",
+    re.IGNORECASE,
+)
+
+
 def parse_step_number(text: str) -> int | None | str:
     """A 1-based step number from `3`, `Step 3`, `step #3: ...`, `the third step`; "none" for no error; None."""
+    text = _FIRST_LABEL.sub(" ", text)
     m = re.search(r"-?\d+", text)
     ordinal = re.search(rf"\b({'|'.join(_ORDINALS)})\b", text, re.IGNORECASE)
     if m and (not ordinal or m.start() < ordinal.start()):
