@@ -27,13 +27,6 @@ def model_dir(tmp_path_factory):
     return diverse_tiny_model(tmp_path_factory.mktemp("vllm") / "model", seed=3)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(address="local", num_cpus=6, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 def manager(model_dir, backend: str, **rollout):
     from rayscale.actors.rollout import RolloutManager
 
@@ -42,7 +35,7 @@ def manager(model_dir, backend: str, **rollout):
 
 
 @pytest.fixture(scope="module")
-def twins(cluster, model_dir):
+def twins(local_ray, model_dir):
     hf, vllm = manager(model_dir, "hf"), manager(model_dir, "vllm")
     yield hf, vllm
     hf.shutdown()
@@ -111,7 +104,7 @@ def test_logprobs_are_the_models_own(twins, prompts, model_dir):
     assert plain.logprobs is None  # only when asked for (rollout.logprobs is off)
 
 
-def test_stop_strings_and_prefix_continuation_match_the_twin(cluster, model_dir, twins, prompts):
+def test_stop_strings_and_prefix_continuation_match_the_twin(local_ray, model_dir, twins, prompts):
     hf, vllm = twins
     base = greedy(hf, prompts[:2])
     # continuing from a prefix of its own greedy text gives the rest of that text

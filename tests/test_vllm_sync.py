@@ -37,13 +37,6 @@ def tiny_dir(tmp_path_factory):
     return diverse_tiny_model(tmp_path_factory.mktemp("vllm") / "model", seed=5)
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    ray.init(address="local", num_cpus=8, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
-
-
 class Setup:
     """A learner group and one vLLM rollout worker built from the same directory."""
 
@@ -92,7 +85,7 @@ class Setup:
 
 
 @pytest.fixture(scope="module")
-def tiny(cluster, tiny_dir):
+def tiny(local_ray, tiny_dir):
     s = Setup(tiny_dir, lr=5e-2, max_model_len=256)
     yield s
     s.shutdown()
@@ -155,7 +148,7 @@ def test_a_vllm_engine_that_dies_mid_generate_is_replaced_and_nothing_is_lost_or
 
 
 @pytest.fixture(scope="module")
-def smol(cluster, smollm2_dir, tiny):
+def smol(local_ray, smollm2_dir, tiny):
     tiny.shutdown()  # free the cores and memory for the 135M model
     s = Setup(smollm2_dir, lr=5e-4, max_model_len=512)
     yield s
