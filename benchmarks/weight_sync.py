@@ -13,13 +13,34 @@ the link's limit and the usual alternatives, side by side in one run.
 Two Ray nodes on this machine (ray.cluster_utils.Cluster): the learner on node0, the worker(s) on node1.
 The model is a Llama with 218 parameter tensors (82M parameters at full size, 20M with --quick).
 
-    python benchmarks/weight_sync.py [--quick] [--json out.json] [--backend gloo|nccl]
+vLLM section (when vLLM is importable: run it in `.venv-vllm`), SmolLM2-135M-Instruct, 272 tensors sent (the tied
+LM head travels once, as the embedding), 538 MB fp32, two fresh Ray nodes on this machine again:
+
+    (vllm_sync)    RolloutManager.sync_from(learner.ranks, version): the DeepSpeed learner
+                   (rayscale.actors.learner.LearnerGroup, 2 ranks, ZeRO-2, fp32, on node0) -> one vLLM rollout worker
+                   (bf16 engine in the actor's process, num_cpus=1, node1), bucketed broadcast over gloo, received
+                   inside vLLM's worker (SyncWorkerExtension via collective_rpc), cast to bf16 and loaded by vLLM's
+                   reload_weights (layerwise re-processing: the CPU GEMMs are re-packed); timed end to end on the
+                   driver, sync.verify off
+    (vllm_raw)     one raw broadcast of a warm flat buffer of the same bytes over the same group: learner rank 0
+                   -> the group inside vLLM's worker (`actor.backend.llm.collective_rpc(fn)`; in-process on CPU)
+
+`ratio_vs_raw_vllm` = raw seconds / sync seconds (median of per-round ratios; goal >= 0.8), and the seconds of
+each part of a sync, measured inside the worker by timers wrapped around the extension's steps (`vllm.parts`):
+the receive wait, the fp32 -> bf16 cast, vLLM's own loading (weight loaders, re-packing, copy-back), the refresh
+of GEMMs the reload left stale, the rest of the worker's call (collective_rpc, prefix-cache reset) and what lies
+outside it (Ray calls, the sender's last broadcasts). A final sync with sync.verify on checks the engine.
+
+    python benchmarks/weight_sync.py [--quick] [--json out.json] [--backend gloo|nccl] [--sections toy,vllm]
+    .venv-vllm/bin/python benchmarks/weight_sync.py --quick      # both sections
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -30,7 +51,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rayscale.config import RoleResources, RolloutConfig, SyncConfig, TinyModelConfig  # noqa: E402
+from rayscale.config import (  # noqa: E402
+    AlgoConfig,
+    LearnerConfig,
+    RoleResources,
+    RolloutConfig,
+    SyncConfig,
+    TinyModelConfig,
+    VLLMConfig,
+)
+
+VLLM_MISSING = ("vLLM is not importable in this environment: the vLLM section needs .venv-vllm "
+                "(`make install-vllm`, then `.venv-vllm/bin/python benchmarks/weight_sync.py`)")
 
 
 # ---------------------------------------------------------------- baselines, run inside the actors via __ray_call__
@@ -170,17 +202,189 @@ def run(args) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="20M-parameter model, 5 rounds (about a minute)")
-    ap.add_argument("--json", type=Path, help="write the figures here")
-    ap.add_argument("--backend", choices=["gloo", "nccl"], default="gloo")
-    ap.add_argument("--workers", type=int, default=1, help="rollout workers on node1")
-    ap.add_argument("--bucket-mb", type=float, default=64.0)
-    ap.add_argument("--repeats", type=int, default=None)
-    args = ap.parse_args(argv)
-    args.repeats = args.repeats or (5 if args.quick else 10)
-    res = run(args)
+# ---------------------------------------------------------------- vLLM section: helpers run inside the actors
+def _raw_receive_in_vllm(worker, nbytes: int) -> float:
+    """Inside vLLM's worker: one broadcast of a warm flat buffer over the worker's sync group."""
+    group = worker._rayscale_group
+    buf = getattr(worker, "_bench_raw", None)
+    if buf is None or buf.numel() != nbytes:
+        buf = worker._bench_raw = torch.ones(nbytes, dtype=torch.uint8, device=group.device)
+    start = time.perf_counter()
+    group.broadcast(buf).wait()
+    return time.perf_counter() - start
+
+
+def _raw_broadcast_vllm(actor, nbytes: int) -> float:
+    return actor.backend.llm.collective_rpc(_raw_receive_in_vllm, args=(nbytes,))[0]
+
+
+def _install_timers(actor) -> None:
+    """In the rollout actor (the in-process CPU engine: the actor is vLLM's worker process): wrap the steps of a
+    sync with timers; each sync appends its figures to `actor._bench_parts`."""
+    import rayscale.rollout.vllm_extension as ext
+
+    parts: list[dict] = []
+    actor._bench_parts = parts
+    cur: dict = {}
+
+    def in_worker(wrapper) -> None:
+        worker = getattr(wrapper, "worker", wrapper)  # vLLM's WorkerWrapperBase holds the worker
+        runner = worker.model_runner
+        reload, unflatten = runner.reload_weights, worker._rayscale_unflatten
+
+        def timed_reload(weights_iterator=None, **kw):
+            def timed_iter():  # time spent getting the next weight: receive wait + cast
+                it = iter(weights_iterator)
+                while True:
+                    t = time.perf_counter()
+                    try:
+                        item = next(it)
+                    except StopIteration:
+                        cur["receive_and_cast"] = cur.get("receive_and_cast", 0.0) + time.perf_counter() - t
+                        return
+                    cur["receive_and_cast"] = cur.get("receive_and_cast", 0.0) + time.perf_counter() - t
+                    yield item
+
+            t = time.perf_counter()
+            reload(weights_iterator=timed_iter(), **kw)
+            cur["reload"] = time.perf_counter() - t
+
+        def timed_unflatten(*a, **kw):
+            t = time.perf_counter()
+            out = unflatten(*a, **kw)
+            cur["cast"] = cur.get("cast", 0.0) + time.perf_counter() - t
+            return out
+
+        runner.reload_weights = timed_reload
+        worker._rayscale_unflatten = timed_unflatten
+
+    actor.backend.llm.collective_rpc(in_worker)
+    refresh = ext.refresh_cpu_gemms
+
+    def timed_refresh(model):
+        t = time.perf_counter()
+        n = refresh(model)
+        cur["gemm_refresh"] = time.perf_counter() - t
+        return n
+
+    ext.refresh_cpu_gemms = timed_refresh
+    receive = actor.backend.receive_weights
+
+    def timed_receive(version, verify):
+        cur.clear()
+        t = time.perf_counter()
+        out = receive(version, verify)
+        cur["worker_call"] = time.perf_counter() - t
+        parts.append(dict(cur))
+        return out
+
+    actor.backend.receive_weights = timed_receive
+
+
+def _parts(actor) -> list[dict]:
+    return list(actor._bench_parts)
+
+
+def run_vllm(args) -> dict:
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from rayscale.actors.learner import LearnerGroup
+    from rayscale.actors.rollout import RolloutManager
+    from rayscale.pretrained import ensure
+    from rayscale.sync.receiver import SyncError
+
+    model_dir = str(ensure("smollm2-135m"))
+    store = 512 << 20
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "resources": {"node0": 1},
+                                                            "object_store_memory": store})
+    cluster.add_node(num_cpus=2, resources={"node1": 1}, object_store_memory=store)
+    ray.init(address=cluster.address, log_to_driver=False)
+    vllm_cfg = VLLMConfig(dtype=args.vllm_dtype, kv_cache_gb=0.5, max_model_len=512, enforce_eager=True)
+    sync_cfg = SyncConfig(bucket_size_mb=args.bucket_mb, backend="gloo", verify=False, timeout_s=600)
+    try:
+        start = time.perf_counter()
+        learner_cfg = LearnerConfig(num_ranks=args.vllm_ranks, zero_stage=2, micro_batch_size=4, max_seq_len=96,
+                                    collective_timeout_s=600)
+        learner = LearnerGroup(model_dir, learner_cfg, AlgoConfig(loss="sigmoid", beta=0.1),
+                               RoleResources(num_cpus=1, resources={"node0": 0.1}))
+        learner_start = time.perf_counter() - start
+        start = time.perf_counter()
+        manager = RolloutManager(model_dir, RolloutConfig(backend="vllm", num_workers=1, vllm=vllm_cfg), sync_cfg,
+                                 RoleResources(num_cpus=1, resources={"node1": 0.1}))
+        worker_start = time.perf_counter() - start
+        worker = manager.workers[0]
+        ray.get(worker.__ray_call__.remote(_install_timers))
+        version = iter(range(1, 10**6))
+
+        def sync() -> tuple[float, dict]:
+            start = time.perf_counter()
+            report = manager.sync_from(learner.ranks, next(version))
+            return time.perf_counter() - start, report
+
+        first_seconds, report = sync()  # warm-up: forms the group, streams, learns the layout
+        nbytes = report["bytes"]
+
+        def raw() -> float:
+            start = time.perf_counter()
+            ray.get([learner.ranks[0].__ray_call__.remote(_raw_broadcast, nbytes, "sender"),
+                     worker.__ray_call__.remote(_raw_broadcast_vllm, nbytes)])
+            return time.perf_counter() - start
+
+        raw(), sync()  # warm-up: the raw buffers, the planned path
+        times: dict[str, list[float]] = {"vllm_sync": [], "vllm_raw": []}
+        sender_seconds: list[float] = []
+        for i in range(args.vllm_repeats):  # back-to-back pairs, alternating order
+            for name in ("vllm_sync", "vllm_raw") if i % 2 == 0 else ("vllm_raw", "vllm_sync"):
+                if name == "vllm_sync":
+                    seconds, report = sync()
+                    sender_seconds.append(report["seconds"])
+                else:
+                    seconds = raw()
+                times[name].append(seconds)
+        parts_all = ray.get(worker.__ray_call__.remote(_parts))[-args.vllm_repeats:]
+        # A last sync with sync.verify on: bucket checksums on both sides, then the engine's greedy tokens scored
+        # by the learner (rayscale.sync.output_check): the engine computes with the learner's weights.
+        manager.sync_cfg = sync_cfg.model_copy(update={"verify": True})
+        try:
+            sync()
+            verified = True
+        except SyncError as e:
+            verified = f"failed: {e}"
+        tensors = report["tensors"]
+        manager.shutdown()
+        learner.shutdown()
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+    parts = []
+    for p, end_to_end, sender in zip(parts_all, times["vllm_sync"], sender_seconds):
+        load = p["reload"] - p["receive_and_cast"]  # vLLM's own work inside reload_weights
+        parts.append({
+            "end_to_end": end_to_end,
+            "receive_wait": p["receive_and_cast"] - p["cast"],
+            "cast": p["cast"],
+            "vllm_load": load,
+            "gemm_refresh": p.get("gemm_refresh", 0.0),
+            "worker_rest": p["worker_call"] - p["reload"] - p.get("gemm_refresh", 0.0),
+            "outside_worker": end_to_end - p["worker_call"],
+            "sender_send_weights": sender,
+        })
+    med_parts = {k: statistics.median(p[k] for p in parts) for k in parts[0]}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "model": "SmolLM2-135M-Instruct", "tensors": tensors, "bytes": nbytes, "engine_dtype": args.vllm_dtype,
+        "learner": {"num_ranks": args.vllm_ranks, "zero_stage": 2, "dtype": "float32"},
+        "bucket_mb": args.bucket_mb, "repeats": args.vllm_repeats, "verified": verified,
+        "learner_start_seconds": learner_start, "worker_start_seconds": worker_start,
+        "first_sync_seconds": first_seconds, "seconds": med, "gbps": {k: nbytes / t / 1e9 for k, t in med.items()},
+        "all_seconds": times, "parts": med_parts, "all_parts": parts,
+        "ratio_vs_raw_vllm": statistics.median(r / s for s, r in zip(times["vllm_sync"], times["vllm_raw"])),
+    }
+
+
+def _print_toy(res: dict, args) -> None:
     mb = res["model"]["bytes"] / 1e6
     print(f"\nweight sync, {args.backend}, {mb:.0f} MB in 218 tensors, {args.workers} worker(s) on another node, "
           f"median of {args.repeats} rounds (ratios: median of per-round ratios)")
@@ -190,6 +394,63 @@ def main(argv: list[str] | None = None) -> int:
     print(f"ratio_vs_raw = {res['ratio_vs_raw']:.2f} (target >= 0.9; copying every tensor: "
           f"{res['ratio_vs_raw_copy']:.2f})   "
           f"speedup_vs_per_tensor = {res['speedup_vs_per_tensor']:.1f}x (target >= 5)")
+
+
+def _print_vllm(v: dict) -> None:
+    print(f"\nweight sync into vLLM, SmolLM2-135M-Instruct, {v['bytes'] / 1e6:.0f} MB fp32 in {v['tensors']} tensors, "
+          f"DeepSpeed ZeRO-2 learner ({v['learner']['num_ranks']} ranks) -> 1 vLLM worker ({v['engine_dtype']}) on "
+          f"another node, gloo, median of {v['repeats']} rounds")
+    print(f"{'method':<15}{'seconds':>9}{'GB/s':>9}")
+    for k in ("vllm_raw", "vllm_sync"):
+        print(f"{k:<15}{v['seconds'][k]:>9.3f}{v['gbps'][k]:>9.2f}")
+    print("parts of vllm_sync (medians, seconds):")
+    for k, x in v["parts"].items():
+        print(f"  {k:<22}{x:>8.3f}")
+    print(f"ratio_vs_raw_vllm = {v['ratio_vs_raw_vllm']:.2f} (goal >= 0.8)   final sync with verify: "
+          f"{'ok' if v['verified'] is True else v['verified']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="toy: 20M-parameter model, 5 rounds (about a minute); vLLM: 5 rounds (plus about a "
+                         "minute of start-up)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--backend", choices=["gloo", "nccl"], default="gloo")
+    ap.add_argument("--workers", type=int, default=1, help="rollout workers on node1")
+    ap.add_argument("--bucket-mb", type=float, default=64.0)
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--sections", default="toy,vllm", help="comma-separated: toy, vllm (default both)")
+    ap.add_argument("--vllm-dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    ap.add_argument("--vllm-ranks", type=int, default=2, help="DeepSpeed learner ranks of the vLLM section")
+    ap.add_argument("--vllm-repeats", type=int, default=None)
+    args = ap.parse_args(argv)
+    args.repeats = args.repeats or (5 if args.quick else 10)
+    args.vllm_repeats = args.vllm_repeats or (5 if args.quick else 10)
+    sections = {x.strip() for x in args.sections.split(",") if x.strip()}
+    if not sections <= {"toy", "vllm"}:
+        ap.error(f"unknown section(s) {sorted(sections - {'toy', 'vllm'})}; expected toy, vllm")
+    os.environ.setdefault("RAYSCALE_MODEL_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "models"))
+    have_vllm = importlib.util.find_spec("vllm") is not None
+    if "vllm" in sections and not have_vllm:
+        if sections == {"vllm"}:
+            print(f"error: {VLLM_MISSING}", file=sys.stderr)
+            return 2
+        print(f"note: {VLLM_MISSING}; running the toy-model sections only", file=sys.stderr)
+        sections.discard("vllm")
+    if "vllm" in sections and args.backend != "gloo":
+        print("note: the vLLM section runs on CPU over gloo; skipped with --backend nccl", file=sys.stderr)
+        sections.discard("vllm")
+    res: dict = run(args) if "toy" in sections else {}
+    if "vllm" in sections:
+        res["vllm"] = run_vllm(args)
+        res["ratio_vs_raw_vllm"] = res["vllm"]["ratio_vs_raw_vllm"]
+    else:
+        res["vllm"] = {"skipped": VLLM_MISSING if not have_vllm else "not run (--sections / --backend)"}
+    if "toy" in sections:
+        _print_toy(res, args)
+    if "vllm" in sections:
+        _print_vllm(res["vllm"])
     if args.json:
         args.json.write_text(json.dumps(res, indent=2))
     return 0

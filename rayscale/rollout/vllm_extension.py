@@ -31,6 +31,8 @@ class SyncWorkerExtension:
 
     def rayscale_init_sync_group(self, master_addr, master_port, world_size, rank_offset, backend, timeout_s):
         self.rayscale_close_sync_group()
+        if torch.device(self.device).type == "cpu":
+            keep_freed_memory_warm()
         rank = rank_offset + self.parallel_config.rank  # this worker's place among the engine's TP x PP workers
         self._rayscale_group = SyncGroup.join(master_addr, master_port, world_size, rank, backend, timeout_s)
 
@@ -38,7 +40,8 @@ class SyncWorkerExtension:
         if self._rayscale_group is not None:
             self._rayscale_group.close()
         self._rayscale_group = None
-        self.__dict__.pop("_rayscale_ring", None)  # the receive buffers live as long as the group
+        self.__dict__.pop("_rayscale_ring", None)  # the warm receive and cast buffers live as long as the group
+        self.__dict__.pop("_rayscale_cast_ring", None)
 
     def rayscale_receive_weights(self, version: int, verify: bool) -> dict:
         group = self._rayscale_group
@@ -105,8 +108,13 @@ class SyncWorkerExtension:
         """The bucket's tensors on the engine's device, in the engine's dtype: an fp32 learner feeding a bf16 engine
         is cast once per bucket here (vLLM would cast each tensor anyway, with a warning per tensor)."""
         dtype = self.model_config.dtype if flat.is_floating_point() else flat.dtype
-        if dtype != flat.dtype:
-            meta = dataclasses.replace(meta, dtype=dtype_name(dtype))
+        if dtype == flat.dtype:
+            return unflatten(meta, flat.to(self.device, non_blocking=non_blocking))
+        meta = dataclasses.replace(meta, dtype=dtype_name(dtype))
+        if self._rayscale_copies_out(flat.dtype, flat.device):
+            # into a warm buffer: a fresh one per bucket costs page faults worth more than the cast itself
+            ring = self.__dict__.setdefault("_rayscale_cast_ring", _WarmRing(3))
+            return unflatten(meta, ring.take(dtype, meta.numel).copy_(flat))
         return unflatten(meta, flat.to(self.device, dtype=dtype, non_blocking=non_blocking))
 
     def _rayscale_reload(self, weights) -> None:
@@ -120,6 +128,66 @@ class SyncWorkerExtension:
         refresh_cpu_gemms(model)
         if torch.device(self.device).type == "cuda":  # a CPU build of torch has no CUDA to wait for
             torch.cuda.synchronize()
+
+
+_MALLOC_TUNED = False
+
+
+def keep_freed_memory_warm() -> bool:
+    """glibc malloc, once per process: keep freed memory for reuse instead of handing it back to the OS.
+
+    vLLM's in-place reload builds every layer afresh (new tensors for its weights, re-packed, copied back) and
+    frees them again; with glibc's defaults each of those allocations comes back as untouched pages, and the page
+    faults cost a CPU engine about a third of a sync (0.15 s of 0.5 s for SmolLM2 on one core). vLLM-CPU asks for
+    tcmalloc in LD_PRELOAD for the same reason; this is the same effect without it: allocations up to 32 MB
+    from the heap (`M_MMAP_THRESHOLD`, glibc's maximum), freed heap kept up to 256 MB (`M_TRIM_THRESHOLD`) and
+    grown 64 MB at a time (`M_TOP_PAD`). The price: the process holds up to that much freed memory. Only in
+    the rollout worker's process (a CPU engine's vLLM worker); a no-op without glibc. Returns whether it applied.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    import ctypes
+    import ctypes.util
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    _MALLOC_TUNED = all(mallopt(opt, value) == 1 for opt, value in
+                        ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 256 << 20), (m_top_pad, 64 << 20)))
+    return _MALLOC_TUNED
+
+
+class _WarmRing:
+    """CPU buffers handed out in turn and reused, for tensors that vLLM copies out of while loading. vLLM keeps
+    what it is given until the layer it belongs to is complete (possibly a bucket later): a buffer that anything
+    still views is left to its holders and replaced by a fresh one, so reuse never overwrites live weights."""
+
+    def __init__(self, slots: int):
+        self.bufs: list[torch.Tensor | None] = [None] * slots
+        self.next = 0
+
+    def take(self, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        nbytes = numel * dtype.itemsize
+        i, self.next = self.next, (self.next + 1) % len(self.bufs)
+        buf = self.bufs[i]
+        if buf is None or buf.numel() < nbytes or _viewed(buf):
+            self.bufs[i] = None  # ours goes; a viewed one lives on with its holders
+            buf = self.bufs[i] = torch.empty(nbytes, dtype=torch.uint8)
+        return buf[:nbytes].view(dtype)
+
+
+def _viewed(buf: torch.Tensor) -> bool:
+    """Whether any tensor but `buf` uses its storage (over-counts, never under-counts: views of views keep their
+    base alive). 2 = `buf` + the temporary storage object of this call."""
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    return use_count is None or use_count(buf.untyped_storage()._cdata) > 2
 
 
 # model -> {layer: its packed GEMM} taken right before a reload, for refresh_cpu_gemms to tell re-packed from stale
