@@ -327,11 +327,11 @@ def _print_vllm(v: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
-                    help="HF: 32 rows x 32 tokens, 4 pairs; vLLM: 16 prompts x 32 tokens, 3 rounds (about a "
-                         "minute each, plus start-up)")
+                    help="HF: 32 rows x 32 tokens, 4 pairs; vLLM: 16 prompts x 32 tokens, 3 rounds (about 2 "
+                         "minutes in all on 2 cores, engine start-ups included; the full size about 8)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--repeats", type=int, default=None, help="HF section: pairs")
-    ap.add_argument("--vllm-repeats", type=int, default=None, help="vLLM section: rounds")
+    ap.add_argument("--vllm-repeats", type=int, default=None, help="vLLM section: rounds (default 7, quick 3)")
     ap.add_argument("--sections", default="hf,vllm", help="comma-separated: hf, vllm (default both)")
     args = ap.parse_args(argv)
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     args.repeats = args.repeats or (4 if args.quick else 10)
     args.vllm_prompts = 16 if args.quick else 32
     args.vllm_max_new_tokens = 32 if args.quick else 64
-    args.vllm_repeats = args.vllm_repeats or (3 if args.quick else 5)
+    args.vllm_repeats = args.vllm_repeats or (3 if args.quick else 7)
     os.environ.setdefault("RAYSCALE_MODEL_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "models"))
 
     have_vllm = importlib.util.find_spec("vllm") is not None

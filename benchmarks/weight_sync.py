@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help="toy: 20M-parameter model, 5 rounds (about a minute); vLLM: 5 rounds (plus about a "
-                         "minute of start-up)")
+                         "minute of start-up: about 2 minutes in all; the full size about the same)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--backend", choices=["gloo", "nccl"], default="gloo")
     ap.add_argument("--workers", type=int, default=1, help="rollout workers on node1")
