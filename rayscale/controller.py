@@ -112,7 +112,7 @@ class Trainer:
         self.cursor = self._cursor(state)
         self.version = state.policy_version if state else 0
         if state is not None:
-            self.rollout.sync_from(self.learner.ranks, self.version)  # workers start from the resumed policy
+            self.sync_weights()  # workers start from the resumed policy
         elif cfg.algo.eval_every:
             self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate(0)})
             print(self.tracker.console_line(self.tracker.rows[-1]), flush=True)
@@ -138,7 +138,7 @@ class Trainer:
                 with timer("sync"):
                     if learn:
                         self.version += 1
-                        self.rollout.sync_from(self.learner.ranks, self.version)
+                        self.sync_weights()
                 if cfg.algo.ref_update_every and it % cfg.algo.ref_update_every == 0:
                     with timer("ref_update"):  # the next iteration's DPO is anchored at this policy
                         self.learner.set_reference_from_policy()
@@ -281,6 +281,20 @@ class Trainer:
                                     failure_grace_s=cfg.learner.failure_grace_s)
         if state is not None:
             self.learner.load_checkpoint(state.learner_dir)
+
+    def sync_weights(self) -> None:
+        """The learner's weights to every rollout worker as `self.version`. A learner rank lost during the sync
+        fails the learner group (the run restarts from its last checkpoint), as a rank lost in a step does."""
+        from ray.exceptions import RayActorError
+
+        from rayscale.actors.learner import LearnerGroupError
+
+        try:
+            self.rollout.sync_from(self.learner.ranks, self.version)
+        except RayActorError as e:
+            if e.actor_id in {r._actor_id.hex() for r in self.learner.ranks}:
+                raise LearnerGroupError(f"a learner rank died during weight sync {self.version}") from e
+            raise
 
     def shutdown(self) -> None:
         """Stop every actor this trainer started (any that exist: also after a partial start or a failure)."""

@@ -94,6 +94,11 @@ class RolloutWorker:
 RolloutWorkerActor = ray.remote(RolloutWorker)
 
 
+def _one_of(error: RayActorError, actors: list) -> bool:
+    """Whether the actor that `error` reports dead is one of `actors`."""
+    return error.actor_id is not None and error.actor_id in {a._actor_id.hex() for a in actors}
+
+
 class RolloutManager:
     """Creates `rollout_cfg.num_workers` workers with `resources_cfg` each (a placement-group bundle per worker,
     `resources_cfg.strategy` across them: SPREAD/STRICT_SPREAD put workers on different nodes)."""
@@ -192,6 +197,8 @@ class RolloutManager:
                 log.warning("weight sync %d failed (%s); retrying once", version, e)
                 report = self._broadcast(senders, version)
             except RayActorError as e:  # a worker (or its node) died mid-sync: replace it, sync all again
+                if _one_of(e, senders):  # the sending side died: the learner group's failure, not ours to repair
+                    raise
                 log.warning("a rollout worker died during weight sync %d (%s); replacing it", version, e)
                 self._senders = senders
                 self.replace_dead_workers()
