@@ -1,11 +1,12 @@
 """DPO training throughput: one rayscale learner rank (DeepSpeed, on Ray) vs TRL's DPOTrainer, in one run.
 
-Same ~20M-parameter tiny Llama, same pairs (prompts ~100 tokens, responses ~200), same batch size, fp32 on CPU,
-same thread count, a frozen reference forward every step on both sides, no activation checkpointing on either.
+Same ~20M-parameter tiny Llama, same pairs (prompts ~100 tokens, responses ~200), same batch size, fp32 on CPU
+(or both on one GPU, still fp32, with --device cuda), same thread count, a frozen reference forward every step on
+both sides, no activation checkpointing on either.
 Throughput unit (both sides): tokens of the chosen and rejected sequences, prompt counted in each — what TRL logs
 as num_tokens. Steady state: the first `--warmup` steps of each side are not timed.
 
-    python benchmarks/learner_vs_trl.py [--quick] [--json out.json]
+    python benchmarks/learner_vs_trl.py [--quick] [--json out.json] [--device cpu|cuda]
 
 JSON keys: ratio_vs_trl, rayscale_tokens_per_s, trl_tokens_per_s, and the setup.
 """
@@ -58,17 +59,19 @@ def pair_tokens(tokenizer, pair: PreferencePair) -> int:
 
 
 def run_rayscale(model_dir: str, pairs: list, batch: int, warmup: int, threads: int, zero_stage: int,
-                 lr: float) -> dict:
+                 lr: float, device: str = "cpu") -> dict:
     import ray
 
     from rayscale.actors.learner import LearnerGroup
 
+    gpus = int(device == "cuda")  # the rank's device follows its GPU; fp32 on both devices, as TRL here
     cfg = LearnerConfig(num_ranks=1, zero_stage=zero_stage, micro_batch_size=batch, lr=lr, max_seq_len=1024,
-                        ref_mode="replicated")
-    ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False)
+                        ref_mode="replicated", precision="fp32")
+    ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False,
+             **({"num_gpus": gpus} if gpus else {}))
     try:
         with LearnerGroup(model_dir, cfg, AlgoConfig(loss="sigmoid", beta=0.1),
-                          RoleResources(num_cpus=threads)) as group:
+                          RoleResources(num_cpus=threads, num_gpus=gpus)) as group:
             tokens = seconds = 0.0
             for step in range(len(pairs) // batch):
                 started = time.perf_counter()
@@ -81,10 +84,11 @@ def run_rayscale(model_dir: str, pairs: list, batch: int, warmup: int, threads: 
     finally:
         ray.shutdown()
     return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "threads": info["threads"],
-            "last_loss": metrics["loss"]}
+            "last_loss": metrics["loss"], "device": info["device"]}
 
 
-def run_trl(model_dir: str, pairs: list, batch: int, warmup: int, threads: int, lr: float, out_dir: str) -> dict:
+def run_trl(model_dir: str, pairs: list, batch: int, warmup: int, threads: int, lr: float, out_dir: str,
+            device: str = "cpu") -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
@@ -98,7 +102,8 @@ def run_trl(model_dir: str, pairs: list, batch: int, warmup: int, threads: int, 
     ref = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
     args = DPOConfig(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=len(pairs) // batch,
                      learning_rate=lr, lr_scheduler_type="constant", beta=0.1, loss_type=["sigmoid"],
-                     report_to="none", use_cpu=True, bf16=False, activation_checkpointing=False, max_length=None,
+                     report_to="none", use_cpu=device == "cpu", bf16=False, activation_checkpointing=False,
+                     max_length=None,
                      save_strategy="no", logging_steps=10**6, disable_tqdm=True, dataloader_num_workers=0, seed=0)
 
     class Clock(TrainerCallback):
@@ -122,7 +127,7 @@ def run_trl(model_dir: str, pairs: list, batch: int, warmup: int, threads: int, 
     measured = clock.steps[warmup:]
     tokens, seconds = sum(t for t, _ in measured), sum(s for _, s in measured)
     return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "threads": threads,
-            "last_loss": result.training_loss}
+            "last_loss": result.training_loss, "device": str(trainer.args.device)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -133,7 +138,14 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="timed steps per side")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--zero-stage", type=int, default=LearnerConfig().zero_stage, choices=[0, 1, 2, 3])
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="both trainers on the CPU or on one GPU (fp32 either way)")
     args = parser.parse_args(argv)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--device cuda needs a CUDA GPU: torch sees none here")
 
     setup = dict(QUICK if args.quick else FULL)
     batch = args.batch or setup["batch"]
@@ -152,11 +164,11 @@ def main(argv: list[str] | None = None) -> dict:
 
         params = num_parameters(AutoModelForCausalLM.from_pretrained(model_dir))
         print(f"model: {params / 1e6:.1f}M parameters; {len(pairs)} pairs, batch {batch}, {warmup} warm-up + "
-              f"{steps} timed steps per side, {args.threads} threads, fp32 CPU; "
+              f"{steps} timed steps per side, {args.threads} threads, fp32 {args.device}; "
               f"mean pair tokens {sum(lengths) / len(lengths):.0f}", flush=True)
-        ours = run_rayscale(model_dir, pairs, batch, warmup, args.threads, args.zero_stage, lr)
+        ours = run_rayscale(model_dir, pairs, batch, warmup, args.threads, args.zero_stage, lr, args.device)
         print(f"rayscale: {ours['tokens_per_s']:.0f} tokens/s", flush=True)
-        trl = run_trl(model_dir, pairs, batch, warmup, args.threads, lr, str(Path(tmp) / "trl"))
+        trl = run_trl(model_dir, pairs, batch, warmup, args.threads, lr, str(Path(tmp) / "trl"), args.device)
         print(f"trl:      {trl['tokens_per_s']:.0f} tokens/s", flush=True)
 
     ratio = ours["tokens_per_s"] / trl["tokens_per_s"]
@@ -177,7 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
         "zero_stage": args.zero_stage,
         "mean_pair_tokens": sum(lengths) / len(lengths),
         "precision": "fp32",
-        "device": "cpu",
+        "device": args.device,
+        "devices": {"rayscale": ours["device"], "trl": trl["device"]},
         "quick": args.quick,
     }
     if args.json:

@@ -42,6 +42,7 @@ EOS (vLLM's `token_ids`; for HF, each row of `generate` cut after its first EOS)
     cpu_*                  the same ratios in tokens per CPU-second of the generating process
 
     .venv-vllm/bin/python benchmarks/rollout.py [--quick] [--json out.json] [--sections hf,vllm]
+    python benchmarks/rollout.py --quick --device cuda     # the HF section on one GPU (bf16 on both sides)
 
 The model directory comes from $RAYSCALE_MODEL_CACHE (default here: the checkout's .cache/models, as `make` sets).
 """
@@ -89,6 +90,7 @@ def _raw_generate(model, tokenizer, prompts: list[str], n: int, max_new_tokens: 
     pad = tokenizer.pad_token_id
     ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows])
     mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(r) for r in rows])[:, None]).long()
+    ids, mask = ids.to(model.device), mask.to(model.device)
     with torch.no_grad():
         out = model.generate(input_ids=ids, attention_mask=mask, do_sample=True, temperature=1.0, top_k=0,
                              top_p=1.0, max_new_tokens=max_new_tokens, pad_token_id=pad)
@@ -119,14 +121,20 @@ def run_hf(args) -> dict:
     tmp = tempfile.TemporaryDirectory()
     model_dir = str(make_tiny_model(Path(tmp.name) / "model", TinyModelConfig()))
     tokenizer = load_tokenizer(model_dir)
-    model = load_model(model_dir, "float32").eval()
+    gpu = args.device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("--device cuda needs a CUDA GPU: torch sees none here")
+    # dtype auto on both sides, as the actor's engine: fp32 on the CPU, bf16 on a GPU
+    model = load_model(model_dir, "auto", args.device).eval()
     prompts = _prompts(tokenizer, args.prompts)
     rows = args.prompts * args.n
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             **({"num_gpus": 1} if gpu else {}))
     try:
         manager = RolloutManager(model_dir, RolloutConfig(num_workers=1, batch_size=rows, temperature=1.0,
-                                                          max_new_tokens=args.max_new_tokens),
-                                 resources_cfg=RoleResources(num_cpus=threads))  # Ray gives it `threads` threads
+                                                          max_new_tokens=args.max_new_tokens, device=args.device),
+                                 # Ray gives it `threads` threads (and on --device cuda the GPU the driver shares)
+                                 resources_cfg=RoleResources(num_cpus=threads, num_gpus=int(gpu)))
         requests = [RolloutRequest(f"p{i}", p, n=args.n) for i, p in enumerate(prompts)]
 
         worker = manager.workers[0]
@@ -158,7 +166,8 @@ def run_hf(args) -> dict:
         ray.shutdown()
         tmp.cleanup()
     med = {k: statistics.median(v) for k, v in rates.items()}
-    return {"quick": args.quick, "rows": rows, "prompts": args.prompts, "n": args.n,
+    return {"quick": args.quick, "device": args.device, "dtype": str(model.dtype).removeprefix("torch."),
+            "rows": rows, "prompts": args.prompts, "n": args.n,
             "max_new_tokens": args.max_new_tokens, "threads": threads, "repeats": args.repeats,
             "model": TinyModelConfig().model_dump(), "all_tokens_per_s": rates,
             "actor_tokens_per_s": med["actor"], "generate_tokens_per_s": med["generate"],
@@ -299,8 +308,8 @@ def run_vllm(args) -> dict:
 
 
 def _print_hf(res: dict) -> None:
-    print(f"\nHF rollout, tiny Llama, {res['rows']} rows x {res['max_new_tokens']} new tokens, "
-          f"{res['threads']} threads, medians of {res['repeats']} back-to-back pairs")
+    print(f"\nHF rollout, tiny Llama, {res['device']} {res['dtype']}, {res['rows']} rows x {res['max_new_tokens']} "
+          f"new tokens, {res['threads']} threads, medians of {res['repeats']} back-to-back pairs")
     print(f"{'path':<12}{'tokens/s':>10}")
     for k in ("generate", "actor"):
         print(f"{k:<12}{res[k + '_tokens_per_s']:>10.0f}")
@@ -333,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=None, help="HF section: pairs")
     ap.add_argument("--vllm-repeats", type=int, default=None, help="vLLM section: rounds (default 7, quick 3)")
     ap.add_argument("--sections", default="hf,vllm", help="comma-separated: hf, vllm (default both)")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="HF section: actor and generate on the CPU or on one GPU (the vLLM section has no GPU "
+                         "variant: it is skipped with cuda)")
     args = ap.parse_args(argv)
     sections = {x.strip() for x in args.sections.split(",") if x.strip()}
     if not sections <= {"hf", "vllm"}:
@@ -346,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAYSCALE_MODEL_CACHE", str(Path(__file__).resolve().parents[1] / ".cache" / "models"))
 
     have_vllm = importlib.util.find_spec("vllm") is not None
+    vllm_skipped = None
+    if "vllm" in sections and args.device == "cuda":
+        print("note: the vLLM section has no GPU variant (its engines run on the CPU); skipped with --device cuda",
+              file=sys.stderr)
+        sections.discard("vllm")
+        vllm_skipped = "no GPU variant (the vLLM section runs its engines on the CPU)"
     if "vllm" in sections and not have_vllm:
         if sections == {"vllm"}:
             print(f"error: {VLLM_MISSING}", file=sys.stderr)
@@ -362,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
                     "cpu_ratio_vs_vllm", "cpu_vllm_speedup_vs_hf"):
             res[key] = v[key]
     else:
-        res["vllm"] = {"skipped": VLLM_MISSING if not have_vllm else "not asked for (--sections)"}
+        res["vllm"] = {"skipped": vllm_skipped or (VLLM_MISSING if not have_vllm else "not asked for (--sections)")}
     res["quick"] = args.quick
     if "hf" in sections:
         _print_hf(res)

@@ -51,8 +51,9 @@ def main() -> int:
 
     import ray
 
+    from rayscale import cluster
     from rayscale.config import load_config
-    from rayscale.controller import Trainer, connect_ray
+    from rayscale.controller import Trainer
     from rayscale.run_setup import prepare_run
 
     out = Path(args.out)
@@ -65,7 +66,7 @@ def main() -> int:
     sft_dir = out / "sft"
     cfg = load_config(None, [*base, f"tracking.run_dir={sft_dir}", "algo.iterations=0", "algo.eval_every=1",
                              "checkpoint.resume=never"])
-    connect_ray(cfg)
+    cluster.start_or_join(cfg)
     started = time.perf_counter()
     if not (args.reuse_sft and (sft_dir / "sft_model").is_dir() and (sft_dir / "metrics.jsonl").is_file()):
         Trainer(cfg, prepare_run(cfg)).run()

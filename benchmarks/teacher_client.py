@@ -22,8 +22,8 @@ import time
 import httpx
 
 from rayscale.config import OpenAITeacherConfig
-from rayscale.teacher.fake_server import FakeChatServer
 from rayscale.teacher.openai_client import OpenAIChatClient
+from rayscale.testing.chat_server import FakeChatServer
 
 CONCURRENCY = 32
 LATENCY_S = 0.2

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from rayscale.data import shared_data_dir
+from rayscale.types import VerifyResult
 from rayscale.verify import extract_answer, verify_response
 
 REVIEWED = Path(__file__).with_name("verifier_reviewed.json")
@@ -77,7 +78,7 @@ def run_mathverify_serial(items: list[dict]) -> tuple[list[bool], float]:
     return verdicts, time.perf_counter() - start
 
 
-def run_pool(items: list[dict], workers: int, timeout_s: float) -> tuple[list[dict], float, float, object]:
+def run_pool(items: list[dict], workers: int, timeout_s: float) -> tuple[list[VerifyResult], float, float, object]:
     import ray
 
     from rayscale.actors.verifier import VerifierPool
@@ -119,7 +120,7 @@ def run_hostile(pool, timeout_s: float, sentinel: Path, peer_limit_s: float, wit
     wall = time.perf_counter() - start
     rows = []
     for name, gold, response, result in zip(names, golds, responses, results):
-        row = {"name": name, "status": result["status"], "latency_s": round(result["latency_s"], 3)}
+        row = {"name": name, "status": result.status, "latency_s": round(result.latency_s, 3)}
         if with_peer:
             row["mathverify_s"] = _mathverify_in_subprocess(gold, response, peer_limit_s)
         rows.append(row)
@@ -147,21 +148,21 @@ def _mathverify_in_subprocess(gold: str, response: str, limit_s: float) -> float
 
 
 # ------------------------------------------------------------------------------------------------- report
-def agreement(name: str, items: list[dict], ours: list[dict], peer: list[bool], reviewed: dict) -> dict:
+def agreement(name: str, items: list[dict], ours: list[VerifyResult], peer: list[bool], reviewed: dict) -> dict:
     disagreements = []
     for it, result in zip(items, ours):
-        if bool(result["correct"]) != it["label"]:
+        if bool(result.correct) != it["label"]:
             review = reviewed.get(it["key"], {"right": "UNREVIEWED", "why": ""})
-            disagreements.append({"key": it["key"], "gold": it["gold"], "pred": result["pred"],
-                                  "label": it["label"], "rayscale": bool(result["correct"]),
-                                  "status": result["status"], "right": review["right"], "why": review["why"]})
+            disagreements.append({"key": it["key"], "gold": it["gold"], "pred": result.pred,
+                                  "label": it["label"], "rayscale": bool(result.correct),
+                                  "status": result.status, "right": review["right"], "why": review["why"]})
     n = len(items)
     return {
         "dataset": name,
         "n": n,
         "agreement": (n - len(disagreements)) / n if n else 0.0,
         "mathverify_agreement": sum(p == it["label"] for p, it in zip(peer, items)) / n if n else 0.0,
-        "statuses": _count(r["status"] for r in ours),
+        "statuses": _count(r.status for r in ours),
         "disagreements": disagreements,
     }
 

@@ -1,7 +1,7 @@
 """Weight sync from a learner to a rollout worker on another Ray node: rayscale's bucketed broadcast against
 the link's limit and the usual alternatives, side by side in one run.
 
-    (bucketed)     RolloutManager.sync_from: flat per-dtype buckets over the dedicated sync group; the learner's
+    (bucketed)     WeightSync.push: flat per-dtype buckets over the dedicated sync group; the learner's
                    parameters lie back to back in one buffer, as under DeepSpeed ZeRO-1/2, so buckets are views
     (bucketed_copy) the same with every tensor copied into a bucket buffer (ZeRO-3, or any scattered layout)
     (raw)          one torch.distributed broadcast of a flat buffer of the same total bytes over the same group:
@@ -16,7 +16,7 @@ The model is a Llama with 218 parameter tensors (82M parameters at full size, 20
 vLLM section (when vLLM is importable: run it in `.venv-vllm`), SmolLM2-135M-Instruct, 272 tensors sent (the tied
 LM head travels once, as the embedding), 538 MB fp32, two fresh Ray nodes on this machine again:
 
-    (vllm_sync)    RolloutManager.sync_from(learner.ranks, version): the DeepSpeed learner
+    (vllm_sync)    WeightSync.push(learner.ranks, manager, version): the DeepSpeed learner
                    (rayscale.actors.learner.LearnerGroup, 2 ranks, ZeRO-2, fp32, on node0) -> one vLLM rollout worker
                    (bf16 engine in the actor's process, num_cpus=1, node1), bucketed broadcast over gloo, received
                    inside vLLM's worker (SyncWorkerExtension via collective_rpc), cast to bf16 and loaded by vLLM's
@@ -31,7 +31,9 @@ the receive wait, the fp32 -> bf16 cast, vLLM's own loading (weight loaders, re-
 of GEMMs the reload left stale, the rest of the worker's call (collective_rpc, prefix-cache reset) and what lies
 outside it (Ray calls, the sender's last broadcasts). A final sync with sync.verify on checks the engine.
 
-    python benchmarks/weight_sync.py [--quick] [--json out.json] [--backend gloo|nccl] [--sections toy,vllm]
+    python benchmarks/weight_sync.py [--quick] [--json out.json] [--backend gloo|nccl] [--device cpu|cuda]
+                                     [--sections toy,vllm]
+    python benchmarks/weight_sync.py --quick --sections toy --device cuda   # one GPU: learner and worker share it
     .venv-vllm/bin/python benchmarks/weight_sync.py --quick      # both sections
 """
 
@@ -52,6 +54,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rayscale.config import (  # noqa: E402
+    DEFAULT_BUCKET_BYTES,
     AlgoConfig,
     LearnerConfig,
     RoleResources,
@@ -87,7 +90,7 @@ def _per_tensor_send(actor, workers: list) -> float:
 
     group = actor._sync_group
     start = time.perf_counter()
-    for name, tensor in actor.iter_params_for_sync(0):
+    for name, tensor in actor.iter_params_for_sync():
         refs = [w.__ray_call__.remote(_per_tensor_receive, name, str(tensor.dtype), tuple(tensor.shape))
                 for w in workers]
         group.broadcast(tensor.to(group.device).contiguous()).wait()
@@ -113,11 +116,16 @@ def run(args) -> dict:
 
     from rayscale.actors.rollout import RolloutManager
     from rayscale.models import make_tiny_model
-    from rayscale.sync.toy_learner import ToyLearner
+    from rayscale.sync.coordinator import WeightSync
+    from rayscale.testing.toy_learner import ToyLearner
 
-    gpu = args.backend == "nccl"
-    if gpu and torch.cuda.device_count() < 2:
+    # On GPUs: --backend nccl (a GPU each: two or more), or --device cuda with gloo (both share one GPU; buckets
+    # staged through host memory, as a one-GPU run syncs)
+    gpu = args.backend == "nccl" or args.device == "cuda"
+    if args.backend == "nccl" and torch.cuda.device_count() < 2:
         raise SystemExit("--backend nccl needs 2 GPUs on this machine (NCCL refuses two ranks on one GPU)")
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("--device cuda needs a CUDA GPU: torch sees none here")
     dims = (dict(hidden_size=256, intermediate_size=768) if args.quick
             else dict(hidden_size=512, intermediate_size=1536))
     tiny = TinyModelConfig(num_layers=24, num_heads=8, max_position_embeddings=256, **dims)
@@ -131,20 +139,23 @@ def run(args) -> dict:
     cluster.add_node(num_cpus=2, num_gpus=int(gpu), resources={"node1": 1}, object_store_memory=store)
     ray.init(address=cluster.address, log_to_driver=False)
     try:
+        gpus_per_worker = int(gpu) / args.workers if gpu else 0
+        weight_sync = WeightSync(SyncConfig(bucket_size_mb=args.bucket_mb, backend=args.backend, timeout_s=600),
+                                 rollout_gpus=gpus_per_worker)
         learner = ray.remote(ToyLearner).options(num_cpus=1, num_gpus=int(gpu), resources={"node0": 0.1}).remote(
-            model_dir, device="cuda" if gpu else "cpu", flat_params=True)
+            model_dir, device="cuda" if gpu else "cpu", flat_params=True, bucket_bytes=weight_sync.bucket_bytes)
         ray.get(learner.ready.remote())
         manager = RolloutManager(
             model_dir, RolloutConfig(num_workers=args.workers, device="cuda" if gpu else "cpu"),
-            SyncConfig(bucket_size_mb=args.bucket_mb, backend=args.backend, timeout_s=600),
-            RoleResources(num_cpus=1, num_gpus=int(gpu) / args.workers if gpu else 0, resources={"node1": 0.1}))
+            resources_cfg=RoleResources(num_cpus=1, num_gpus=gpus_per_worker, resources={"node1": 0.1}),
+            dtype="float32")  # as the learner (on a GPU `auto` would be bf16 and the checksums would differ)
         workers = manager.workers
         version = iter(range(1, 10**6))
 
         def bucketed(zero_copy: bool = True) -> tuple[float, int]:
             ray.get(learner.__ray_call__.remote(_set_zero_copy, zero_copy))
             start = time.perf_counter()
-            report = manager.sync_from(learner, next(version))
+            report = weight_sync.push(learner, manager, next(version))
             return time.perf_counter() - start, report["bytes"]
 
         first_seconds, nbytes = bucketed()  # warm-up: forms the group, binds the worker's parameters
@@ -162,7 +173,7 @@ def run(args) -> dict:
 
         def object_store() -> float:
             start = time.perf_counter()
-            manager.sync_from(learner, next(version), transport="object_store")
+            weight_sync.push(learner, manager, next(version), transport="object_store")
             return time.perf_counter() - start
 
         raw(), per_tensor(), object_store(), bucketed(False)  # warm-up
@@ -175,6 +186,7 @@ def run(args) -> dict:
                 times[name].append(fn())
         want = ray.get(learner.get_state_checksum.remote())
         assert all(ray.get(w.get_state_checksum.remote()) == want for w in workers), "workers differ from learner"
+        weight_sync.close()
         manager.shutdown()
     finally:
         ray.shutdown()
@@ -188,7 +200,8 @@ def run(args) -> dict:
         return statistics.median(tb / ta for ta, tb in zip(times[a], times[b]))
 
     return {
-        "backend": args.backend, "quick": args.quick, "workers": args.workers, "bucket_mb": args.bucket_mb,
+        "backend": args.backend, "device": "cuda" if gpu else "cpu", "quick": args.quick, "workers": args.workers,
+        "bucket_mb": args.bucket_mb,
         "model": {**tiny.model_dump(), "tensors": 218, "bytes": nbytes},
         "repeats": args.repeats, "first_sync_seconds": first_seconds,
         "seconds": med, "gbps": gbps, "all_seconds": times,
@@ -292,6 +305,7 @@ def run_vllm(args) -> dict:
     from rayscale.actors.learner import LearnerGroup
     from rayscale.actors.rollout import RolloutManager
     from rayscale.pretrained import ensure
+    from rayscale.sync.coordinator import WeightSync
     from rayscale.sync.receiver import SyncError
 
     model_dir = str(ensure("smollm2-135m"))
@@ -301,17 +315,18 @@ def run_vllm(args) -> dict:
     cluster.add_node(num_cpus=2, resources={"node1": 1}, object_store_memory=store)
     ray.init(address=cluster.address, log_to_driver=False)
     vllm_cfg = VLLMConfig(dtype=args.vllm_dtype, kv_cache_gb=0.5, max_model_len=512, enforce_eager=True)
-    sync_cfg = SyncConfig(bucket_size_mb=args.bucket_mb, backend="gloo", verify=False, timeout_s=600)
+    weight_sync = WeightSync(SyncConfig(bucket_size_mb=args.bucket_mb, backend="gloo", verify=False, timeout_s=600))
     try:
         start = time.perf_counter()
         learner_cfg = LearnerConfig(num_ranks=args.vllm_ranks, zero_stage=2, micro_batch_size=4, max_seq_len=96,
                                     collective_timeout_s=600)
         learner = LearnerGroup(model_dir, learner_cfg, AlgoConfig(loss="sigmoid", beta=0.1),
-                               RoleResources(num_cpus=1, resources={"node0": 0.1}))
+                               RoleResources(num_cpus=1, resources={"node0": 0.1}),
+                               bucket_bytes=weight_sync.bucket_bytes)
         learner_start = time.perf_counter() - start
         start = time.perf_counter()
-        manager = RolloutManager(model_dir, RolloutConfig(backend="vllm", num_workers=1, vllm=vllm_cfg), sync_cfg,
-                                 RoleResources(num_cpus=1, resources={"node1": 0.1}))
+        manager = RolloutManager(model_dir, RolloutConfig(backend="vllm", num_workers=1, vllm=vllm_cfg),
+                                 resources_cfg=RoleResources(num_cpus=1, resources={"node1": 0.1}))
         worker_start = time.perf_counter() - start
         worker = manager.workers[0]
         ray.get(worker.__ray_call__.remote(_install_timers))
@@ -319,7 +334,7 @@ def run_vllm(args) -> dict:
 
         def sync() -> tuple[float, dict]:
             start = time.perf_counter()
-            report = manager.sync_from(learner.ranks, next(version))
+            report = weight_sync.push(learner.ranks, manager, next(version))
             return time.perf_counter() - start, report
 
         first_seconds, report = sync()  # warm-up: forms the group, streams, learns the layout
@@ -345,13 +360,14 @@ def run_vllm(args) -> dict:
         parts_all = ray.get(worker.__ray_call__.remote(_parts))[-args.vllm_repeats:]
         # A last sync with sync.verify on: bucket checksums on both sides, then the engine's greedy tokens scored
         # by the learner (rayscale.sync.output_check): the engine computes with the learner's weights.
-        manager.sync_cfg = sync_cfg.model_copy(update={"verify": True})
+        weight_sync.verify = True
         try:
             sync()
             verified = True
         except SyncError as e:
             verified = f"failed: {e}"
         tensors = report["tensors"]
+        weight_sync.close()
         manager.shutdown()
         learner.shutdown()
     finally:
@@ -386,7 +402,8 @@ def run_vllm(args) -> dict:
 
 def _print_toy(res: dict, args) -> None:
     mb = res["model"]["bytes"] / 1e6
-    print(f"\nweight sync, {args.backend}, {mb:.0f} MB in 218 tensors, {args.workers} worker(s) on another node, "
+    print(f"\nweight sync, {args.backend}, {res['device']}, {mb:.0f} MB in 218 tensors, {args.workers} worker(s) on "
+          "another node, "
           f"median of {args.repeats} rounds (ratios: median of per-round ratios)")
     print(f"{'method':<15}{'seconds':>9}{'GB/s':>9}")
     for k in ("raw", "bucketed", "bucketed_copy", "per_tensor", "object_store"):
@@ -417,8 +434,11 @@ def main(argv: list[str] | None = None) -> int:
                          "minute of start-up: about 2 minutes in all; the full size about the same)")
     ap.add_argument("--json", type=Path, help="write the figures here")
     ap.add_argument("--backend", choices=["gloo", "nccl"], default="gloo")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                    help="toy section: learner and worker on the CPU, or both on one GPU over gloo "
+                         "(--backend nccl puts them on two GPUs)")
     ap.add_argument("--workers", type=int, default=1, help="rollout workers on node1")
-    ap.add_argument("--bucket-mb", type=float, default=64.0)
+    ap.add_argument("--bucket-mb", type=float, default=DEFAULT_BUCKET_BYTES / (1 << 20))
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--sections", default="toy,vllm", help="comma-separated: toy, vllm (default both)")
     ap.add_argument("--vllm-dtype", choices=["bfloat16", "float32"], default="bfloat16")
@@ -438,6 +458,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         print(f"note: {VLLM_MISSING}; running the toy-model sections only", file=sys.stderr)
         sections.discard("vllm")
+    if "vllm" in sections and args.device == "cuda":
+        print("note: the vLLM section has no GPU variant (its engine runs on the CPU); skipped with --device cuda",
+              file=sys.stderr)
+        sections.discard("vllm")
     if "vllm" in sections and args.backend != "gloo":
         print("note: the vLLM section runs on CPU over gloo; skipped with --backend nccl", file=sys.stderr)
         sections.discard("vllm")
@@ -446,7 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         res["vllm"] = run_vllm(args)
         res["ratio_vs_raw_vllm"] = res["vllm"]["ratio_vs_raw_vllm"]
     else:
-        res["vllm"] = {"skipped": VLLM_MISSING if not have_vllm else "not run (--sections / --backend)"}
+        res["vllm"] = {"skipped": "no GPU variant (the vLLM section runs on the CPU)" if args.device == "cuda" else
+                       VLLM_MISSING if not have_vllm else "not run (--sections / --backend)"}
     if "toy" in sections:
         _print_toy(res, args)
     if "vllm" in sections:

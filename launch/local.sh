@@ -10,8 +10,11 @@
 #   RAY_DASHBOARD_HOST=127.0.0.1   where the dashboard/job server listens. Anyone who reaches it can run code on
 #                            this machine: keep loopback and use an SSH tunnel (docs/launch.md); 0.0.0.0 is an
 #                            explicit opt-in.
-#   RAY_NUM_CPUS / RAY_NUM_GPUS    resources the head offers (default: what Ray detects). Logical CPUs are
-#                            scheduling tokens: RAY_NUM_CPUS=8 lets the default run's 4.5 CPUs of actors share 2 cores
+#   RAY_NUM_CPUS             CPUs the head offers. Default: sized for the run as `rayscale train` sizes a local Ray
+#                            (`rayscale plan CONFIG --local-num-cpus`: cluster.num_cpus, else the larger of the cores
+#                            and the plan's CPUs). Logical CPUs are scheduling tokens, so the default run's 4.5 CPUs
+#                            of actors share a 2-core machine
+#   RAY_NUM_GPUS             GPUs the head offers (default: what Ray detects)
 #   RAY_AUTH_MODE=token      Ray token authentication for the dashboard, job API and GCS (the token lives in
 #                            ~/.ray/auth_token, created once); `disabled` opts out
 #   RAYSCALE_REUSE_RAY=1     submit to a head already running on RAY_PORT instead of starting (and stopping) one
@@ -31,15 +34,32 @@ if [[ "$RAY_AUTH_MODE" == token && -z "${RAY_AUTH_TOKEN:-}" ]]; then
 fi
 
 if [[ "${RAYSCALE_REUSE_RAY:-0}" != 1 ]]; then
+  if [[ -z "${RAY_NUM_CPUS:-}" ]]; then
+    RAY_NUM_CPUS=$(rayscale plan "$@" --local-num-cpus)  # a config error stops here (exit 2), before Ray starts
+  fi
   ray start --head \
     --node-ip-address=127.0.0.1 --port="$RAY_PORT" \
     --dashboard-host="$RAY_DASHBOARD_HOST" --dashboard-port="$RAY_DASHBOARD_PORT" \
-    ${RAY_NUM_CPUS:+--num-cpus="$RAY_NUM_CPUS"} ${RAY_NUM_GPUS:+--num-gpus="$RAY_NUM_GPUS"}
+    --num-cpus="$RAY_NUM_CPUS" ${RAY_NUM_GPUS:+--num-gpus="$RAY_NUM_GPUS"}
   trap 'ray stop' EXIT  # note: stops every Ray instance of this user here; RAYSCALE_REUSE_RAY=1 leaves Ray alone
 fi
 
 # Fail in seconds, naming the role and the shortfall, if the config asks for more than this machine has.
-rayscale status "$@" --address "127.0.0.1:$RAY_PORT" --wait-nodes 1 --timeout 60
+rayscale status "$@" --address "127.0.0.1:$RAY_PORT" --wait-nodes 1 --timeout 60 || {
+  rc=$?
+  if [[ "${RAYSCALE_REUSE_RAY:-0}" == 1 ]]; then
+    echo "local.sh: the fit check above failed on the Ray head already running on port $RAY_PORT (RAYSCALE_REUSE_RAY=1):" \
+         "restart it with more resources (ray start --head --num-cpus=N --num-gpus=N), or unset RAYSCALE_REUSE_RAY" \
+         "so this script starts a head sized for the run" >&2
+  else
+    offered="RAY_NUM_CPUS=$RAY_NUM_CPUS${RAY_NUM_GPUS:+, RAY_NUM_GPUS=$RAY_NUM_GPUS}"
+    echo "local.sh: the fit check above failed on this head ($offered). If the run does not fit, set" \
+         "RAY_NUM_CPUS to at least the CPUs it asks for" \
+         "(Ray's CPUs are scheduling tokens: more than the cores is fine), e.g. RAY_NUM_CPUS=16 $0 ..., set" \
+         "RAY_NUM_GPUS for missing GPUs, or ask the config for fewer actors" >&2
+  fi
+  exit "$rc"
+}
 
 config_name=default
 [[ "${1:-}" == *.yaml || "${1:-}" == *.yml ]] && config_name=$(basename "${1%.*}")

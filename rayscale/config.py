@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import re
-from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,7 +41,8 @@ class ModelConfig(_Strict):
     path: str | None = None  # HF directory or hub id; None = build the tiny model into the run directory
     ref_path: str | None = None  # frozen reference; None = the policy's starting weights
     tiny: TinyModelConfig = TinyModelConfig()
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    # Hub code for the student and its reference (model.path, model.ref_path): their tokenizer and weights, in the
+    # controller, rollout workers and learner ranks. The local teacher has its own (teacher.local.trust_remote_code).
     trust_remote_code: bool = False
 
 
@@ -79,7 +79,6 @@ class DataConfig(_Strict):
     synthetic: SyntheticTaskConfig = SyntheticTaskConfig()
     prompt_style: Literal["bare", "boxed", "answer_is"] = "bare"
     use_chat_template: bool = True
-    max_prompt_tokens: int = Field(512, gt=0)
 
 
 # --------------------------------------------------------------------------------------------------- rollout
@@ -141,6 +140,7 @@ class LocalTeacherConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     batch_size: int = Field(8, gt=0)  # prompts per hf generate call
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    trust_remote_code: bool = False  # the teacher model's hub code (tokenizer and weights, HF or vLLM)
 
 
 class TeacherConfig(_Strict):
@@ -160,6 +160,40 @@ class VerifierConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------------------- learner
+# The attention and MLP projections of Llama, Qwen2, Mistral and SmolLM2 (peft's own default for them).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LoraSettings(_Strict):
+    """Low-rank adapters on the policy (peft, `pip install rayscale[lora]`; docs/learner.md "LoRA"). Only the
+    adapters train; everything that leaves the learner (weight sync, HF export, output checks) is the merged model
+    W + (alpha/rank)·B·A under the base model's own parameter names, so rollout engines never see an adapter."""
+
+    enabled: bool = False  # off: full fine-tuning; the other keys are then ignored
+    rank: int = Field(16, gt=0)  # r: the inner dimension of B·A
+    alpha: float = Field(32.0, gt=0)  # the update is scaled by alpha / rank
+    # Dropout on the adapter's input in training (not in the reference pass); 0 like the model's own dropout,
+    # which DPO turns off (two forwards of one text must not see different noise).
+    dropout: float = Field(0.0, ge=0, lt=1)
+    # Linear layers that get an adapter, matched like peft: a module whose name is, or ends with ".", an entry.
+    # Each must match a linear layer of the model (checked when the learner loads it); the LM head never does.
+    target_modules: list[str] = list(LORA_TARGETS)
+    # What the engines receive: "merged" = the full weights with the adapters folded in, under the base names.
+    sync: Literal["merged"] = "merged"
+
+    @field_validator("target_modules")
+    @classmethod
+    def _target_names(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("target_modules is empty: name at least one linear layer (e.g. q_proj, v_proj)")
+        bad = [t for t in v if not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", t)]
+        if bad:
+            raise ValueError(f"target_modules entries are module names (q_proj, self_attn.q_proj), not {bad}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"target_modules names a module twice: {sorted(t for t in set(v) if v.count(t) > 1)}")
+        return v
+
+
 class LearnerConfig(_Strict):
     """One optimizer step per `train_dpo`/`train_sft` call over the whole batch: the batch is split evenly over the
     ranks, each rank's share into micro-batches of `micro_batch_size`, gradients accumulated (docs/learner.md)."""
@@ -168,13 +202,13 @@ class LearnerConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the rank got a GPU, else cpu
     zero_stage: Literal[0, 1, 2, 3] = 2
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
-    lr: float = Field(1e-4, gt=0)
+    lr: float = Field(3e-4, gt=0)  # chosen on the synthetic dev split (docs/strategies.md), never on test
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
     lr_schedule: Literal["constant", "linear", "cosine"] = "constant"
     total_steps: int | None = Field(None, gt=0)  # optimizer steps the linear/cosine decay spans
     grad_clip: float = Field(1.0, gt=0)
-    micro_batch_size: int = Field(16, ge=1)  # pairs (DPO) or sequences (SFT) per rank per forward
+    micro_batch_size: int = Field(32, ge=1)  # pairs (DPO) or sequences (SFT) per rank per forward
     # Recompute each layer's activations in the backward pass instead of keeping them: memory for ~30% more time.
     gradient_checkpointing: bool = False
     ref_mode: Literal["replicated", "zero3", "precompute"] = "precompute"
@@ -185,6 +219,7 @@ class LearnerConfig(_Strict):
     # After one rank fails, how long the others may take to finish before the group is declared stuck and killed.
     failure_grace_s: float = Field(30.0, gt=0)
     seed: int = 0
+    lora: LoraSettings = LoraSettings()
 
     @model_validator(mode="after")
     def _schedule_needs_length(self) -> LearnerConfig:
@@ -192,12 +227,31 @@ class LearnerConfig(_Strict):
             raise ValueError(f"learner.lr_schedule={self.lr_schedule} decays over learner.total_steps; set it")
         return self
 
+    @model_validator(mode="after")
+    def _lora_layouts(self) -> LearnerConfig:
+        # The merged weights are computed from whole (unpartitioned) base and adapter tensors, and the reference is
+        # the policy's own base weights: neither a ZeRO-3 policy nor a ZeRO-3 reference copy has them.
+        if self.lora.enabled and self.zero_stage == 3:
+            raise ValueError("learner.lora.enabled needs learner.zero_stage 0, 1 or 2 (not 3): only the adapters "
+                             "train, so ZeRO-1/2 already shards all optimizer state; the frozen base stays whole")
+        if self.lora.enabled and self.ref_mode == "zero3":
+            raise ValueError("learner.lora.enabled: the reference is the policy's own frozen base weights (no copy to "
+                             "shard), so learner.ref_mode must be precompute or replicated, not zero3")
+        return self
+
 
 # --------------------------------------------------------------------------------------------------- sync
+# The one default bucket size: sync buckets and the learner's ZeRO-3 gathers (sync, HF export, checkpoint,
+# reference copies). A run sets it with sync.bucket_size_mb; code built outside a run (tests, tools) takes this.
+DEFAULT_BUCKET_BYTES = 64 << 20
+
+
 class SyncConfig(_Strict):
+    """Read by one place only: rayscale.sync.coordinator.WeightSync (the controller's, sender-side)."""
+
     transport: Literal["broadcast", "object_store"] = "broadcast"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when rollout workers hold GPUs, else gloo
-    bucket_size_mb: float = Field(64.0, gt=0)
+    bucket_size_mb: float = Field(DEFAULT_BUCKET_BYTES / (1 << 20), gt=0)
     # Checksum every bucket on both sides, then make every engine generate greedily from probe prompts and
     # fail the sync unless the learner, on the same weights, agrees with each token (rayscale.sync.output_check).
     verify: bool = False
@@ -251,13 +305,13 @@ class AlgoConfig(_Strict):
     samples_per_prompt: int = Field(4, ge=1)
     prompts_per_iteration: int = Field(128, ge=1)
     async_rollout: bool = False
-    max_staleness: int = Field(1, ge=0)
     updates_per_iteration: int = Field(1, ge=1)
     # Iterative DPO (Iterative RPO, online DPO): every K iterations the frozen reference becomes the current
     # policy, so the KL anchor follows the model instead of staying at the start. 0 = never.
     ref_update_every: int = Field(0, ge=0)
     eval_every: int = Field(5, ge=0)
-    eval_samples: int = Field(1, ge=1)  # samples per held-out problem for sampled accuracy (greedy takes one)
+    # Samples per held-out problem for sampled accuracy (greedy takes one); 4: less noise per point.
+    eval_samples: int = Field(4, ge=1)
     loss: Literal["sigmoid", "ipo", "cdpo", "dpop", "rpo", "sft"] = "rpo"
     beta: float = Field(0.1, gt=0)
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
@@ -272,16 +326,18 @@ class AlgoConfig(_Strict):
     @field_validator("strategy")
     @classmethod
     def _known_strategies(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        # The registry, not a list here: a strategy registered with @strategy is valid without editing config.
+        # Imported at call time: the registry imports rayscale.algos.pairs, which imports this module.
+        from rayscale.algos.strategies import strategy_names  # cycle: strategies -> pairs -> config
+
+        known = strategy_names()
         names = [v] if isinstance(v, str) else list(v)
         for name in names:
-            if name not in STRATEGIES:
-                raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(STRATEGIES)}")
+            if name not in known:
+                raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(known)}")
         if isinstance(v, dict) and (not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0):
             raise ValueError("a strategy mix needs non-negative weights with a positive sum")
         return v
-
-
-STRATEGIES = ("outcome", "correction", "step_controlled", "weak_to_strong")
 
 
 # --------------------------------------------------------------------------------------------------- cluster
@@ -348,7 +404,6 @@ class TrackingConfig(_Strict):
     wandb_project: str = "rayscale"
     wandb_run_name: str | None = None
     plots: bool = True
-    progress: bool = True
     # Pairs per iteration written to <run_dir>/pairs.jsonl (and a wandb Table): what the learner is taught.
     log_pairs: int = Field(8, ge=0)
 
@@ -386,13 +441,21 @@ class RayscaleConfig(_Strict):
 
 
 # --------------------------------------------------------------------------------------------------- loading
-def default_config_text() -> str:
-    return resources.files("rayscale").joinpath("configs/default.yaml").read_text()
+# Keys that were accepted once but never read by anything; an old YAML that still sets one is told why it stops.
+REMOVED_KEYS = {
+    "model.dtype": "each role has its own: learner.precision, rollout.vllm.dtype, teacher.local.dtype; HF "
+                   "rollouts run fp32 on CPU, bf16 on GPU",
+    "data.max_prompt_tokens": "learner.max_seq_len bounds prompt + response in training, rollout.vllm.max_model_len "
+                              "in a vLLM engine",
+    "algo.max_staleness": "with algo.async_rollout=true rollouts are at most one policy version behind (docs/loop.md)",
+    "tracking.progress": "the per-iteration console line is always printed",
+}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RayscaleConfig:
-    """The packaged default, then `path` merged over it, then each `key.sub=value` override."""
-    raw: dict[str, Any] = yaml.safe_load(default_config_text()) or {}
+    """The built-in default (the field defaults above, the one place they live; `rayscale train --print-config`
+    shows them), then `path` merged over it, then each `key.sub=value` override."""
+    raw: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
         try:
@@ -449,7 +512,9 @@ def _describe(err: ValidationError, raw: dict[str, Any], source: str) -> str:
     for e in err.errors():
         loc = [str(p) for p in e["loc"]]
         dotted = ".".join(loc)
-        if e["type"] == "extra_forbidden":
+        if e["type"] == "extra_forbidden" and dotted in REMOVED_KEYS:
+            lines.append(f"  '{dotted}' was removed: it was never read ({REMOVED_KEYS[dotted]}); delete it")
+        elif e["type"] == "extra_forbidden":
             valid = _valid_keys(loc[:-1])
             close = difflib.get_close_matches(loc[-1], valid, n=3, cutoff=0.5)
             hint = f"; did you mean {', '.join(close)}?" if close else ""

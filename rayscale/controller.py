@@ -25,14 +25,31 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rayscale import checkpointing
+import ray
+from ray.exceptions import RayActorError, RayError
+
+from rayscale import checkpointing, cluster
+from rayscale.actors.learner import LearnerGroup, LearnerGroupError
+from rayscale.actors.placement import RolePlacement, place_roles, remove_placement_groups
+from rayscale.actors.rollout import RolloutManager
+from rayscale.actors.teacher import TeacherActor
+from rayscale.actors.verifier import VerifierPool
 from rayscale.algos import pairs as P
-from rayscale.config import RayscaleConfig
+from rayscale.algos import strategies as S
+from rayscale.config import ConfigError, RayscaleConfig
 from rayscale.data import Problem
 from rayscale.data.cursor import PromptCursor
+from rayscale.data.loaders import iter_jsonl
+from rayscale.evaluation import accuracy_on
+from rayscale.models import load_tokenizer
+from rayscale.plan import plan_text
 from rayscale.prompts import format_solution, render_prompt
 from rayscale.run_setup import RunInputs, prepare_run
+from rayscale.sync.coordinator import WeightSync
+from rayscale.teacher.records import Correction, CorrectionRequest
+from rayscale.tracking import Tracker
 from rayscale.types import PreferencePair, RolloutRequest, SFTExample
+from rayscale.verify import extract_answer
 
 
 @dataclass
@@ -69,34 +86,54 @@ class Trainer:
         self.cfg, self.inputs = cfg, inputs
         self.run_dir = inputs.run_dir
         self.ckpt_dir = Path(cfg.checkpoint.dir or self.run_dir / "checkpoints")
-        from rayscale.models import load_tokenizer
-
         self.tokenizer = load_tokenizer(inputs.model_path, cfg.model.trust_remote_code)
+        w2s = cfg.algo.weak_to_strong
+        self.weak_answers_file: dict[str, str] | None = (
+            {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(w2s.weak_answers_file)}
+            if w2s.weak_answers_file else None)
+        # The one reader of cfg.sync: weight sync, its bucket size (the learner's), the rollout call timeout.
+        self.weight_sync = WeightSync(cfg.sync, rollout_gpus=cfg.cluster.rollout.num_gpus)
+        # What a run holds once started; None until then, and again after `shutdown`.
+        self.placements: dict[str, RolePlacement] = {}  # every role's placement group, reserved once per run
+        self.tracker: Tracker | None = None
+        self.verifier: VerifierPool | None = None
+        self.teacher = None  # the TeacherActor handle
+        self.rollout: RolloutManager | None = None
+        self.weak_rollout: RolloutManager | None = None  # weak-to-strong's weak model, started on first use
+        self.learner: LearnerGroup | None = None
+        self.policy_path = inputs.model_path  # the policy the rollout workers and learner start from
+        self.cursor: PromptCursor | None = None
+        self.version = 0  # the policy version the rollout workers hold
 
     # ------------------------------------------------------------------------------------------------ the loop
     def run(self) -> int:
-        """Train; a learner-group failure restarts everything from the last checkpoint (`checkpoint.max_restarts`)."""
-        from rayscale.actors.learner import LearnerGroupError
+        """Train; a learner-group failure restarts everything from the last checkpoint (`checkpoint.max_restarts`).
 
-        connect_ray(self.cfg)
+        Every role is placed once, from the plan `rayscale status` and `--dry-run` print; actors (also restarted
+        ones, and stage 1's) go into their role's placement groups, which outlive restarts and go at the end."""
+        cluster.start_or_join(self.cfg)
+        self.placements = place_roles(self.cfg)
         resume = self.cfg.checkpoint.resume
-        for restart in itertools.count(1):
-            try:
-                return self.run_from(checkpointing.find_resume_state(resume, self.ckpt_dir))
-            except LearnerGroupError as e:
-                if restart > self.cfg.checkpoint.max_restarts:
-                    raise
-                print(f"learner group failed ({e}); restarting from the last checkpoint "
-                      f"(restart {restart} of {self.cfg.checkpoint.max_restarts})", flush=True)
-                self.tracker.finish()
-                self.shutdown()
-                resume = "auto"  # whatever was asked first, continue from what this run saved
-        raise AssertionError("unreachable")
+        try:
+            for restart in itertools.count(1):
+                try:
+                    return self.run_from(checkpointing.find_resume_state(resume, self.ckpt_dir))
+                except LearnerGroupError as e:
+                    if restart > self.cfg.checkpoint.max_restarts:
+                        raise
+                    print(f"learner group failed ({e}); restarting from the last checkpoint "
+                          f"(restart {restart} of {self.cfg.checkpoint.max_restarts})", flush=True)
+                    self.tracker.finish()
+                    self.shutdown()
+                    resume = "auto"  # whatever was asked first, continue from what this run saved
+            raise AssertionError("unreachable")
+        finally:
+            self.shutdown()
+            remove_placement_groups(self.placements)
+            self.placements = {}
 
     def run_from(self, state: checkpointing.ControllerState | None) -> int:
         cfg = self.cfg
-        from rayscale.tracking import Tracker
-
         self.tracker = Tracker(cfg, self.run_dir, resume=state is not None)
         if state is not None:
             self.tracker.truncate_after(state.iteration)
@@ -182,12 +219,12 @@ class Trainer:
             print(f"stage 1: reusing {out}")
             return str(out)
         examples = self.sft_examples()
-        from rayscale.actors.learner import LearnerGroup
-
         learner_cfg = self.cfg.learner.model_copy(update={"lr": sft.lr})
         algo_cfg = self.cfg.algo.model_copy(update={"loss": "sft"})
         group = LearnerGroup(self.inputs.model_path, learner_cfg, algo_cfg, self.cfg.cluster.learner,
-                             failure_grace_s=learner_cfg.failure_grace_s)
+                             placement=self.placements["learner"], failure_grace_s=learner_cfg.failure_grace_s,
+                             bucket_bytes=self.weight_sync.bucket_bytes,
+                             trust_remote_code=self.cfg.model.trust_remote_code)
         rng = random.Random(_seed(self.cfg.algo.seed, 1))
         start = time.perf_counter()
         for step in range(1, sft.steps + 1):
@@ -202,23 +239,21 @@ class Trainer:
     def sft_examples(self) -> list[SFTExample]:
         """Stage-1 targets: gold solutions, the teacher's thought templates (SuperCorrect's HSFT), or the
         teacher's accepted corrections of the base model's own wrong solutions (LEMA)."""
-        import ray
-
         sft, style = self.cfg.algo.sft, self.cfg.data.prompt_style
         pool = self.inputs.train[: sft.num_problems] if sft.num_problems else self.inputs.train
         if sft.source == "gold":
             pool = [p for p in pool if p.gold_steps]
             if not pool:
-                raise ValueError("algo.sft.source=gold needs problems with gold step-by-step solutions")
+                raise ConfigError("algo.sft.source=gold needs problems with gold step-by-step solutions (GSM8K, "
+                                  "the synthetic task, or a JSONL with a steps field); use algo.sft.source=none "
+                                  "or templates")
             return [SFTExample(self.prompt(p), format_solution(p.gold_steps, p.gold_answer, style), p.id)
                     for p in pool]
         if sft.source == "templates":
             templates = ray.get(self.teacher.thought_templates.remote(pool))
             return [SFTExample(self.prompt(p), t.to_text(), p.id) for p, t in zip(pool, templates) if t.accepted]
         # corrections: sample the base model once per problem, keep what is right, correct what is wrong
-        from rayscale.actors.rollout import RolloutManager
-
-        base = RolloutManager(self.inputs.model_path, self.cfg.rollout, self.cfg.sync, self.cfg.cluster.rollout)
+        base = self.start_rollout(self.inputs.model_path, "rollout", self.cfg.rollout)
         try:
             samples = base.generate([RolloutRequest(p.id, self.prompt(p), seed=_seed(self.cfg.algo.seed, 5, j))
                                      for j, p in enumerate(pool)])
@@ -232,79 +267,74 @@ class Trainer:
         examples += [SFTExample(self.prompt(p), c.corrected_solution, p.id)
                      for (p, _), c in zip(wrong, corrections) if c.accepted]
         if not examples:
-            raise ValueError("algo.sft.source=corrections: no correct samples and no accepted corrections")
+            raise ConfigError("algo.sft.source=corrections: the base model got no problem right and the teacher's "
+                              "corrections were all rejected; use algo.sft.source=gold or templates")
         return examples
 
-    def correct(self, wrong: list[tuple[Problem, P.Graded]]) -> list:
+    def correct(self, wrong: list[tuple[Problem, P.Graded]]) -> list[Correction]:
         """The teacher's corrections of wrong samples, in order (rejected ones carry their reason)."""
-        import ray
-
-        items = [{"problem": p, "student_solution": g.sample.response, "prompt_id": p.id,
-                  "style": self.cfg.data.prompt_style} for p, g in wrong]
+        items = [CorrectionRequest(p, g.sample.response, p.id, self.cfg.data.prompt_style) for p, g in wrong]
         if not items:
             return []
         try:
             return ray.get(self.teacher.correct.remote(items))
-        except ray.exceptions.RayError as e:
+        except RayError as e:
             # A lost teacher costs this iteration its corrections (counted as rejections), never the run.
-            from rayscale.teacher.records import Correction
-
             print(f"teacher failed ({type(e).__name__}); restarting it, {len(items)} corrections lost", flush=True)
             ray.kill(self.teacher, no_restart=True)
             self.start_teacher()
-            return [Correction.rejected(it["prompt_id"], "teacher_unavailable") for it in items]
+            return [Correction.rejected(it.prompt_id, "teacher_unavailable") for it in items]
 
     # ------------------------------------------------------------------------------------------------ actors
     def start_support_actors(self) -> None:
         """The verifier pool and the teacher: stage 1 may already need them."""
-        from rayscale.actors.verifier import VerifierPool
-
-        cfg = self.cfg
-        self.verifier = VerifierPool.from_config(cfg.verifier, cfg.cluster.verifier)
+        self.verifier = VerifierPool.from_config(self.cfg.verifier, self.placements["verifier"])
         self.start_teacher()
 
     def start_teacher(self) -> None:
-        from rayscale.actors.teacher import TeacherActor
+        options = self.placements["teacher"].actor_options(0)
+        self.teacher = TeacherActor.options(**options).remote(self.cfg.teacher)
 
-        self.teacher = TeacherActor.options(**self.cfg.cluster.teacher.actor_options()).remote(self.cfg.teacher)
+    def start_rollout(self, model_path: str, role: str, rollout_cfg) -> RolloutManager:
+        """Rollout workers of `role` ("rollout", or "weak_rollout" for weak-to-strong's weak model)."""
+        return RolloutManager(model_path, rollout_cfg, placement=self.placements[role],
+                              call_timeout_s=self.weight_sync.timeout_s,
+                              trust_remote_code=self.cfg.model.trust_remote_code)
 
     def start_policy_actors(self, policy_path: str, state) -> None:
         """Rollout workers and the learner group, both built from the starting policy."""
-        from rayscale.actors.learner import LearnerGroup
-        from rayscale.actors.rollout import RolloutManager
-
         cfg = self.cfg
         self.policy_path = policy_path
-        self.rollout = RolloutManager(policy_path, cfg.rollout, cfg.sync, cfg.cluster.rollout)
+        self.rollout = self.start_rollout(policy_path, "rollout", cfg.rollout)
         self.learner = LearnerGroup(policy_path, cfg.learner, cfg.algo, cfg.cluster.learner,
                                     ref_model_path=cfg.model.ref_path or policy_path,
-                                    failure_grace_s=cfg.learner.failure_grace_s)
+                                    placement=self.placements["learner"], failure_grace_s=cfg.learner.failure_grace_s,
+                                    bucket_bytes=self.weight_sync.bucket_bytes,
+                                    trust_remote_code=cfg.model.trust_remote_code)
         if state is not None:
             self.learner.load_checkpoint(state.learner_dir)
 
     def sync_weights(self) -> None:
-        """The learner's weights to every rollout worker as `self.version`. A learner rank lost during the sync
-        fails the learner group (the run restarts from its last checkpoint), as a rank lost in a step does."""
-        from ray.exceptions import RayActorError
-
-        from rayscale.actors.learner import LearnerGroupError
-
+        """The learner's weights to every rollout worker as `self.version`, pushed by the run's weight-sync
+        coordinator (rayscale.sync.coordinator.WeightSync: transport, group, retries, catch-up, output check). A
+        learner rank lost during the sync fails the learner group (the run restarts from its last checkpoint), as
+        a rank lost in a step does."""
         try:
-            self.rollout.sync_from(self.learner.ranks, self.version)
+            self.weight_sync.push(self.learner.ranks, self.rollout, self.version)
         except RayActorError as e:
             if e.actor_id in {r._actor_id.hex() for r in self.learner.ranks}:
                 raise LearnerGroupError(f"a learner rank died during weight sync {self.version}") from e
             raise
 
     def shutdown(self) -> None:
-        """Stop every actor this trainer started (any that exist: also after a partial start or a failure)."""
-        import ray
-
-        for name in ("rollout", "weak_rollout", "learner", "verifier"):
-            if getattr(self, name, None) is not None:
-                getattr(self, name).shutdown()
-                setattr(self, name, None)
-        if getattr(self, "teacher", None) is not None:
+        """Stop every actor this trainer started (any that exist: also after a partial start or a failure); the
+        placement groups stay for a restart."""
+        self.weight_sync.close()  # first: the sync group's members are still alive
+        for manager in (self.rollout, self.weak_rollout, self.learner, self.verifier):
+            if manager is not None:
+                manager.shutdown()
+        self.rollout = self.weak_rollout = self.learner = self.verifier = None
+        if self.teacher is not None:
             ray.kill(self.teacher)
             self.teacher = None
 
@@ -334,9 +364,10 @@ class Trainer:
         by_strategy: dict[str, list[tuple[Problem, list[P.Graded]]]] = {}
         for p, gs in zip(batch, graded):
             by_strategy.setdefault(strategies[p.id], []).append((p, gs))
+        ctx = self.strategy_context()
         for name, group in by_strategy.items():
             with timer(name):
-                built = getattr(self, f"pairs_{name}")(group, rng, it, stats)
+                built = S.build_pairs(name, ctx, group, rng, it, stats)
             pairs.extend(built)
             stats[f"pairs/{name}"] = len(built)
         stats["pairs"] = len(pairs)
@@ -348,77 +379,26 @@ class Trainer:
         graded = []
         for ss in samples:
             rows = [(s, next(results)) for s in ss]
-            graded.append([P.Graded(s, bool(r["correct"]), r.get("pred")) for s, r in rows])
+            graded.append([P.Graded(s, bool(r.correct), r.pred) for s, r in rows])
         return graded
 
-    def pairs_outcome(self, group, rng, it, stats) -> list[PreferencePair]:
-        return [pair for _, gs in group for pair in P.outcome_pairs(gs, rng)]
-
-    def pairs_correction(self, group, rng, it, stats) -> list[PreferencePair]:
-        cfg = self.cfg.algo.correction
-        wrong = [(p, g) for p, gs in group for g in P.wrong_samples_to_correct(gs, cfg.max_per_prompt, rng)]
-        pairs = []
-        for (_, g), c in zip(wrong, self.correct(wrong)):
-            if not c.accepted:
-                key = f"teacher_rejected/{c.reject_reason}"
-                stats[key] = stats.get(key, 0) + 1
-                continue
-            pair = P.correction_pair(g.sample, c.wrong_step, "\n".join(c.corrected_steps), cfg.span)
-            if pair is not None:
-                pair.note = f"step {c.wrong_step + 1} wrong: {c.explanation}"
-                pairs.append(pair)
-        return pairs
-
-    def pairs_step_controlled(self, group, rng, it, stats) -> list[PreferencePair]:
-        cfg = self.cfg.algo.step_controlled
-        pending = [g for _, gs in group for g in P._distinct([g for g in gs if g.correct])]
-        gold = {p.id: p.gold_answer for p, _ in group}
-        pairs = []
-        for attempt in range(cfg.max_tries):
-            if not pending:
-                break
-            reqs = P.step_controlled_requests(pending, cfg, rng, attempt, _seed(self.cfg.algo.seed, it, 3, attempt))
-            outs = self.rollout.generate([r for _, _, r in reqs])
-            verdicts = self.verifier.verify([(gold[g.sample.prompt_id], o[0].response) for (g, _, _), o in
-                                             zip(reqs, outs)])
-            pending = []
-            for (g, k, _), o, v in zip(reqs, outs, verdicts):
-                if v["correct"]:
-                    pending.append(g)  # still right: try again hotter
-                else:
-                    pairs.append(P.step_controlled_pair(g.sample, k, o[0]))
-        stats["step_controlled/unbroken"] = len(pending)
-        return pairs
-
-    def pairs_weak_to_strong(self, group, rng, it, stats) -> list[PreferencePair]:
-        weak = self.weak_answers([p for p, _ in group])
-        pairs = []
-        for p, gs in group:
-            label, decision = P.weak_to_strong_label(gs, weak.get(p.id), self.cfg.algo.weak_to_strong)
-            stats[f"w2s/{decision}"] = stats.get(f"w2s/{decision}", 0) + 1
-            if label is not None:
-                pairs.extend(P.weak_to_strong_pairs(gs, label, rng))
-        return pairs
+    def strategy_context(self) -> S.StrategyContext:
+        """What the pair builders (rayscale.algos.strategies) see of this trainer; built per iteration, so a
+        replaced actor is picked up."""
+        return S.StrategyContext(algo=self.cfg.algo, generate=self.rollout.generate, verify=self.verifier.verify,
+                                 correct=self.correct, weak_answers=self.weak_answers, seed=_seed)
 
     def weak_answers(self, problems: list[Problem]) -> dict[str, str]:
         """The weak supervisor's answer per problem id: a fixed file (JSONL rows {"id", "answer"}) or the greedy
         answer of a second, smaller model (`algo.weak_to_strong.weak_model`) served by its own rollout worker."""
         w2s = self.cfg.algo.weak_to_strong
-        if w2s.weak_answers_file:
-            if not hasattr(self, "_weak_file"):
-                from rayscale.data.loaders import iter_jsonl
-
-                self._weak_file = {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(w2s.weak_answers_file)}
-            return self._weak_file
+        if self.weak_answers_file is not None:
+            return self.weak_answers_file
         if not w2s.weak_model:
             return {}
-        if getattr(self, "weak_rollout", None) is None:
-            from rayscale.actors.rollout import RolloutManager
-
+        if self.weak_rollout is None:
             one = self.cfg.rollout.model_copy(update={"num_workers": 1})
-            self.weak_rollout = RolloutManager(w2s.weak_model, one, self.cfg.sync, self.cfg.cluster.rollout)
-        from rayscale.verify import extract_answer
-
+            self.weak_rollout = self.start_rollout(w2s.weak_model, "weak_rollout", one)
         outs = self.weak_rollout.generate([RolloutRequest(p.id, self.prompt(p), temperature=0.0) for p in problems])
         return {p.id: a for p, o in zip(problems, outs) if (a := extract_answer(o[0].response)) is not None}
 
@@ -439,14 +419,14 @@ class Trainer:
             row[f"learner/{k}"] = v
         total = sum(exp.times.values()) + sum(timer.times.values())
         row["tokens_per_s"] = exp.stats["tokens"] / max(exp.times.get("rollout", 0.0), 1e-9)
+        if learn:  # this iteration synced: the bytes it sent (rayscale bench's GB/s)
+            row["sync/bytes"] = self.weight_sync.last_report.get("bytes")
         row["iteration_s"] = total
         return row
 
     # ------------------------------------------------------------------------------------------------ eval
     def evaluate(self, iteration: int) -> dict[str, float]:
         """Held-out accuracy: greedy (T=0) and sampled (rollout temperature, `algo.eval_samples` per problem)."""
-        from rayscale.evaluation import accuracy_on
-
         held_out = self.inputs.eval
         prompts = [self.prompt(p) for p in held_out]
         out, samples = {}, []
@@ -509,43 +489,14 @@ def _mean(xs) -> float:
     return sum(map(float, xs)) / len(xs) if xs else 0.0
 
 
-def connect_ray(cfg: RayscaleConfig, check_fit: bool = True) -> None:
-    """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one, then (for a
-    training run) check that every role's actors fit before any is started: a shortfall fails at once, naming the
-    role, never a hang."""
-    import math
-    import os
-
-    import ray
-
-    from rayscale.actors.placement import cluster_nodes
-    from rayscale.placement import plan_placement, require_fit
-
-    plan = plan_placement(cfg)
-    if not ray.is_initialized():
-        if cfg.cluster.address:
-            ray.init(address=cfg.cluster.address, log_to_driver=True)
-        else:
-            # Ray's CPUs are scheduling tokens, not cores: a local run declares enough for its own plan.
-            cpus = cfg.cluster.num_cpus or max(os.cpu_count() or 1, math.ceil(plan.total().get("CPU", 0)))
-            ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
-    if check_fit and not cfg.cluster.autoscaling:
-        require_fit(plan, cluster_nodes())
-
-
 def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     inputs = prepare_run(cfg, build_model=not dry_run)
     print(f"run directory : {inputs.run_dir}")
-    from rayscale.run_setup import check_model_source
-
-    source = check_model_source(inputs.model_path, "model.path") if cfg.model.path else "the tiny model, built here"
-    print(f"student model : {inputs.model_path} ({source})")
+    print(f"student model : {inputs.model_path} ({inputs.model_source})")
     print(f"data          : {cfg.data.source} train={len(inputs.train)} held-out={len(inputs.eval)}")
     print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
           f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")
     if dry_run:
-        from rayscale.placement import plan_text
-
         print(plan_text(cfg))
         print("dry run: configuration valid, nothing started")
         return 0

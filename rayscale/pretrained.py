@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,8 +64,8 @@ def convert(key: str, out_dir: str | Path, gguf_path: str | Path | None = None, 
     for module in ("gguf", "accelerate"):
         if importlib.util.find_spec(module) is None:
             raise PretrainedError(f"reading a GGUF needs the {module!r} package: pip install gguf accelerate")
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    import torch  # torch + transformers: heavy, and the cli imports this module; the checks above fail fast
+    from transformers import AutoModelForCausalLM, AutoTokenizer  # transformers: heavy, as torch above
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -111,17 +112,14 @@ def convert(key: str, out_dir: str | Path, gguf_path: str | Path | None = None, 
 
 def check_generates(model_dir: str | Path, question: str, max_new_tokens: int = 24) -> dict:
     """Load the directory the way every rayscale role does and answer `question` greedily: proof it works."""
-    import torch
-
-    from rayscale.models import load_model, load_tokenizer
+    from rayscale.models import load_model, load_tokenizer  # torch + transformers: heavy, as above
 
     tok = load_tokenizer(str(model_dir))
     model = load_model(str(model_dir), "float32").eval()
     text = tok.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
                                    add_generation_prompt=True)
     ids = tok(text, return_tensors="pt", add_special_tokens=False)
-    with torch.no_grad():
-        out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)
+    out = model.generate(**ids, max_new_tokens=max_new_tokens, do_sample=False)  # under torch.no_grad itself
     new = out[0, ids["input_ids"].shape[1]:].tolist()
     stopped = tok.eos_token_id in new
     if not new or all(t == tok.eos_token_id for t in new):
@@ -132,8 +130,6 @@ def check_generates(model_dir: str | Path, question: str, max_new_tokens: int = 
 
 def cache_dir() -> Path:
     """Where converted models are kept: $RAYSCALE_MODEL_CACHE, else ~/.cache/rayscale/models."""
-    import os
-
     return Path(os.environ.get("RAYSCALE_MODEL_CACHE") or Path.home() / ".cache" / "rayscale" / "models")
 
 

@@ -41,7 +41,7 @@ class Tracker:
 
     def _start_wandb(self, resume: bool):
         try:
-            import wandb
+            import wandb  # wandb: heavy (~1.5 s), only with tracking.wandb=true
         except ImportError:  # a declared dependency, but tracking must never stop a run
             return None
         mode = "online" if os.environ.get("WANDB_API_KEY") else "offline"
@@ -90,7 +90,7 @@ class Tracker:
     def _table(self, key: str, rows: list[dict[str, Any]], step: int) -> None:
         if self._wandb is None or not rows:
             return
-        import wandb
+        import wandb  # wandb: heavy, and loaded already here (a wandb run is on)
 
         columns = list(rows[0])
         table = wandb.Table(columns=columns, data=[[str(r.get(c)) for c in columns] for r in rows])
@@ -123,10 +123,10 @@ class Tracker:
 
 def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     """accuracy.png (rollout and held-out accuracy) and margins.png (reward margins) per iteration."""
-    import matplotlib
+    import matplotlib  # matplotlib: heavy (~1.3 s), only for the plots at the end of a run
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # after use("Agg"): no display backend is ever tried
 
     def series(key: str) -> tuple[list[int], list[float]]:
         pts = [(r["iteration"], r[key]) for r in rows if r.get(key) is not None]

@@ -1,4 +1,4 @@
-"""Records that cross actor boundaries: rollout requests and samples, preference pairs, SFT examples.
+"""Records that cross actor boundaries: rollout requests, samples, verifier results, preference pairs, SFT examples.
 
 Plain dataclasses (picklable, no Ray, no torch) so every actor and every pure function agrees on one shape.
 Texts, not token ids, cross the boundaries: the learner tokenizes each piece (prompt, shared prefix, continuation)
@@ -37,6 +37,20 @@ class Sample:
     def response(self) -> str:
         """The whole response: prefix + continuation."""
         return self.prefix + self.text
+
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyResult:
+    """The verifier's verdict on one (gold answer, response): `rayscale.verify.verify_response` in-process,
+    `IsolatedVerifier.verify_batch` and `VerifierPool.verify` one per item, in input order. Pickled across the
+    verifier's process and actor boundaries; `dataclasses.asdict` gives the old dict, fields in this order."""
+
+    correct: bool
+    pred: str | None  # the extracted final answer; None when none was found (or the item failed before extraction)
+    status: str  # ok / no_answer / timeout / error (rayscale.verify.STATUSES)
+    reason: str  # how it was decided, or what went wrong
+    latency_s: float = 0.0  # the item's time in its verifier process; 0.0 when graded in-process (not timed)
 
 
 @dataclass

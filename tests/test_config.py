@@ -1,9 +1,12 @@
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from rayscale.config import ConfigError, load_config, redacted, to_yaml
+from rayscale.config import REMOVED_KEYS, ConfigError, RayscaleConfig, load_config, redacted, to_yaml
 
 
 def test_default_loads_and_round_trips(tmp_path):
@@ -93,3 +96,97 @@ def test_cli_dry_run_does_not_build(tmp_path):
 def test_weak_supervisor_is_a_model_or_a_file_not_both():
     with pytest.raises(ConfigError, match="not both"):
         load_config(None, ["algo.weak_to_strong.weak_model=m", "algo.weak_to_strong.weak_answers_file=f.jsonl"])
+
+
+def test_the_default_run_is_the_code_defaults():
+    # One place for defaults: `rayscale train` with no file runs exactly what `RayscaleConfig()` (and so a test's
+    # `LearnerConfig()`) holds; no packaged YAML adds a second set of values.
+    assert load_config() == RayscaleConfig()
+
+
+@pytest.mark.parametrize("key", sorted(REMOVED_KEYS))
+def test_removed_key_says_it_was_removed(key):
+    assert key not in set(_leaves(RayscaleConfig)), f"{key} is a field again: take it out of REMOVED_KEYS"
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [f"{key}=1"])
+    assert f"'{key}' was removed: it was never read" in str(e.value)
+
+
+# ------------------------------------------------------------------------------------- no config key is dead
+# Leaves that nothing reads by name in the source (a name built at run time, `getattr(cfg, f"...")`), each with the
+# reader that uses it. Empty today: every leaf is read as `.name`, `getattr(x, "name")` or `x["name"]`. An entry is
+# "dotted.key": "module.function that reads it, and how".
+READ_DYNAMICALLY: dict[str, str] = {}
+
+
+def _leaves(model: type[BaseModel], prefix: str = ""):
+    """Dotted paths of every leaf field (not a nested model) of `model`, recursively."""
+    for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            yield from _leaves(field.annotation, f"{prefix}{name}.")
+        else:
+            yield prefix + name
+
+
+class _Reads(ast.NodeVisitor):
+    """Names the package reads: `x.name` (loads only, not `self.name = ...`), `getattr(x, "name")`,
+    `hasattr(x, "name")`, `x["name"]`, `x.get("name")`, `x.pop("name")`. Validators in config.py are skipped: a
+    check on a value is not a use of it. Field declarations (`name: int = 0`) are names, never attributes."""
+
+    def __init__(self, skip_validators: bool):
+        self.names: set[str] = set()
+        self.skip_validators = skip_validators
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        decorators = {d.func.id if isinstance(d, ast.Call) and isinstance(d.func, ast.Name) else getattr(d, "id", "")
+                      for d in node.decorator_list}
+        if not (self.skip_validators and decorators & {"field_validator", "model_validator"}):
+            self.generic_visit(node)
+
+    def visit_Attribute(self, node: ast.Attribute) -> None:
+        if isinstance(node.ctx, ast.Load):
+            self.names.add(node.attr)
+        self.generic_visit(node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        func, args = node.func, node.args
+        if isinstance(func, ast.Name) and func.id in ("getattr", "hasattr") and len(args) > 1:
+            self._constant(args[1])
+        elif isinstance(func, ast.Attribute) and func.attr in ("get", "pop") and args:
+            self._constant(args[0])
+        self.generic_visit(node)
+
+    def visit_Subscript(self, node: ast.Subscript) -> None:
+        self._constant(node.slice)
+        self.generic_visit(node)
+
+    def _constant(self, node: ast.AST) -> None:
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            self.names.add(node.value)
+
+
+def _names_read(package: Path) -> set[str]:
+    names: set[str] = set()
+    for path in sorted(package.rglob("*.py")):
+        if path.relative_to(package).parts[0] == "testing":  # test fixtures shipped in the package use nothing
+            continue
+        reads = _Reads(skip_validators=path == package / "config.py")
+        reads.visit(ast.parse(path.read_text(), str(path)))
+        names |= reads.names
+    return names
+
+
+def test_every_config_key_is_read_somewhere():
+    """A key nothing reads is a config that lies: the user sets it and nothing changes. Delete such a key (and add it
+    to REMOVED_KEYS, so an old YAML that sets it gets a clear error) or make the code read it.
+
+    By name, so it cannot tell `cfg.model.dtype` from a tensor's `.dtype`: it catches names read nowhere at all."""
+    import rayscale
+
+    leaves = list(_leaves(RayscaleConfig))
+    assert not set(READ_DYNAMICALLY) - set(leaves), "READ_DYNAMICALLY names keys that are not fields"
+    read = _names_read(Path(rayscale.__file__).parent)
+    dead = [key for key in leaves if key.rsplit(".", 1)[-1] not in read and key not in READ_DYNAMICALLY]
+    assert not dead, f"config keys read by nothing in rayscale/: {', '.join(dead)}"
+    stale = [key for key in READ_DYNAMICALLY if key.rsplit(".", 1)[-1] in read]
+    assert not stale, f"READ_DYNAMICALLY entries now read by name; drop them: {', '.join(stale)}"

@@ -2,7 +2,7 @@
 
 from rayscale.data import Problem
 from rayscale.evaluation import accuracy_on
-from rayscale.types import Sample
+from rayscale.types import Sample, VerifyResult
 
 
 class ScriptedRollout:
@@ -19,7 +19,7 @@ class ScriptedRollout:
 
 class ExactVerifier:
     def verify(self, items):
-        return [{"correct": response == gold, "pred": response, "status": "ok"} for gold, response in items]
+        return [VerifyResult(response == gold, response, "ok", "") for gold, response in items]
 
 
 PROBLEMS = [Problem(id="a", question="1+1=?", gold_answer="2"), Problem(id="b", question="2+2=?", gold_answer="4")]

@@ -72,7 +72,9 @@ def test_rollout_node_removed_mid_iteration(three_nodes, tmp_path):
     assert trainer.run() == 0
     rows = check_every_prompt_once(tmp_path)
     assert "at" in removed
-    assert rows[-1]["policy_version"] == sum(1 for r in rows if r["pairs"] >= 2)
+    steps = sum(1 for r in rows if r["pairs"] >= 2)
+    assert steps >= 2, [r["pairs"] for r in rows]  # the learner kept learning after the node was lost
+    assert rows[-1]["policy_version"] == steps
     print(f"\nrollout time per iteration (s): {[round(r['time']['rollout'], 2) for r in rows]}")
 
 
@@ -95,7 +97,7 @@ def test_verifier_actor_killed_mid_batch(three_nodes, tmp_path):
     assert pools[0].restarts >= 1
 
 
-@pytest.mark.parametrize("during", ["train_dpo", "sync_from"])
+@pytest.mark.parametrize("during", ["train_dpo", "push"])
 def test_learner_rank_lost_restarts_from_last_checkpoint(three_nodes, tmp_path, capsys, during):
     # A rank killed in the second step, or in the second weight sync (seen in CI: a tiny step can end within
     # the 0.05 s before the kill, which then lands in the sync): either way the group fails and the run restarts.
@@ -109,7 +111,7 @@ def test_learner_rank_lost_restarts_from_last_checkpoint(three_nodes, tmp_path, 
         real_start(policy_path, state)
         if not armed["done"]:  # only the first learner group loses a rank
             armed["done"] = True
-            target = trainer.learner if during == "train_dpo" else trainer.rollout
+            target = trainer.learner if during == "train_dpo" else trainer.weight_sync  # push: a weight sync
             fail_on_call(target, during, 2, lambda: ray.kill(trainer.learner.ranks[1]))
 
     trainer.start_policy_actors = start_and_arm

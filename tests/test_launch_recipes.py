@@ -7,6 +7,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 import yaml
 
 from rayscale.config import load_config
-from rayscale.placement import node, plan_placement, require_fit
+from rayscale.plan import node, plan_placement, require_fit
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"
@@ -152,7 +153,10 @@ def stub_bin(tmp_path, log):
     stubs = {
         "ray": f'echo "ray $* |auth=${{RAY_AUTH_MODE:-}} |token=${{RAY_AUTH_TOKEN:-}}'
                f'${{SLURMD_NODENAME:+ @$SLURMD_NODENAME}}" >> {log}',
-        "rayscale": f'echo "rayscale $* |auth=${{RAY_AUTH_MODE:-}} |token=${{RAY_AUTH_TOKEN:-}}" >> {log}',
+        # `rayscale plan --local-num-cpus` answers 7; `rayscale status` fails when STUB_FIT=no.
+        "rayscale": f'echo "rayscale $* |auth=${{RAY_AUTH_MODE:-}} |token=${{RAY_AUTH_TOKEN:-}}" >> {log}; '
+                    'if [[ "$1" == plan ]]; then echo 7; fi; '
+                    'if [[ "$1" == status && "${STUB_FIT:-}" == no ]]; then echo "does not fit" >&2; exit 2; fi',
         "scontrol": 'printf "gpu-a\\ngpu-b\\ngpu-c\\ngpu-d\\n"',
         "hostname": 'echo "10.0.0.11"',
         "srun": 'while [[ "$1" == -* ]]; do [[ "$1" == -w ]] && { export SLURMD_NODENAME=$2; shift; }; shift; done; '
@@ -162,7 +166,8 @@ def stub_bin(tmp_path, log):
         path = bin_dir / name
         path.write_text(f"#!/usr/bin/env bash\n{body}\n")
         path.chmod(0o755)
-    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_NUM_CPUS", "RAY_NUM_GPUS", "RAYSCALE_REUSE_RAY")}
+    return {**env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
 
 
 def test_local_script_binds_to_loopback_checks_the_fit_then_submits(tmp_path):
@@ -171,16 +176,133 @@ def test_local_script_binds_to_loopback_checks_the_fit_then_submits(tmp_path):
     subprocess.run(["bash", str(LAUNCH / "local.sh"), "launch/configs/1node-8gpu.yaml", "algo.iterations=3"],
                    env=env, check=True, cwd=tmp_path)
     calls = log.read_text().splitlines()
-    assert [c.split()[:2] for c in calls] == [["ray", "get-auth-token"], ["ray", "start"], ["rayscale", "status"],
-                                              ["ray", "job"], ["ray", "stop"]]
+    assert [c.split()[:2] for c in calls] == [["ray", "get-auth-token"], ["rayscale", "plan"], ["ray", "start"],
+                                              ["rayscale", "status"], ["ray", "job"], ["ray", "stop"]]
     assert all("|auth=token" in c for c in calls)  # one authentication mode for the head and every client
-    assert f"--dashboard-host={LOOPBACK}" in calls[1] and "--head" in calls[1]
-    assert "--address 127.0.0.1:6379" in calls[2] and "algo.iterations=3" in calls[2]
-    submit = calls[3]
+    # The head is sized for the run, as `rayscale train` sizes a local Ray: the plan of the same config and overrides.
+    assert "launch/configs/1node-8gpu.yaml algo.iterations=3 --local-num-cpus" in calls[1]
+    assert f"--dashboard-host={LOOPBACK}" in calls[2] and "--head" in calls[2] and "--num-cpus=7" in calls[2]
+    assert "--address 127.0.0.1:6379" in calls[3] and "algo.iterations=3" in calls[3]
+    submit = calls[4]
     assert f"--address http://{LOOPBACK}:8265" in submit and "--working-dir ." in submit
     train = submit.split(" -- ", 1)[1].split()
     assert train[:3] == ["rayscale", "train", "launch/configs/1node-8gpu.yaml"] and "cluster.address=auto" in train
     assert f"tracking.run_dir={ROOT}/runs/1node-8gpu" in train  # absolute: the job runs in a copy of the checkout
+
+
+def test_local_script_ray_num_cpus_wins_over_the_plan(tmp_path):
+    log = tmp_path / "calls.log"
+    env = {**stub_bin(tmp_path, log), "RAY_NUM_CPUS": "3", "RAY_NUM_GPUS": "1"}
+    subprocess.run(["bash", str(LAUNCH / "local.sh")], env=env, check=True, cwd=tmp_path)
+    calls = log.read_text().splitlines()
+    assert not any(c.startswith("rayscale plan") for c in calls)
+    (start,) = [c for c in calls if c.startswith("ray start")]
+    assert "--num-cpus=3" in start and "--num-gpus=1" in start
+
+
+def test_local_script_that_does_not_fit_says_to_set_ray_num_cpus_and_submits_nothing(tmp_path):
+    log = tmp_path / "calls.log"
+    env = {**stub_bin(tmp_path, log), "STUB_FIT": "no"}
+    r = subprocess.run(["bash", str(LAUNCH / "local.sh")], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert r.returncode == 2, r.stderr
+    assert "RAY_NUM_CPUS=7" in r.stderr and "set RAY_NUM_CPUS" in r.stderr  # what the head offered, what to do
+    calls = log.read_text().splitlines()
+    assert not any(c.startswith("ray job") for c in calls) and calls[-1].startswith("ray stop")
+    r = subprocess.run(["bash", str(LAUNCH / "local.sh")], env={**env, "RAYSCALE_REUSE_RAY": "1"}, cwd=tmp_path,
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "RAYSCALE_REUSE_RAY" in r.stderr and "--num-cpus" in r.stderr
+
+
+def test_local_plan_cpus_are_what_a_local_train_declares():
+    from rayscale.cli import main
+    from rayscale.cluster import local_num_cpus
+
+    cores = os.cpu_count() or 1
+    for config, expected in ((None, max(cores, 5)), (LAUNCH / "configs/1node-8gpu.yaml", max(cores, 72))):
+        assert local_num_cpus(load_config(config)) == expected  # 4.5 CPUs for the default, 72 for 1node-8gpu
+    assert local_num_cpus(load_config(None, ["cluster.num_cpus=3"])) == 3
+    r = subprocess.run([sys.executable, "-m", "rayscale.cli", "plan", "algo.iterations=2", "--local-num-cpus"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert (r.returncode, r.stdout) == (0, f"{max(cores, 5)}\n"), r.stderr
+    r = subprocess.run([sys.executable, "-m", "rayscale.cli", "plan", "algo.iteratons=2", "--local-num-cpus"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 2 and "iteratons" in r.stderr and "Traceback" not in r.stderr
+    assert main(["plan"]) == 0
+
+
+def _free_ports(n):
+    import socket
+
+    socks = [socket.socket() for _ in range(n)]
+    for s in socks:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def _kill_processes_naming(needle):
+    """End the Ray processes this test started (their command lines hold its temp dir) and their children; never
+    `ray stop`, which would stop every Ray of this user on the machine."""
+    import psutil
+
+    ours = [p for p in psutil.process_iter(["cmdline", "uids"]) if p.pid != os.getpid()
+            and p.info["uids"] and p.info["uids"].real == os.getuid()
+            and any(needle in a for a in (p.info["cmdline"] or []))]
+    procs = {p.pid: p for p in ours}
+    for p in ours:
+        try:
+            procs.update({c.pid: c for c in p.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            pass
+    for p in procs.values():
+        try:
+            p.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=15)
+    for p in alive:
+        p.kill()
+
+
+@pytest.mark.ray
+def test_local_script_with_the_default_config_fits_this_machine_for_real(tmp_path):
+    """The real `ray start --head` and `rayscale status` of local.sh on this machine (2 cores: the default run's
+    4.5 CPUs fit only because the head is sized from the plan); only `ray job submit` and `ray stop` are stubbed."""
+    import shutil
+    import tempfile
+
+    real_ray = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    temp_dir = tempfile.mkdtemp(prefix="rs", dir="/tmp")  # short: Ray's socket paths live under it
+    gcs, dashboard, client, agent = _free_ports(4)
+    log, home, bin_dir = tmp_path / "calls.log", tmp_path / "home", tmp_path / "bin"
+    home.mkdir()
+    bin_dir.mkdir()
+    (bin_dir / "ray").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "ray $*" >> {log}\n'
+        'case "$1" in\n'
+        "  job|stop) exit 0 ;;\n"  # submit nothing; the test stops its own head below
+        f'  start) shift; exec {real_ray} start "$@" --temp-dir={temp_dir} --ray-client-server-port={client} '
+        f"--dashboard-agent-listen-port={agent} ;;\n"
+        f'  *) exec {real_ray} "$@" ;;\n'
+        "esac\n")
+    (bin_dir / "ray").chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}", "HOME": str(home),
+           "RAY_PORT": str(gcs), "RAY_DASHBOARD_PORT": str(dashboard)}
+    env.pop("RAY_NUM_CPUS", None)
+    env.pop("RAY_ADDRESS", None)
+    try:
+        r = subprocess.run(["bash", str(LAUNCH / "local.sh")], env=env, capture_output=True, text=True, timeout=180)
+    finally:
+        _kill_processes_naming(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
+    cores = os.cpu_count() or 1
+    assert f"head CPU {max(cores, 5)}/{max(cores, 5)}" in r.stdout and "fits: every actor has a place" in r.stdout
+    calls = log.read_text().splitlines()
+    assert f"--num-cpus={max(cores, 5)}" in calls[1] and calls[2].startswith("ray job submit")
 
 
 def test_slurm_script_starts_head_and_labelled_workers_then_submits(tmp_path):

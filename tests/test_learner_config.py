@@ -55,7 +55,7 @@ def test_device_follows_the_gpu_resources():
 def test_cpu_shm_comm_op_is_never_built():
     import importlib
 
-    from rayscale.learner.worker import _skip_cpu_shm_op
+    from rayscale.learner.engine import _skip_cpu_shm_op
 
     ds_torch = importlib.import_module("deepspeed.comm.torch")  # `deepspeed.comm.torch` the attribute is torch
     _skip_cpu_shm_op()

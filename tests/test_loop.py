@@ -9,7 +9,9 @@ import pytest
 from rayscale.config import TinyModelConfig, load_config
 from rayscale.controller import Trainer
 from rayscale.models import make_tiny_model
-from rayscale.run_setup import prepare_run
+from rayscale.run_setup import load_splits, prepare_run
+from rayscale.text import split_steps
+from rayscale.verify import verify_response
 
 pytestmark = pytest.mark.ray
 
@@ -22,41 +24,91 @@ TINY = [
     "learner.num_ranks=2", "learner.micro_batch_size=8", "learner.max_seq_len=64",
     "algo.iterations=2", "algo.prompts_per_iteration=8", "algo.samples_per_prompt=4", "algo.eval_every=1",
     "algo.sft.steps=200", "algo.sft.batch_size=16", "algo.sft.lr=3e-3",
-    "tracking.wandb=false", "tracking.progress=false", "checkpoint.every=1",
+    "tracking.wandb=false", "checkpoint.every=1",
     "cluster.teacher.num_cpus=0.1", "cluster.verifier.num_cpus=0.1", "cluster.rollout.num_cpus=0.5",
     "cluster.learner.num_cpus=0.5",
 ]
 
 
-def run(tmp_path, *overrides):
+def run_with_inputs(tmp_path, *overrides):
+    """The run's metrics rows, and its inputs (the problems, with their gold answers)."""
     cfg = load_config(None, [*TINY, f"tracking.run_dir={tmp_path}", *overrides])
-    assert Trainer(cfg, prepare_run(cfg)).run() == 0
-    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    inputs = prepare_run(cfg)
+    assert Trainer(cfg, inputs).run() == 0
+    return [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()], inputs
+
+
+def run(tmp_path, *overrides):
+    return run_with_inputs(tmp_path, *overrides)[0]
+
+
+def check_strategy(strategy: str, rows: list[dict], logged: list[dict], gold: dict[str, str],
+                   weak: dict[str, str] | None = None) -> None:
+    """What only `strategy` makes: its own counters in the rows, and pairs of its kind in pairs.jsonl (each side
+    graded against the gold answer by the same verify_response the verifier pool runs). `weak`: the weak
+    supervisor's answers file, by problem id."""
+    graded = lambda pid, text: verify_response(gold[pid], text)  # noqa: E731
+    for p in logged:
+        pid, prefix = p["prompt_id"], p["shared_prefix"]
+        chosen, rejected = graded(pid, prefix + p["chosen"]), graded(pid, prefix + p["rejected"])
+        if strategy == "weak_to_strong":  # judged against a pseudo-label, not the gold: the two answers differ
+            assert chosen.pred is not None and chosen.pred != rejected.pred, p
+            if weak is not None:  # below overrule_at (all 4 samples agreeing: no pair anyway) the file decides
+                assert chosen.pred == weak[pid], p
+            continue
+        assert chosen.correct and not rejected.correct, p  # right against wrong
+        if strategy == "outcome":  # two whole samples
+            assert prefix == "", p
+        elif strategy == "correction":  # the student's steps before the oracle's first wrong one, then two endings
+            assert p["note"].startswith(f"step {len(split_steps(prefix)) + 1} wrong: "), p
+        # step_controlled: the prefix and chosen side are one correct sample; the rejected side, wrong, can only
+        # come from a continuation the rollout workers generated from that prefix
+    for r in rows[1:]:
+        if strategy == "outcome" and r["pairs"]:
+            assert 0 < r["accuracy"] < 1  # a prompt with right and wrong samples
+        if strategy == "correction":  # a pair or a counted rejection per teacher call, one call per wrong sample
+            rejected = sum(v for k, v in r.items() if k.startswith("teacher_rejected/"))
+            assert r["pairs"] + rejected <= round(r["samples"] * (1 - r["accuracy"]))
+        if strategy == "step_controlled":  # each correct sample ends broken (a pair) or unbroken (counted)
+            assert r["pairs"] + r["step_controlled/unbroken"] <= round(r["samples"] * r["accuracy"])
+        if strategy == "weak_to_strong":  # one decision per prompt
+            assert sum(v for k, v in r.items() if k.startswith("w2s/")) == 8
+            if weak is not None and r["pairs"]:
+                assert r["w2s/weak"] > 0
 
 
 @pytest.mark.parametrize("strategy", ["outcome", "correction", "step_controlled", "weak_to_strong",
                                       "weak_to_strong_file"])
 def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
-    extra = []
-    if strategy == "weak_to_strong_file":  # the weak supervisor: a fixed file of answers
+    extra, weak_answers = [], None
+    # weak_to_strong: skip_below=0.25, so a prompt is skipped only when no sample has an answer; at the default 0.6
+    # (3 of 4 samples agreeing) this partly trained student skips nearly every prompt and builds no pair at all
+    if strategy == "weak_to_strong_file":  # the weak supervisor: a fixed file of answers (the gold ones)
         strategy = "weak_to_strong"
         weak = tmp_path / "weak.jsonl"
-        weak.write_text("".join(json.dumps({"id": f"synthetic/train/{i}", "answer": "5"}) + "\n" for i in range(40)))
-        extra = [f"algo.weak_to_strong.weak_answers_file={weak}"]
+        weak_answers = {p.id: p.gold_answer for p in load_splits(load_config(None, TINY))[0]}
+        weak.write_text("".join(json.dumps({"id": i, "answer": a}) + "\n" for i, a in weak_answers.items()))
+        extra = [f"algo.weak_to_strong.weak_answers_file={weak}", "algo.weak_to_strong.skip_below=0.25"]
     elif strategy == "weak_to_strong":  # the weak supervisor: a second, smaller model's greedy answers
         weak = make_tiny_model(tmp_path / "weak", TinyModelConfig(hidden_size=16, num_layers=1, num_heads=2,
                                                                   intermediate_size=32, seed=9))
-        extra = [f"algo.weak_to_strong.weak_model={weak}"]
-    rows = run(tmp_path, f"algo.strategy={strategy}", *extra)
+        extra = [f"algo.weak_to_strong.weak_model={weak}", "algo.weak_to_strong.skip_below=0.25"]
+    rows, inputs = run_with_inputs(tmp_path, f"algo.strategy={strategy}", *extra)
     assert [r["iteration"] for r in rows] == [0, 1, 2]
     for r in rows[1:]:
-        assert r["samples"] == 8 * 4 and 0.0 <= r["accuracy"] <= 1.0
-        assert r["pairs"] == r.get(f"pairs/{strategy}", 0)
+        assert r["samples"] == 8 * 4
+        assert r["pairs"] == r[f"pairs/{strategy}"]  # every pair is this strategy's
         assert {"rollout", "verify", "train", "sync"} <= set(r["time"])
         assert "eval/greedy_acc" in r and "eval/sampled_acc" in r
         assert r["staleness"] == 0  # sync mode: every rollout on the latest weights
-    versions = [r["policy_version"] for r in rows]
-    assert versions == sorted(versions) and versions[-1] == sum(1 for r in rows[1:] if r["pairs"] >= 2)
+    # The strategy built pairs and the learner stepped on them: without this, a run that builds none passes.
+    assert sum(r["pairs"] for r in rows[1:]) > 0
+    version = 0
+    for r in rows[1:]:
+        stepped = r["pairs"] >= 2  # fewer pairs than learner ranks: no step
+        version += stepped
+        assert r["policy_version"] == version and ("learner/loss" in r) == stepped, r
+    assert version >= 1
     assert (tmp_path / "final_model" / "config.json").is_file()
     # what the learner was taught, readable: up to tracking.log_pairs (8) pairs of each iteration
     logged = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()] \
@@ -67,6 +119,7 @@ def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
         assert all(p["strategy"] == strategy and p["prompt"] and (p["chosen"] or p["chosen_ended"]) for p in mine)
         if strategy == "correction":  # the oracle's explanation of the wrong step travels with the pair
             assert all(p["note"].startswith("step ") and "wrong:" in p["note"] for p in mine)
+    check_strategy(strategy, rows, logged, {p.id: p.gold_answer for p in inputs.train}, weak_answers)
     # every held-out response of every evaluation: 8 greedy + 8 x 4 sampled (algo.eval_samples)
     for it in (0, 1, 2):
         samples = [json.loads(line) for line in (tmp_path / "samples" / f"eval_{it:04d}.jsonl").read_text().splitlines()]

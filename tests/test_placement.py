@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from rayscale.config import NODE_RESOURCE_SHARE, ConfigError, load_config
-from rayscale.placement import (
+from rayscale.plan import (
     ROLES,
     PlacementError,
     check_fits,
@@ -30,11 +30,22 @@ def plan(*overrides):
 
 def test_default_plan_one_bundle_per_actor_in_creation_order():
     p = plan()
-    assert [rp.role for rp in p.roles] == list(ROLES)
+    assert [rp.role for rp in p.roles] == [r for r in ROLES if r != "weak_rollout"]  # no weak model asked for
     assert [rp.count for rp in p.roles] == [2, 1, 1, 2]  # learner ranks, rollout workers, teacher, verifiers
     assert p.role("learner").bundles == [{"CPU": 1.0}, {"CPU": 1.0}]
     assert p.role("verifier").bundle == {"CPU": 0.5}
     assert p.total() == {"CPU": 4.5}
+
+
+def test_a_weak_supervisor_model_gets_a_rollout_bundle_of_its_own():
+    w2s = ["algo.strategy={weak_to_strong: 0.5, correction: 0.5}", "algo.weak_to_strong.weak_model=org/weak"]
+    p = plan(*w2s, "cluster.rollout.num_gpus=1", "rollout.backend=vllm")
+    assert [rp.role for rp in p.roles] == list(ROLES)
+    assert p.role("weak_rollout").count == 1 and p.role("weak_rollout").bundle == p.role("rollout").bundle
+    # a fixed answers file needs no model, and neither does a run whose strategy never asks the weak supervisor
+    from_file = plan(w2s[0], "algo.weak_to_strong.weak_answers_file=a.jsonl")
+    assert "weak_rollout" not in [rp.role for rp in from_file.roles]
+    assert "weak_rollout" not in [rp.role for rp in plan("algo.weak_to_strong.weak_model=org/weak").roles]
 
 
 def test_api_and_oracle_teachers_reserve_no_gpu_local_one_does():

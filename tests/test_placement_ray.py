@@ -8,7 +8,7 @@ import time
 import pytest
 
 from rayscale.config import load_config
-from rayscale.placement import PlacementError, plan_placement, simulate
+from rayscale.plan import PlacementError, plan_placement, simulate
 
 pytestmark = pytest.mark.ray
 
@@ -97,11 +97,10 @@ def test_fitting_plan_gets_one_group_per_role_on_the_right_nodes(cluster):
 def test_too_big_plan_fails_fast_naming_role_and_shortfall(cluster):
     from rayscale.actors.placement import create_placement_groups
 
-    start = time.monotonic()
     with pytest.raises(PlacementError) as e:
         create_placement_groups(plan_placement(load_config(None, TOO_BIG)), timeout_s=60)
-    assert time.monotonic() - start < 5
-    msg = str(e.value)
+    msg = str(e.value)  # the up-front fit check's error, not the 60 s wait's ("not placed within")
+    assert "not placed within" not in msg
     assert "rollout needs 3 GPU (3 workers x 1 GPU) but the nodes with gen_node have 2 GPU free" in msg
     assert "short by 1 GPU" in msg and [s.role for s in e.value.shortfalls] == ["rollout"]
     assert our_groups() == {}  # nothing was reserved

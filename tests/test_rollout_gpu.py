@@ -1,31 +1,38 @@
-"""GPU paths: the HF backend on CUDA, the vLLM backend (generate, weight sync, generation after sync), NCCL sync.
+"""GPU paths: the DeepSpeed learner (a 1-rank LearnerGroup on the GPU) takes a DPO step and syncs to an HF or a vLLM
+rollout worker on the GPU; afterwards the worker holds the learner's weights bit for bit (HF) and generates what
+the learner generates (vLLM). The CPU version of the same: tests/test_vllm_sync.py.
 
-Skipped cleanly without a CUDA GPU (and without vLLM for the vLLM tests); NCCL needs two GPUs because NCCL refuses
-two ranks on one device. With one GPU the learner stays on CPU and syncs over gloo into the GPU workers.
+On one GPU the learner and the worker share it (half a GPU each) and sync over gloo: NCCL refuses two ranks on one
+device. With two GPUs the same tests also run over NCCL, a whole GPU each. Skipped cleanly without a CUDA GPU (and
+without vLLM for the vLLM test).
 """
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
-from rayscale.config import RoleResources, RolloutConfig, SyncConfig, TinyModelConfig, VLLMConfig
-from rayscale.types import RolloutRequest
+from rayscale.config import AlgoConfig, LearnerConfig, RoleResources, RolloutConfig, SyncConfig, VLLMConfig
+from rayscale.sync.buckets import state_checksums
+from rayscale.types import PreferencePair, RolloutRequest
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 
 PROMPTS = ["<|user|>3+4*2<|assistant|>", "<|user|>12-5<|assistant|>"]
-STEP_TEXT = "<|user|>3+4*2<|assistant|>zzzzzzzzzzzzzzzzzzzz</s>"
+NEW_TOKENS = 12
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL sync needs two GPUs")
+SYNC_BACKENDS = ["gloo", pytest.param("nccl", marks=TWO_GPUS)]
+GPUS_PER_ACTOR = {"gloo": 0.5, "nccl": 1.0}  # gloo: learner and worker share one GPU; NCCL: one GPU each
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from rayscale.models import make_tiny_model
+    from tests.tiny_models import diverse_tiny_model
 
-    # head_dim 32: within what vLLM's attention kernels support
-    cfg = TinyModelConfig(hidden_size=128, num_layers=2, num_heads=4, intermediate_size=256, seed=3)
-    return str(make_tiny_model(tmp_path_factory.mktemp("gpu") / "model", cfg))
+    # head_dim 32 (within vLLM's attention kernels); scaled layers, so greedy outputs differ by prompt and weights
+    return diverse_tiny_model(tmp_path_factory.mktemp("gpu") / "model", seed=3)
 
 
 @pytest.fixture(scope="module")
@@ -36,62 +43,98 @@ def ray_gpu():
     ray.shutdown()
 
 
-def _learner(ray, model_dir, gpu: bool):
-    from rayscale.sync.toy_learner import ToyLearner
+def _weight_sync(sync_backend: str):
+    from rayscale.sync.coordinator import WeightSync
 
-    actor = ray.remote(ToyLearner).options(num_cpus=1, num_gpus=int(gpu)).remote(
-        model_dir, lr=0.5, device="cuda" if gpu else "cpu")
-    ray.get(actor.ready.remote())
-    return actor
+    return WeightSync(SyncConfig(backend=sync_backend, bucket_size_mb=0.25, verify=True), rollout_gpus=1)
+
+
+def _learner(model_dir, sync_backend: str, bucket_bytes: int, precision: str = "auto"):
+    """The real sender: a 1-rank DeepSpeed learner group (ZeRO-2) on its share of a GPU."""
+    from rayscale.actors.learner import LearnerGroup
+
+    cfg = LearnerConfig(num_ranks=1, zero_stage=2, precision=precision, lr=5e-2, micro_batch_size=4, max_seq_len=96,
+                        collective_timeout_s=300)
+    return LearnerGroup(model_dir, cfg, AlgoConfig(loss="sigmoid", beta=0.1),
+                        RoleResources(num_cpus=1, num_gpus=GPUS_PER_ACTOR[sync_backend]), bucket_bytes=bucket_bytes)
 
 
 def _manager(model_dir, backend: str, sync_backend: str, **rollout):
     from rayscale.actors.rollout import RolloutManager
 
-    cfg = RolloutConfig(backend=backend, num_workers=1, device="cuda", max_new_tokens=12, **rollout)
-    return RolloutManager(model_dir, cfg, SyncConfig(backend=sync_backend, bucket_size_mb=0.25, verify=True),
-                          RoleResources(num_cpus=1, num_gpus=1))
+    cfg = RolloutConfig(backend=backend, num_workers=1, device="cuda", max_new_tokens=NEW_TOKENS, **rollout)
+    return RolloutManager(model_dir, cfg,
+                          resources_cfg=RoleResources(num_cpus=1, num_gpus=GPUS_PER_ACTOR[sync_backend]))
 
 
-def _greedy(manager) -> list[str]:
+def _learner_greedy(learner) -> list[list[int]]:
+    return learner._call_all("greedy", PROMPTS, NEW_TOKENS)[0]
+
+
+def _engine_greedy(manager) -> list[list[int]]:
     out = manager.generate([RolloutRequest(f"g{i}", p, temperature=0.0) for i, p in enumerate(PROMPTS)])
-    return [s[0].text for s in out]
+    return [s[0].token_ids for s in out]
 
 
-@pytest.mark.parametrize("sync_backend", ["gloo", pytest.param("nccl", marks=TWO_GPUS)])
+def _step(learner) -> None:
+    """One DPO step that moves the learner's greedy output (checked, or the sync tests would prove nothing)."""
+    before = _learner_greedy(learner)
+    pairs = [PreferencePair(f"p{i}", p, chosen=" 42\n#### 42", rejected=" 7\n#### 7")
+             for i, p in enumerate(PROMPTS * 2)]
+    assert math.isfinite(learner.train_dpo(pairs)["loss"])
+    assert _learner_greedy(learner) != before, "the DPO step did not change the learner's greedy output"
+
+
+def _shutdown(weight_sync, manager, learner) -> None:
+    weight_sync.close()
+    if manager is not None:
+        manager.shutdown()
+    if learner is not None:
+        learner.shutdown()
+
+
+@pytest.mark.parametrize("sync_backend", SYNC_BACKENDS)
 def test_hf_backend_on_gpu_matches_the_learner_bit_for_bit(ray_gpu, model_dir, sync_backend):
     ray = ray_gpu
-    learner = _learner(ray, model_dir, gpu=sync_backend == "nccl")
-    manager = _manager(model_dir, "hf", sync_backend)
+    weight_sync = _weight_sync(sync_backend)
+    learner = manager = None
     try:
-        ray.get(learner.train_step.remote(STEP_TEXT))
-        manager.sync_from(learner, 1)
-        want = ray.get(learner.get_state_checksum.remote())  # checksums agree across devices by construction
-        assert ray.get(manager.workers[0].get_state_checksum.remote()) == want
-        assert manager.policy_versions() == [1]
+        # both bf16 on the GPU (precision auto, dtype auto): the worker must end up with the very same tensors
+        learner = _learner(model_dir, sync_backend, weight_sync.bucket_bytes)
+        manager = _manager(model_dir, "hf", sync_backend)
+        assert learner.info[0]["device"].startswith("cuda")
+        _step(learner)
+        want = state_checksums(learner.gather_state_for_sync().items())  # equal across devices by construction
+        worker = manager.workers[0]
+        assert ray.get(worker.get_state_checksum.remote()) != want  # the step moved the weights: a sync to check
+        report = weight_sync.push(learner.ranks, manager, 1)  # verify=True: checksums and the output check inside
+        assert report["version"] == 1 and manager.policy_versions() == [1]
+        assert ray.get(worker.get_state_checksum.remote()) == want
     finally:
-        manager.shutdown()
-        ray.kill(learner)
+        _shutdown(weight_sync, manager, learner)
 
 
 @pytest.mark.vllm
-@pytest.mark.parametrize("sync_backend", ["gloo", pytest.param("nccl", marks=TWO_GPUS)])
-def test_vllm_backend_generates_syncs_and_generates_differently_after(ray_gpu, model_dir, sync_backend):
-    ray = ray_gpu
-    learner = _learner(ray, model_dir, gpu=sync_backend == "nccl")
-    manager = _manager(model_dir, "vllm", sync_backend, logprobs=True,
-                       vllm=VLLMConfig(gpu_memory_utilization=0.3, enforce_eager=True, dtype="float32"))
+@pytest.mark.parametrize("sync_backend", SYNC_BACKENDS)
+def test_vllm_backend_generates_syncs_and_generates_what_the_learner_generates(ray_gpu, model_dir, sync_backend):
+    weight_sync = _weight_sync(sync_backend)
+    learner = manager = None
     try:
+        # fp32 on both sides, as the engine (vLLM's gpu_memory_utilization: a share of the GPU the learner shares)
+        manager = _manager(model_dir, "vllm", sync_backend, logprobs=True,
+                           vllm=VLLMConfig(gpu_memory_utilization=0.3, enforce_eager=True, dtype="float32"))
+        learner = _learner(model_dir, sync_backend, weight_sync.bucket_bytes, precision="fp32")
+        assert learner.info[0]["device"].startswith("cuda")
         out = manager.generate([RolloutRequest("a", PROMPTS[0], n=3, seed=1)])
         assert len(out[0]) == 3 and all(s.policy_version == 0 and s.token_ids for s in out[0])
         assert all(len(s.logprobs) == len(s.token_ids) for s in out[0])
-        before = _greedy(manager)
-        ray.get(learner.train_step.remote(STEP_TEXT))
-        report = manager.sync_from(learner, 1)
+        before = _engine_greedy(manager)
+        assert before == _learner_greedy(learner)  # both start from the same directory
+        _step(learner)
+        report = weight_sync.push(learner.ranks, manager, 1)  # verify=True: checksums and the output check inside
         assert report["version"] == 1 and manager.policy_versions() == [1]
-        after = _greedy(manager)
+        after = _engine_greedy(manager)
         assert after != before
-        assert after == ray.get(learner.greedy.remote(PROMPTS, 12))
+        assert after == _learner_greedy(learner)
     finally:
-        manager.shutdown()
-        ray.kill(learner)
+        _shutdown(weight_sync, manager, learner)

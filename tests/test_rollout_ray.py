@@ -1,8 +1,8 @@
 """Rollout workers and weight sync on a real two-node Ray cluster (ray.cluster_utils.Cluster on this machine).
 
 Layout: node0 holds the stand-in learner and worker 0, node1 holds worker 1 (STRICT_SPREAD), so every sync crosses
-nodes. The cluster, learner and manager are built once for the module; the tests run in order and build on each
-other's versions, as a training run would.
+nodes. The cluster, learner, manager and weight-sync coordinator are built once for the module; the tests run in
+order and build on each other's versions, as a training run would.
 """
 
 from __future__ import annotations
@@ -44,22 +44,32 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def learner(cluster, model_dir):
-    from rayscale.sync.toy_learner import ToyLearner
+def weight_sync():
+    from rayscale.sync.coordinator import WeightSync
 
-    actor = ray.remote(ToyLearner).options(num_cpus=1, resources={"node0": 0.1}).remote(model_dir, lr=0.5)
+    coordinator = WeightSync(SyncConfig(bucket_size_mb=0.05, verify=True, timeout_s=60), rollout_gpus=0)
+    yield coordinator
+    coordinator.close()
+
+
+@pytest.fixture(scope="module")
+def learner(cluster, model_dir, weight_sync):
+    from rayscale.testing.toy_learner import ToyLearner
+
+    actor = ray.remote(ToyLearner).options(num_cpus=1, resources={"node0": 0.1}).remote(
+        model_dir, lr=0.5, bucket_bytes=weight_sync.bucket_bytes)
     ray.get(actor.ready.remote())
     return actor
 
 
 @pytest.fixture(scope="module")
-def manager(cluster, model_dir):
+def manager(cluster, model_dir, weight_sync):
     from rayscale.actors.rollout import RolloutManager
 
     m = RolloutManager(model_dir, RolloutConfig(num_workers=2, max_new_tokens=NEW_TOKENS, batch_size=4),
-                       SyncConfig(bucket_size_mb=0.05, verify=True, timeout_s=60),
-                       RoleResources(num_cpus=1, strategy="STRICT_SPREAD"))
+                       resources_cfg=RoleResources(num_cpus=1, strategy="STRICT_SPREAD"))
     yield m
+    weight_sync.close()  # before the workers go: their group handles are closed while they are alive
     m.shutdown()
 
 
@@ -87,25 +97,27 @@ def test_workers_are_on_two_nodes_and_results_come_back_in_input_order(manager, 
     assert manager.generate(requests[2:3])[0][0].text == out[2][0].text  # seeded: same on whichever worker
 
 
-def test_broadcast_sync_after_a_learner_step_makes_every_worker_the_learner(manager, learner):
+def test_broadcast_sync_after_a_learner_step_makes_every_worker_the_learner(manager, learner, weight_sync):
+    assert manager.on_restart is None  # nothing synced yet: a restarted worker's model_path is current
     before = _greedy(manager)
     ray.get(learner.train_step.remote(STEP_TEXT))
-    report = manager.sync_from(learner, 1)
+    report = weight_sync.push(learner, manager, 1)
     assert report["version"] == 1 and report["buckets"] > 1  # 0.05 MB buckets: several per sync
     _assert_workers_equal_learner(manager, learner, 1)
     assert _greedy(manager) != before  # the step changed what the policy says
 
 
-def test_object_store_sync_then_broadcast_again_versions_increment(manager, learner):
+def test_object_store_sync_then_broadcast_again_versions_increment(manager, learner, weight_sync):
     ray.get(learner.train_step.remote(STEP_TEXT))
-    manager.sync_from(learner, 2, transport="object_store")
+    weight_sync.push(learner, manager, 2, transport="object_store")
     _assert_workers_equal_learner(manager, learner, 2)
     ray.get(learner.train_step.remote(STEP_TEXT))
-    assert manager.sync_from(learner, 3)["planned"]  # the layout is known from sync 1: announced up front
+    assert weight_sync.push(learner, manager, 3)["planned"]  # the layout is known from sync 1: announced up front
     _assert_workers_equal_learner(manager, learner, 3)
 
 
-def test_a_restarted_worker_gets_the_current_weights_before_it_generates(manager, learner):
+def test_a_restarted_worker_gets_the_current_weights_before_it_generates(manager, learner, weight_sync):
+    assert manager.on_restart is not None  # set by the coordinator's pushes: the catch-up hook
     old = manager.infos[1]["pid"]
     manager.restart_worker(1)
     assert manager.infos[1]["pid"] != old
@@ -118,13 +130,22 @@ def test_a_restarted_worker_gets_the_current_weights_before_it_generates(manager
     _assert_workers_equal_learner(manager, learner, 3)
     # and the broadcast group is rebuilt around the new members for the next sync
     ray.get(learner.train_step.remote(STEP_TEXT))
-    manager.sync_from(learner, 4)
+    weight_sync.push(learner, manager, 4)
     _assert_workers_equal_learner(manager, learner, 4)
 
 
-def test_a_changed_bucket_layout_costs_one_retried_sync_not_a_failure(manager, learner):
+def test_a_changed_bucket_layout_costs_one_retried_sync_not_a_failure(manager, learner, weight_sync):
     ray.get(learner.train_step.remote(STEP_TEXT))
-    manager.sync_cfg.bucket_size_mb = 0.02  # the announced layout no longer matches what the sender packs
-    report = manager.sync_from(learner, 5)
-    assert not report["planned"]  # the retry streamed the new layout
+    # behind the coordinator's back: the layout the sender announces from sync 4 no longer matches what it packs
+    ray.get(learner.set_bucket_bytes.remote(int(0.02 * (1 << 20))))
+    report = weight_sync.push(learner, manager, 5)
+    assert not report["planned"]  # the first attempt failed cleanly on both sides; the retry streamed
     _assert_workers_equal_learner(manager, learner, 5)
+
+
+def test_close_forgets_the_last_sync_and_the_next_push_builds_a_new_group(manager, learner, weight_sync):
+    weight_sync.close()
+    assert weight_sync.version == 0 and weight_sync._group_key is None
+    ray.get(learner.train_step.remote(STEP_TEXT))
+    weight_sync.push(learner, manager, 6)
+    _assert_workers_equal_learner(manager, learner, 6)

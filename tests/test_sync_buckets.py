@@ -155,14 +155,20 @@ def test_receiver_errors_name_the_problem():
 
 
 def test_a_tied_weight_sent_once_counts_for_both_names_in_place_too():
-    src, _ = _sent_from(4)
-    named = [(n, t) for n, t in src.state_dict().items() if n != "head.weight"]  # the sender dedups ties
-    rx = ModelReceiver(_Tied())
-    for _ in range(2):  # first sync binds, second lands in place
+    dst = _Tied()
+    rx = ModelReceiver(dst)
+    emb_at = []
+    for seed in (4, 5):  # first sync binds, second lands in place
+        src, _ = _sent_from(seed)
+        named = [(n, t) for n, t in src.state_dict().items() if n != "head.weight"]  # the sender dedups ties
         rx.begin()
         for b in iter_buckets(named, 64):
             rx.apply(b.meta, rx.buffer_for(b.meta, "cpu").copy_(b.flat))
-        rx.finish()
+        rx.finish()  # raises "tensors not sent" unless the tie counts emb.weight as head.weight too
+        assert state_checksums(dst.state_dict().items()) == state_checksums(src.state_dict().items())
+        assert dst.head.weight is dst.emb.weight
+        emb_at.append(dst.emb.weight.data_ptr())
+    assert emb_at[0] == emb_at[1]  # the second sync wrote into the buffer the first one bound
 
 
 def test_zero_copy_turns_back_to_back_tensors_into_views_and_copies_when_the_run_breaks():

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import pytest
 
 from rayscale.config import TeacherConfig
 from rayscale.data import Problem
-from rayscale.teacher.fake_server import FakeChatServer
 from rayscale.teacher.records import (
     BAD_STEP_INDEX,
     NO_ERROR_FOUND,
     REQUEST_FAILED,
     UNPARSEABLE,
     WRONG_FINAL_ANSWER,
+    CorrectionRequest,
 )
 from rayscale.teacher.teacher import make_teacher
+from rayscale.testing.chat_server import FakeChatServer
 
 KEY_ENV = "RAYSCALE_TEST_TEACHER_KEY"
 
@@ -30,8 +32,8 @@ def _student(i: int) -> str:
     return f"7*3=21\n5+21=27\n27-{i}={27 - i}\n\\boxed{{{27 - i}}}"
 
 
-def _item(i: int) -> dict:
-    return {"problem": _problem(i), "student_solution": _student(i), "prompt_id": f"q{i}"}
+def _item(i: int) -> CorrectionRequest:
+    return CorrectionRequest(_problem(i), _student(i), f"q{i}")
 
 
 def _good(i: int) -> str:
@@ -149,9 +151,19 @@ def test_local_hf_teacher_never_raises(tmp_path, tiny_model_dir):
 
 @pytest.mark.gpu
 def test_local_hf_teacher_on_gpu(tmp_path, tiny_model_dir):
+    # A failed generate also comes back as one (rejected) result per item, so counting results proves nothing:
+    # count the requests the model answered on the GPU. With 6 new tokens an untrained model's reply may be cut
+    # off (`truncated`: it still ran); any other failure (generate_error_*, an OOM) did not reach an answer.
     teacher = _tiny_local_teacher(tmp_path, tiny_model_dir, device="cuda")
-    assert len(teacher.correct([_item(1), _item(2)])) == 2
-    assert teacher.stats()["requests"] == 2 and "generate_error" not in str(teacher.stats()["request_failures"])
+    assert teacher.backend.model.device.type == "cuda"
+    out = teacher.correct([_item(1), _item(2)])
+    stats = teacher.stats()
+    failures = stats["request_failures"]
+    answered = stats["requests"] - sum(failures.values()) + failures.get("truncated", 0)
+    assert stats["requests"] == 2 and answered == 2, failures
+    assert [c.prompt_id for c in out] == ["q1", "q2"]
+    # an answered reply is judged on its text (unparseable noise), a truncated one is a failed request
+    assert sum(c.reject_reason == UNPARSEABLE for c in out) == 2 - failures.get("truncated", 0)
 
 
 @pytest.mark.vllm
@@ -166,7 +178,7 @@ def test_local_vllm_teacher_on_cpu_answers_every_request_it_can(smollm2_dir):
 
     cfg = TeacherConfig(backend="local", local={"backend": "vllm", "model_path": smollm2_dir, "max_new_tokens": 48,
                                                 "vllm": {"kv_cache_gb": 1, "max_model_len": 1024}})
-    too_long = {**_item(3), "student_solution": "7*3=21\n" * 400}
+    too_long = replace(_item(3), student_solution="7*3=21\n" * 400)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         teacher = TeacherActor.remote(cfg)
@@ -193,13 +205,14 @@ def test_teacher_actor_oracle_and_api(monkeypatch):
     ray.init(address="local", num_cpus=1, include_dashboard=False, log_to_driver=False)
     try:
         oracle = TeacherActor.remote(TeacherConfig().model_dump())
-        corrections = ray.get(oracle.correct.remote([_item(1), {"prompt_id": "bad"}]))
+        corrections = ray.get(oracle.correct.remote([_item(1), CorrectionRequest(_problem(2), None, "bad")]))
         assert corrections[0].accepted and corrections[0].corrected_steps == ["5+21=26", "26-1=25", "\\boxed{25}"]
-        assert corrections[1].reject_reason == "bad_item"
+        assert (corrections[1].prompt_id, corrections[1].reject_reason) == ("bad", "bad_item")
         assert ray.get(oracle.localise.remote([_item(1)]))[0].first_wrong == 1
         assert ray.get(oracle.thought_templates.remote([_problem(1)]))[0].accepted
-        assert ray.get(oracle.stats.remote())["tasks"]["correct"] == {
-            "items": 2, "accepted": 1, "rejected": {"bad_item": 1}, "seconds": pytest.approx(0, abs=5)}
+        correct_stats = ray.get(oracle.stats.remote())["tasks"]["correct"]
+        assert isinstance(correct_stats.pop("seconds"), float)  # how long: benchmarks' business, not a test's
+        assert correct_stats == {"items": 2, "accepted": 1, "rejected": {"bad_item": 1}}
         with FakeChatServer(reply=_reply) as server:
             cfg = TeacherConfig(backend="openai", openai={"base_url": server.base_url, "api_key_env": KEY_ENV})
             api = TeacherActor.remote(cfg)

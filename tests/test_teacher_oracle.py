@@ -11,7 +11,13 @@ from rayscale.config import SyntheticTaskConfig
 from rayscale.data import Problem, load_problems, synthetic_splits
 from rayscale.prompts import answer_line, format_solution
 from rayscale.teacher.parsers import parse_thought_template
-from rayscale.teacher.records import BAD_ITEM, EMPTY_CORRECTION, NO_ERROR_FOUND, NO_GOLD_STEPS
+from rayscale.teacher.records import (
+    BAD_ITEM,
+    EMPTY_CORRECTION,
+    NO_ERROR_FOUND,
+    NO_GOLD_STEPS,
+    CorrectionRequest,
+)
 from rayscale.teacher.teacher import OracleTeacher
 
 # 5+7*3-4 = 22, solved as 7*3=21, 5+21=26, 26-4=22
@@ -21,7 +27,7 @@ P = Problem("synthetic/test/x", "5+7*3-4=?", "22", "7*3=21\n5+21=26\n26-4=22\n\\
 
 def _one(solution: str, method: str = "correct", problem: Problem = P, **extra):
     teacher = OracleTeacher()
-    return getattr(teacher, method)([{"problem": problem, "student_solution": solution, "prompt_id": "q", **extra}])[0]
+    return getattr(teacher, method)([CorrectionRequest(problem, solution, "q", **extra)])[0]
 
 
 @pytest.mark.parametrize(
@@ -80,7 +86,7 @@ def test_random_corruptions_are_all_localised_and_accepted():
         k = rng.randrange(len(lines))
         lhs, _, rhs = lines[k].rpartition("=")
         lines[k] = f"{lhs}={int(rhs) + rng.choice([-2, -1, 1, 3])}" if k < len(p.gold_steps) else "\\boxed{-1}"
-        items.append({"problem": p.to_dict(), "student_solution": "\n".join(lines), "prompt_id": p.id})
+        items.append(CorrectionRequest(p.to_dict(), "\n".join(lines), p.id))  # a problem may come as its dict
         expected.append(k)
     teacher = OracleTeacher()
     corrections = teacher.correct(items)
@@ -89,7 +95,7 @@ def test_random_corruptions_are_all_localised_and_accepted():
     assert [c.prompt_id for c in corrections] == [p.id for p in problems]
     assert all(c.corrected_solution == p.gold_solution for c, p in zip(corrections, problems))
     stats = teacher.stats()["tasks"]["correct"]
-    assert stats == {"items": 300, "accepted": 300, "rejected": {}, "seconds": stats["seconds"]}
+    assert isinstance(stats.pop("seconds"), float) and stats == {"items": 300, "accepted": 300, "rejected": {}}
 
 
 def test_thought_template_synthetic():
@@ -105,17 +111,19 @@ def test_bad_items_and_problems_without_gold_steps():
     math = Problem("m1", "What is $1/2+1/4$?", "\\frac{3}{4}", "so \\boxed{\\frac34}", None, "math500")
     teacher = OracleTeacher()
     out = teacher.correct([
-        {"problem": math, "student_solution": "1/2+1/4=2/6\n\\boxed{\\frac{1}{3}}", "prompt_id": "a"},
-        {"problem": {"id": "x"}, "student_solution": "1", "prompt_id": "b"},
-        {"problem": P, "student_solution": None, "prompt_id": "c"},
-        "not a dict",
+        CorrectionRequest(math, "1/2+1/4=2/6\n\\boxed{\\frac{1}{3}}", "a"),
+        CorrectionRequest({"id": "x"}, "1", "b"),
+        CorrectionRequest(P, None, "c"),
+        "not a request",
+        {"problem": P, "student_solution": None, "prompt_id": "d"},  # a dict with the request's keys is read too
     ])
-    assert [c.reject_reason for c in out] == [NO_GOLD_STEPS, BAD_ITEM, BAD_ITEM, BAD_ITEM]
-    assert [c.prompt_id for c in out] == ["a", "b", "c", ""]
-    assert teacher.stats()["tasks"]["correct"]["rejected"] == {NO_GOLD_STEPS: 1, BAD_ITEM: 3}
+    assert [c.reject_reason for c in out] == [NO_GOLD_STEPS, BAD_ITEM, BAD_ITEM, BAD_ITEM, BAD_ITEM]
+    assert [c.prompt_id for c in out] == ["a", "b", "c", "", "d"]
+    assert teacher.stats()["tasks"]["correct"]["rejected"] == {NO_GOLD_STEPS: 1, BAD_ITEM: 4}
     assert teacher.thought_templates([math])[0].reject_reason == NO_GOLD_STEPS
     loc = teacher.localise([{"problem": math, "student_solution": "1/2+1/4=2/6\n\\boxed{\\frac{1}{3}}"}])[0]
     assert loc.first_wrong == 0  # the false arithmetic claim 1/2+1/4=2/6, even without gold steps
+    assert loc.prompt_id == "m1"  # no prompt_id: the problem's id
 
 
 # ------------------------------------------------------------------------------------------------ GSM8K
@@ -151,10 +159,10 @@ def test_gsm8k_real_wrong_model_solutions_are_all_corrected(gsm8k, shared_data):
     wrong = [(p, r["6b_finetuning"]["solution"]) for p, r in zip(gsm8k, rows) if not r["6b_finetuning"]["is_correct"]]
     right = [(p, r["6b_finetuning"]["solution"]) for p, r in zip(gsm8k, rows) if r["6b_finetuning"]["is_correct"]]
     teacher = OracleTeacher()
-    corrections = teacher.correct([{"problem": p, "student_solution": s, "prompt_id": p.id} for p, s in wrong])
+    corrections = teacher.correct([CorrectionRequest(p, s, p.id) for p, s in wrong])
     assert len(wrong) > 900 and all(c.accepted for c in corrections)
     assert all(c.corrected_steps[-1] == f"\\boxed{{{p.gold_answer}}}" for c, (p, _) in zip(corrections, wrong))
-    locs = teacher.localise([{"problem": p, "student_solution": s} for p, s in right])
+    locs = teacher.localise([CorrectionRequest(p, s) for p, s in right])
     no_error = sum(loc.first_wrong is None for loc in locs) / len(locs)
     assert no_error > 0.95  # right answers whose every arithmetic claim also checks out
 

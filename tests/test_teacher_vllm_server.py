@@ -80,7 +80,7 @@ def items(shared_data) -> list[dict]:
         if sol["is_correct"] or not 2 <= len(lines) <= 4 or not lines[-1].startswith("A:"):
             continue
         answer = lines[-1].removeprefix("A:").strip()
-        if verify_response(p.gold_answer, answer)["correct"]:  # labelled wrong but states the gold answer
+        if verify_response(p.gold_answer, answer).correct:  # labelled wrong but states the gold answer
             continue
         out.append({"problem": p, "student_solution": format_solution(lines[:-1], answer),
                     "prompt_id": f"{p.id}#6b"})
@@ -88,7 +88,7 @@ def items(shared_data) -> list[dict]:
             break
     assert len(out) == N_TRAIN + N_TEST
     for it in out:  # every student is wrong: there is something to correct
-        assert not verify_response(it["problem"].gold_answer, it["student_solution"])["correct"]
+        assert not verify_response(it["problem"].gold_answer, it["student_solution"]).correct
     return out
 
 
@@ -205,7 +205,7 @@ def test_corrections_from_vllm(teacher, items):
             # ...and the chosen response's final answer, read off its last line, verifies against gold
             assert c.final_answer == extract_answer(c.corrected_steps[-1])
             assert is_equivalent(gold, c.final_answer).correct
-            assert verify_response(gold, c.corrected_solution)["correct"]  # as the verifier pool would grade it
+            assert verify_response(gold, c.corrected_solution).correct  # as the verifier pool would grade it
         elif c.reject_reason in (REQUEST_FAILED, UNPARSEABLE, NO_ERROR_FOUND, BAD_STEP_INDEX):
             assert c.corrected_solution == "" and c.corrected_steps == []
             if c.reject_reason == REQUEST_FAILED:

@@ -22,7 +22,7 @@ def test_gsm8k_example_solutions_agree_with_labels(shared_data):
         gold = extract_answer(row["ground_truth"])
         for model in MODELS:
             n += 1
-            if verify_response(gold, row[model]["solution"])["correct"] != row[model]["is_correct"]:
+            if verify_response(gold, row[model]["solution"]).correct != row[model]["is_correct"]:
                 disagreements.append(f"gsm8k:{i}:{model}")
     assert n == 5276
     assert set(disagreements) <= set(REVIEWED), disagreements
@@ -34,7 +34,7 @@ def test_qwen_math_responses_agree_with_the_qwen_grader_except_reviewed(shared_d
         row = json.loads(line)
         for j, (response, score) in enumerate(zip(row["response"], row["score"])):
             n += 1
-            if verify_response(row["gt"], response)["correct"] != score:
+            if verify_response(row["gt"], response).correct != score:
                 disagreements.append(f"qwen:{i}:{j}")
     assert n == 800
     assert set(disagreements) <= set(REVIEWED), disagreements

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -160,26 +159,26 @@ def test_verdict_status_is_ok_for_decided_pairs():
 
 
 @pytest.mark.parametrize(
-    "hostile",
+    "hostile, reason",
     [
-        "__import__('os').system('touch SENTINEL')",
-        "().__class__.__bases__[0]",
-        r"9^{9^{9^{9}}}",
-        r"(x+1)^{10^{8}}",
-        "{" * 10_000 + "1" + "}" * 10_000,
-        "1" * 5000,
-        r"\frac{1}{0}",
-        "10000000!",
+        ("__import__('os').system('touch SENTINEL')", "not parseable"),
+        ("().__class__.__bases__[0]", "not parseable"),
+        (r"9^{9^{9^{9}}}", "refused: power too large"),
+        (r"(x+1)^{10^{8}}", "refused: exponent too large"),
+        ("{" * 10_000 + "1" + "}" * 10_000, "longer than 1000 characters"),
+        ("1" * 5000, "longer than 1000 characters"),
+        (r"\frac{1}{0}", "symbolically different"),
+        ("10000000!", "refused: factorial too large"),
     ],
 )
-def test_hostile_answers_never_raise_and_return_fast(hostile, tmp_path, monkeypatch):
+def test_hostile_answers_never_raise_and_are_refused_or_decided(hostile, reason, tmp_path, monkeypatch):
+    # Refused up front (nothing computed), never evaluated as Python; latency is benchmarks/verifier.py's business.
     monkeypatch.chdir(tmp_path)
-    start = time.monotonic()
     for gold, pred in ((hostile, "1"), ("1", hostile)):
         verdict = is_equivalent(gold, pred)
         assert verdict.correct is False
         assert verdict.status in ("ok", "error")
-    assert time.monotonic() - start < 2.0
+        assert reason in verdict.reason, verdict
     assert not (tmp_path / "SENTINEL").exists()
 
 

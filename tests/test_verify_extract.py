@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
+from rayscale.types import VerifyResult
 from rayscale.verify import extract_answer, verify_response
 
 CASES = [
@@ -43,26 +42,27 @@ def test_boxed_wins_over_phrases():
 
 
 def test_verify_response_statuses():
-    assert verify_response("18", "blah\n#### 18") == {
-        "correct": True, "pred": "18", "status": "ok", "reason": "same text"}
-    assert verify_response("18", "no idea")["status"] == "no_answer"
+    assert verify_response("18", "blah\n#### 18") == VerifyResult(True, "18", "ok", "same text", 0.0)
+    assert verify_response("18", "no idea").status == "no_answer"
     refused = verify_response("1", r"\boxed{9^{9^{9^{9}}}}")
-    assert refused["status"] == "error" and refused["correct"] is False and refused["pred"] == r"9^{9^{9^{9}}}"
+    assert refused.status == "error" and refused.correct is False and refused.pred == r"9^{9^{9^{9}}}"
 
 
 @pytest.mark.parametrize(
-    "text",
+    "text, status, pred",
     [
-        "\\boxed{" * 140_000,  # every box unclosed: the right-to-left walk must stay linear
-        "\\fbox{1} \\boxed{" * 70_000,
-        "the answer is " * 70_000,
-        "####" * 250_000,
-        "(" * 1_000_000,
-        "\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}",
+        ("\\boxed{" * 140_000, "no_answer", None),  # every box unclosed: the right-to-left walk must stay linear
+        ("\\fbox{1} \\boxed{" * 70_000, "ok", "1"),  # the last closed box wins
+        ("the answer is " * 70_000, "ok", None),
+        ("####" * 250_000, "ok", None),
+        ("(" * 1_000_000, "no_answer", None),
+        ("\\boxed{" + "{" * 10_000 + "1" + "}" * 10_000 + "}", "error", None),  # refused: over 1000 characters
     ],
 )
-def test_megabyte_responses_are_linear(text):
-    start = time.monotonic()
+def test_megabyte_responses_are_linear(text, status, pred):
+    # How fast is benchmarks/verifier.py's business (hostile-input latency); here: the walk finishes (a quadratic
+    # one would not, within the test timeout) and finds what is there.
     result = verify_response("5", text)
-    assert result["correct"] is False
-    assert time.monotonic() - start < 2.0
+    assert result.correct is False and result.status == status, result.reason
+    if pred is not None:
+        assert result.pred == pred

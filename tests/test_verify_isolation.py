@@ -8,10 +8,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from rayscale.types import VerifyResult
 from rayscale.verify import verify_response
 from rayscale.verify.isolation import IsolatedVerifier
 
@@ -74,24 +76,21 @@ def test_results_match_in_process_and_keep_input_order(verifier):
     results = verifier.verify_batch(items)
     assert len(results) == len(items)
     for (gold, response), result in zip(items, results):
-        expected = verify_response(gold, response)
-        assert {k: result[k] for k in expected} == expected
-        assert 0 <= result["latency_s"] < TIMEOUT_S
+        assert isinstance(result, VerifyResult) and isinstance(result.latency_s, float)
+        assert replace(result, latency_s=0.0) == verify_response(gold, response)  # all but the timing
 
 
 def test_hostile_inputs_return_within_timeout_and_run_nothing(verifier, tmp_path):
     sentinel = tmp_path / "SENTINEL"
     hostile = hostile_responses(sentinel)
     items = [("1", h) for h in hostile] + [(h, "\\boxed{1}") for h in hostile[:7]] + [HANGS]
-    start = time.monotonic()
+    restarts = verifier.restarts
     results = verifier.verify_batch(items)
-    wall = time.monotonic() - start
-    assert [r["correct"] for r in results] == [False] * len(items)
-    for r in results:
-        assert r["status"] in ("ok", "no_answer", "error", "timeout")
-        assert r["latency_s"] <= TIMEOUT_S + 1.0, r
-    assert results[-1]["status"] == "timeout" and results[-1]["pred"] == "x^{9000}+1"
-    assert wall < len(items) * 0.5 + 2 * (TIMEOUT_S + 1.0)  # only the genuine hang uses its full timeout
+    assert [r.correct for r in results] == [False] * len(items)
+    assert all(r.status in ("ok", "no_answer", "error") for r in results[:-1]), results
+    # only the genuine hang uses its full timeout, and only its worker is killed (latency: benchmarks/verifier.py)
+    assert results[-1].status == "timeout" and results[-1].pred == "x^{9000}+1"
+    assert verifier.restarts == restarts + 1
     assert not sentinel.exists()
 
 
@@ -100,18 +99,18 @@ def test_a_hung_worker_is_killed_and_replaced(verifier):
     restarts = verifier.restarts
     out = verifier.run("time:sleep", [(0.01,), (60,), (0.01,), (0.01,)])
     assert [o["status"] for o in out] == ["ok", "timeout", "ok", "ok"]
-    assert TIMEOUT_S <= out[1]["latency_s"] <= TIMEOUT_S + 1.0
+    assert out[1]["latency_s"] >= TIMEOUT_S  # given its whole timeout before the kill
     assert verifier.restarts == restarts + 1
     gone = before - set(verifier.worker_pids())
     assert len(gone) == 1 and _wait_dead(gone)
-    assert verifier.verify_batch([("2", "\\boxed{2}")])[0]["correct"] is True  # the replacement works
+    assert verifier.verify_batch([("2", "\\boxed{2}")])[0].correct is True  # the replacement works
 
 
 def test_a_crashing_item_is_retried_once_then_reported(verifier):
     out = verifier.run("os:_exit", [(3,)])
     assert out[0]["status"] == "error" and "died twice" in out[0]["reason"]
-    assert verifier.run("math:sqrt", [(16,)])[0] == {"status": "ok", "value": 4.0, "reason": "", "latency_s":
-                                                     pytest.approx(0, abs=1.0)}
+    (ok,) = verifier.run("math:sqrt", [(16,)])
+    assert isinstance(ok.pop("latency_s"), float) and ok == {"status": "ok", "value": 4.0, "reason": ""}
 
 
 def test_memory_cap_turns_an_explosion_into_an_error():

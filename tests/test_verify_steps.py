@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -110,15 +109,12 @@ def test_arith_is_a_whitelist():
     for text in ("x+1", "__import__('os')", "abs(-1)", "1 000", "2\\frac{1}{2}", "[1]", "1;2"):
         with pytest.raises(NotArithmetic):
             evaluate(text)
-    start = time.monotonic()
     for text in ("9^{9^{9^{9}}}", "2^(10^100)", "(" * 10_000 + "1" + ")" * 10_000, "9" * 5000):
-        with pytest.raises(TooLarge):
+        with pytest.raises(TooLarge):  # refused up front, never computed
             evaluate(text)
-    assert time.monotonic() - start < 1.0
 
 
-def test_megabyte_steps_stay_fast():
-    start = time.monotonic()
-    for step in ("<<1+1=2>>" * 110_000, "(" * 500_000 + "1=1", "1+" * 400_000 + "1=2", "1=2 " * 250_000):
-        check_step(step)
-    assert time.monotonic() - start < 5.0
+def test_megabyte_steps_are_decided_or_refused():
+    # Speed is benchmarks/verifier.py's business; here: each finishes with the right verdict (None: not checked).
+    steps = ("<<1+1=2>>" * 110_000, "(" * 500_000 + "1=1", "1+" * 400_000 + "1=2", "1=2 " * 250_000)
+    assert [check_step(step) for step in steps] == [True, None, None, None]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayscale.config import RoleResources, RolloutConfig, SyncConfig, VLLMConfig
+from rayscale.config import RoleResources, RolloutConfig, VLLMConfig
 from rayscale.types import RolloutRequest
 
 ray = pytest.importorskip("ray")
@@ -31,7 +31,7 @@ def manager(model_dir, backend: str, **rollout):
     from rayscale.actors.rollout import RolloutManager
 
     cfg = RolloutConfig(backend=backend, num_workers=1, max_new_tokens=16, vllm=VLLM, **rollout)
-    return RolloutManager(model_dir, cfg, SyncConfig(timeout_s=120), RoleResources(num_cpus=1))
+    return RolloutManager(model_dir, cfg, resources_cfg=RoleResources(num_cpus=1))
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from rayscale.config import (
     RoleResources,
     RolloutConfig,
     SyncConfig,
-        VLLMConfig,
+    VLLMConfig,
 )
 from rayscale.sync.receiver import SyncError
 from rayscale.types import PreferencePair, RolloutRequest
@@ -45,17 +45,19 @@ class Setup:
         from rayscale.actors.rollout import RolloutManager
         from rayscale.models import load_tokenizer
         from rayscale.prompts import render_prompt
+        from rayscale.sync.coordinator import WeightSync
 
         tok = load_tokenizer(model_dir)
         self.prompts = [render_prompt(tok, q) for q in QUESTIONS]
+        self.weight_sync = WeightSync(SyncConfig(bucket_size_mb=8, verify=True, timeout_s=300), rollout_gpus=0)
         self.learner = LearnerGroup(
             model_dir, LearnerConfig(num_ranks=2, zero_stage=2, lr=lr, micro_batch_size=4, max_seq_len=96,
                                      collective_timeout_s=300),
-            AlgoConfig(loss="sigmoid", beta=0.1), RoleResources(num_cpus=1))
+            AlgoConfig(loss="sigmoid", beta=0.1), RoleResources(num_cpus=1), bucket_bytes=self.weight_sync.bucket_bytes)
         vllm = VLLMConfig(dtype="float32", kv_cache_gb=0.5, max_model_len=max_model_len, enforce_eager=True)
         self.rollout = RolloutManager(model_dir, RolloutConfig(backend="vllm", num_workers=1, max_new_tokens=NEW_TOKENS,
                                                                vllm=vllm),
-                                      SyncConfig(bucket_size_mb=8, verify=True, timeout_s=300), RoleResources(num_cpus=1))
+                                      resources_cfg=RoleResources(num_cpus=1))
         self.version = 0
 
     def learner_greedy(self) -> list[list[int]]:
@@ -76,10 +78,11 @@ class Setup:
 
     def sync(self, transport: str) -> dict:
         self.version += 1
-        return self.rollout.sync_from(self.learner.ranks, self.version, transport)
+        return self.weight_sync.push(self.learner.ranks, self.rollout, self.version, transport)
 
     def shutdown(self) -> None:
         if self.rollout.workers:  # once: the SmolLM2 fixture frees the tiny setup early
+            self.weight_sync.close()
             self.rollout.shutdown()
             self.learner.shutdown()
 

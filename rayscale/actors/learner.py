@@ -1,6 +1,6 @@
 """DeepSpeed learner group on Ray: N rank actors in one placement group forming one torch.distributed group.
 
-The per-rank logic lives in rayscale.learner.worker (plain Python); this module places the ranks, wires their
+The per-rank logic lives in rayscale.learner.engine (plain Python); this module places the ranks, wires their
 rendezvous, validates batches before any rank sees them, and turns a rank failure into an error instead of a hang.
 """
 
@@ -11,19 +11,18 @@ from collections.abc import Sequence
 from typing import Any
 
 import ray
-from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from rayscale.actors.placement import RolePlacement, actor_location, place_one_role, remove_placement_groups
 from rayscale.algos.batching import pair_text_size, sft_text_size, shard_evenly, validate_pairs, validate_sft
-from rayscale.config import AlgoConfig, LearnerConfig, RoleResources
-from rayscale.learner.worker import LearnerWorker
+from rayscale.config import DEFAULT_BUCKET_BYTES, AlgoConfig, LearnerConfig, RoleResources
+from rayscale.learner.engine import LearnerEngine
 from rayscale.sync.sender import WeightSenderMixin
 from rayscale.types import PreferencePair, SFTExample
 
 logger = logging.getLogger(__name__)
 
 
-class LearnerRank(WeightSenderMixin, LearnerWorker):
+class LearnerRank(WeightSenderMixin, LearnerEngine):
     """The rank actor class (wrapped with ray.remote by LearnerGroup); rank 0 also sends weights to rollout workers."""
 
     @property
@@ -34,6 +33,9 @@ class LearnerRank(WeightSenderMixin, LearnerWorker):
     def node_ip(self) -> str:
         return ray.util.get_node_ip_address()
 
+    def location(self) -> dict:
+        return actor_location()
+
 
 class LearnerGroupError(RuntimeError):
     """A rank failed while the others were still inside a collective; the group was shut down."""
@@ -42,27 +44,26 @@ class LearnerGroupError(RuntimeError):
 class LearnerGroup:
     def __init__(self, model_path: str, learner_cfg: LearnerConfig, algo_cfg: AlgoConfig,
                  resources_cfg: RoleResources, ref_model_path: str | None = None, *,
-                 rank_cls: type = LearnerRank, placement_timeout_s: float = 120.0, failure_grace_s: float = 30.0):
+                 rank_cls: type = LearnerRank, placement: RolePlacement | None = None,
+                 placement_timeout_s: float = 120.0, failure_grace_s: float = 30.0,
+                 bucket_bytes: int = DEFAULT_BUCKET_BYTES, trust_remote_code: bool = False):
+        """Rank i on bundle i of `placement` (the controller's placement of the role); without one (a test, a
+        benchmark) the group reserves its own from `resources_cfg` and removes it at shutdown. `bucket_bytes`:
+        the one bucket size of every rank (weight sync, ZeRO-3 gathers for export, checkpoint and reference
+        copies), the coordinator's (`WeightSync.bucket_bytes`) in a run."""
         self.cfg, self.algo, self.resources = learner_cfg, algo_cfg, resources_cfg
         self.num_ranks = learner_cfg.num_ranks
         self.failure_grace_s = failure_grace_s
         self.device = _resolve_device(learner_cfg, resources_cfg)
-        bundle = resources_cfg.bundle()
-        self.placement_group = placement_group([bundle] * self.num_ranks, strategy=resources_cfg.strategy)
-        try:
-            ray.get(self.placement_group.ready(), timeout=placement_timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            remove_placement_group(self.placement_group)
-            raise RuntimeError(f"cannot place {self.num_ranks} learner ranks of {bundle} ({resources_cfg.strategy}) "
-                               f"within {placement_timeout_s:.0f}s; cluster resources: {ray.cluster_resources()}"
-                               ) from None
+        self._owns_placement = placement is None
+        self.placement = placement or place_one_role("learner", self.num_ranks, resources_cfg, placement_timeout_s)
+        if self.placement.plan.count != self.num_ranks:
+            raise ValueError(f"the learner placement has {self.placement.plan.count} bundles for {self.num_ranks} ranks")
         actor_cls = ray.remote(rank_cls)
         self.ranks = [
-            actor_cls.options(
-                **resources_cfg.actor_options(),
-                scheduling_strategy=PlacementGroupSchedulingStrategy(self.placement_group, placement_group_bundle_index=i),
-            ).remote(i, self.num_ranks, model_path, learner_cfg.model_dump(), algo_cfg.model_dump(),
-                     ref_model_path, self.device)
+            actor_cls.options(**self.placement.actor_options(i)).remote(
+                i, self.num_ranks, model_path, learner_cfg.model_dump(), algo_cfg.model_dump(), ref_model_path,
+                self.device, trust_remote_code=trust_remote_code, bucket_bytes=bucket_bytes)
             for i in range(self.num_ranks)
         ]
         try:
@@ -149,7 +150,9 @@ class LearnerGroup:
         for r in self.ranks:
             ray.kill(r)
         self.ranks = []
-        remove_placement_group(self.placement_group)
+        if self._owns_placement and self.placement is not None:
+            remove_placement_groups({"learner": self.placement})
+            self.placement = None
 
 
 def _resolve_device(cfg: LearnerConfig, resources: RoleResources) -> str:

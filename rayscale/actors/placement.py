@@ -1,4 +1,4 @@
-"""Ray placement groups for the roles of a plan (see rayscale.placement): check, reserve, hand out bundles.
+"""Ray placement groups for the roles of a plan (see rayscale.plan): check, reserve, hand out bundles.
 
     placements = place_roles(cfg)                       # after ray.init; PlacementError if the cluster is too small
     Worker.options(**placements["rollout"].actor_options(i)).remote(...)   # actor i of a role on bundle i
@@ -11,8 +11,8 @@ and are removed, instead of leaving the run waiting forever.
 
 from __future__ import annotations
 
-import socket
-import time
+import os
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,9 +25,8 @@ from ray.util.placement_group import (
 )
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rayscale.config import RayscaleConfig
-from rayscale.placement import (
-    ClusterUnavailable,
+from rayscale.config import RayscaleConfig, RoleResources
+from rayscale.plan import (
     Node,
     PlacementError,
     Plan,
@@ -37,8 +36,8 @@ from rayscale.placement import (
     require_fit,
 )
 
-__all__ = ["RolePlacement", "place_roles", "create_placement_groups", "remove_placement_groups", "cluster_nodes",
-           "connect", "wait_for_nodes", "PlacementError", "ClusterUnavailable"]
+__all__ = ["RolePlacement", "place_roles", "place_one_role", "create_placement_groups", "remove_placement_groups",
+           "cluster_nodes", "PlacementError"]
 
 
 @dataclass
@@ -75,10 +74,31 @@ class RolePlacement:
         return [table["bundles_to_node_id"][i] for i in range(self.plan.count)]
 
 
-def place_roles(cfg: RayscaleConfig) -> dict[str, RolePlacement]:
-    """The controller's one call: plan from the config, check it fits (unless autoscaling), reserve every role."""
-    return create_placement_groups(plan_placement(cfg), cfg.cluster.placement_timeout_s,
-                                   check_fit=not cfg.cluster.autoscaling)
+def actor_location() -> dict[str, Any]:
+    """Where the calling actor runs: node, placement group (None outside one), process; every role's actor
+    answers it as `location()` (tests check that each actor is in its role's group)."""
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "placement_group": ctx.get_placement_group_id(), "pid": os.getpid()}
+
+
+def place_roles(cfg: RayscaleConfig, roles: tuple[str, ...] | None = None) -> dict[str, RolePlacement]:
+    """The controller's one call: the plan of `cfg` (the one `rayscale status` and `--dry-run` print), checked to
+    fit (unless autoscaling), every role reserved. `roles`: only these (a command that starts fewer roles)."""
+    plan = plan_placement(cfg)
+    if roles is not None:
+        plan = plan.only(*roles)
+    return create_placement_groups(plan, cfg.cluster.placement_timeout_s, check_fit=not cfg.cluster.autoscaling)
+
+
+def place_one_role(role: str, count: int, resources: RoleResources, timeout_s: float = 120.0) -> RolePlacement:
+    """A role's placement outside a training plan (a manager started on its own: tests, benchmarks, tools),
+    reserved by the same code as the controller's. Whoever calls this owns the group and removes it."""
+    bundle = resources.bundle()
+    if not bundle:
+        raise PlacementError(f"{role}: an actor that reserves nothing cannot be placed; give it num_cpus > 0")
+    plan = Plan((RolePlan(role, "actor", count, bundle, resources.strategy),))
+    return create_placement_groups(plan, timeout_s, check_fit=False,
+                                   name_prefix=f"rayscale-{uuid.uuid4().hex[:8]}")[role]
 
 
 def create_placement_groups(plan: Plan, timeout_s: float = 120.0, check_fit: bool = True,
@@ -118,71 +138,9 @@ def remove_placement_groups(placements: dict[str, RolePlacement]) -> None:
 def cluster_nodes() -> list[Node]:
     """The alive nodes with what placement can still reserve on each."""
     try:  # per-node availability is a developer API; without it, plan against the totals
-        from ray._private.state import available_resources_per_node
+        from ray._private.state import available_resources_per_node  # developer API, may move
 
         available = available_resources_per_node()
     except Exception:  # only loses precision: the placement-group wait still catches what this misses
         available = None
     return nodes_from_ray(ray.nodes(), available)
-
-
-# --------------------------------------------------------------------------------------------------- connecting
-def connect(address: str = "auto", wait_s: float = 0.0, probe_timeout_s: float = 3.0) -> None:
-    """ray.init against a running cluster. ClusterUnavailable at once if nothing answers (ray.init itself would
-    retry for minutes against a dead address), or after `wait_s` when waiting for a head that is starting."""
-    if not address.startswith("ray://"):
-        deadline = time.monotonic() + wait_s
-        while True:
-            try:
-                address = _probe(address, probe_timeout_s)
-                break
-            except ClusterUnavailable:
-                if time.monotonic() >= deadline:
-                    raise
-                time.sleep(1.0)
-    try:
-        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
-    except (ConnectionError, RuntimeError) as e:
-        ray.shutdown()
-        cause = f"{e}: {e.__cause__}" if e.__cause__ else str(e)
-        if "auth" in cause.lower():
-            raise ClusterUnavailable(
-                f"the Ray cluster at {address} requires token authentication: export RAY_AUTH_MODE=token with its "
-                "token in RAY_AUTH_TOKEN or ~/.ray/auth_token (docs/launch.md, Security)"
-            ) from None
-        raise ClusterUnavailable(f"could not join the Ray cluster at {address}: {cause.splitlines()[-1]}") from None
-
-
-def _probe(address: str, timeout_s: float) -> str:
-    """host:port of the GCS ('auto' = RAY_ADDRESS or the cluster last started here), checked to accept TCP."""
-    target = address
-    try:
-        from ray._private.services import canonicalize_bootstrap_address_or_die
-
-        target = canonicalize_bootstrap_address_or_die(address)
-    except ImportError:  # a Ray without the helper: take the address as given
-        pass
-    except (ConnectionError, ValueError) as e:
-        raise ClusterUnavailable(f"no running Ray cluster found for address {address!r}: {e}") from None
-    host, _, port = target.rpartition(":")
-    try:
-        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s):
-            return target
-    except (OSError, ValueError):
-        raise ClusterUnavailable(
-            f"no Ray cluster answers at {target} (address {address!r}); start one with `ray start --head` "
-            "(see docs/launch.md) or pass the head's host:port with --address"
-        ) from None
-
-
-def wait_for_nodes(count: int, timeout_s: float, poll_s: float = 2.0) -> int:
-    """Block until `count` nodes are alive (after connect); ClusterUnavailable naming how many joined."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        alive = sum(1 for n in ray.nodes() if n.get("Alive"))
-        if alive >= count:
-            return alive
-        if time.monotonic() >= deadline:
-            raise ClusterUnavailable(f"only {alive} of {count} Ray nodes joined within {timeout_s:g} s; check the "
-                                     "worker nodes' logs (/tmp/ray/session_latest/logs/raylet.err)")
-        time.sleep(poll_s)

@@ -1,23 +1,23 @@
-"""Rollout workers as Ray actors, and the manager that spreads prompts over them and keeps their weights current.
+"""Rollout workers as Ray actors, and the manager that spreads prompts over them and replaces the ones that die.
 
 `RolloutWorker` is a thin shell around a backend (rayscale.rollout.backends: `hf` or `vllm`) that adds the policy
 version. `RolloutManager` owns the workers (one placement-group bundle each, so a restarted worker lands where its
-predecessor was), balances requests by sample count, and pushes weights from learner rank 0 to every worker.
+predecessor was) and balances requests by sample count. Weights are pushed to the workers by the controller's
+coordinator (rayscale.sync.coordinator.WeightSync), which also catches a restarted worker up (`on_restart`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 
 import ray
 from ray.exceptions import RayActorError
-from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from rayscale.config import RoleResources, RolloutConfig, SyncConfig
+from rayscale.actors.placement import RolePlacement, actor_location, place_one_role, remove_placement_groups
+from rayscale.config import RoleResources, RolloutConfig
 from rayscale.rollout.scheduling import balance
-from rayscale.sync import output_check
 from rayscale.sync.buckets import bucket_from_bytes, checksum
 from rayscale.sync.receiver import SyncError
 from rayscale.types import RolloutRequest, Sample
@@ -30,7 +30,7 @@ _NO_WEIGHTS = -1  # version of a worker whose last sync failed half way: it must
 class RolloutWorker:
     def __init__(self, model_path: str, rollout_cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
                  trust_remote_code: bool = False):
-        from rayscale.rollout.backends import make_backend
+        from rayscale.rollout.backends import make_backend  # torch/vLLM: loaded in the worker process only
 
         self.index = worker_index
         self.cfg = rollout_cfg
@@ -43,6 +43,9 @@ class RolloutWorker:
 
     def policy_version(self) -> int:
         return self.version
+
+    def location(self) -> dict:
+        return actor_location()
 
     def sync_ranks(self) -> int:
         return self.backend.sync_ranks
@@ -94,60 +97,45 @@ class RolloutWorker:
 RolloutWorkerActor = ray.remote(RolloutWorker)
 
 
-def _one_of(error: RayActorError, actors: list) -> bool:
-    """Whether the actor that `error` reports dead is one of `actors`."""
-    return error.actor_id is not None and error.actor_id in {a._actor_id.hex() for a in actors}
-
-
 class RolloutManager:
-    """Creates `rollout_cfg.num_workers` workers with `resources_cfg` each (a placement-group bundle per worker,
-    `resources_cfg.strategy` across them: SPREAD/STRICT_SPREAD put workers on different nodes)."""
+    """`rollout_cfg.num_workers` workers, worker i (and any replacement of it) on bundle i of `placement`: the
+    controller's placement of the role. Used on its own (a test, `rayscale eval` tools), it reserves one from
+    `resources_cfg` (a bundle per worker, `resources_cfg.strategy` across them) and removes it at shutdown."""
 
-    def __init__(self, model_path: str, rollout_cfg: RolloutConfig, sync_cfg: SyncConfig | None = None,
-                 resources_cfg: RoleResources | None = None, dtype: str = "auto", trust_remote_code: bool = False):
+    def __init__(self, model_path: str, rollout_cfg: RolloutConfig, *, resources_cfg: RoleResources | None = None,
+                 placement: RolePlacement | None = None, placement_timeout_s: float = 120.0,
+                 call_timeout_s: float = 300.0, dtype: str = "auto", trust_remote_code: bool = False):
         self.model_path, self.cfg = model_path, rollout_cfg
-        self.sync_cfg = sync_cfg or SyncConfig()
-        self.res = resources_cfg or RoleResources()
         self._worker_args = (dtype, trust_remote_code)
-        self.version = 0
-        self._senders: list = []
-        self._group_key: tuple | None = None
-        bundle = self.res.bundle()
-        self.pg = placement_group([bundle] * rollout_cfg.num_workers, strategy=self.res.strategy)
-        try:
-            ray.get(self.pg.ready(), timeout=self.sync_cfg.timeout_s)
-        except ray.exceptions.GetTimeoutError:
-            remove_placement_group(self.pg)
-            raise RuntimeError(
-                f"cannot place {rollout_cfg.num_workers} rollout workers of {bundle} with strategy "
-                f"{self.res.strategy}: the cluster has {ray.available_resources()}") from None
+        self.call_timeout_s = call_timeout_s  # each Ray call to the workers outside generate
+        self._owns_placement = placement is None
+        self.placement = placement or place_one_role("rollout", rollout_cfg.num_workers,
+                                                     resources_cfg or RoleResources(), placement_timeout_s)
+        if self.placement.plan.count != rollout_cfg.num_workers:
+            raise ValueError(f"the rollout placement has {self.placement.plan.count} bundles for "
+                             f"{rollout_cfg.num_workers} workers")
+        self.gpus_per_worker = self.placement.plan.bundle.get("GPU", 0.0)
         self.workers = [self._spawn(i) for i in range(rollout_cfg.num_workers)]
         self.infos = ray.get([w.ready.remote() for w in self.workers])
 
     # ------------------------------------------------------------------ workers
     def _spawn(self, i: int):
-        actor = RolloutWorkerActor.options(
-            **self.res.actor_options(),
-            scheduling_strategy=PlacementGroupSchedulingStrategy(self.pg, placement_group_bundle_index=i))
+        actor = RolloutWorkerActor.options(**self.placement.actor_options(i))
         return actor.remote(self.model_path, self.cfg, i, *self._worker_args)
 
     def restart_worker(self, i: int) -> None:
-        """Replace worker i (dead or alive). The new worker receives the current weights before it can generate,
-        from the last sender, which must still hold them (the controller restarts between learner steps)."""
+        """Replace worker i (dead or alive). After a sync, `on_restart` gives the new worker the current weights
+        before it can generate, from the last sender, which must still hold them (the controller restarts between
+        learner steps)."""
         try:
             ray.kill(self.workers[i], no_restart=True)
         except Exception as e:  # noqa: BLE001 - it may be gone already
             log.debug("killing rollout worker %d: %s", i, e)
         self.workers[i] = self._spawn(i)
         self.infos[i] = ray.get(self.workers[i].ready.remote())  # model loading may take long: no timeout
-        self._group_key = None  # the old group has a dead member; rebuilt on the next broadcast sync
-        if self.version > 0:
-            if not self._senders:
-                raise RuntimeError("restarted a worker after a sync but no sender is known")
-            self._send_via_object_store(self._senders, self.version, [self.workers[i]])
-            if self.sync_cfg.verify:
-                self.check_outputs(self._senders, [self.workers[i]])
-        log.info("rollout worker %d restarted at policy version %d", i, self.version)
+        if self.on_restart is not None:  # the weight-sync coordinator catches it up to the current version
+            self.on_restart([self.workers[i]])
+        log.info("rollout worker %d restarted", i)
 
     def replace_dead_workers(self, probe_timeout_s: float = 60.0) -> list[int]:
         """Probe every worker; replace the ones that are gone (each catches up to the current weights)."""
@@ -184,103 +172,14 @@ class RolloutManager:
     def policy_versions(self) -> list[int]:
         return self._get([w.policy_version.remote() for w in self.workers])
 
-    # ------------------------------------------------------------------ weight sync
-    def sync_from(self, sender, version: int, transport: str | None = None) -> dict:
-        """Push the sender's weights to every worker as `version`. `sender` is learner rank 0's actor, or the list
-        of all rank actors (rank 0 first) when every rank must take part in the gathers (ZeRO-3)."""
-        senders = list(sender) if isinstance(sender, (list, tuple)) else [sender]
-        transport = transport or self.sync_cfg.transport
-        if transport == "broadcast":
-            try:
-                report = self._broadcast(senders, version)
-            except SyncError as e:  # every member finished the stream: the group is fine, the data was not
-                log.warning("weight sync %d failed (%s); retrying once", version, e)
-                report = self._broadcast(senders, version)
-            except RayActorError as e:  # a worker (or its node) died mid-sync: replace it, sync all again
-                if _one_of(e, senders):  # the sending side died: the learner group's failure, not ours to repair
-                    raise
-                log.warning("a rollout worker died during weight sync %d (%s); replacing it", version, e)
-                self._senders = senders
-                self.replace_dead_workers()
-                report = self._broadcast(senders, version)
-        elif transport == "object_store":
-            report = self._send_via_object_store(senders, version, self.workers)
-        else:
-            raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
-        self.version, self._senders = version, senders
-        if self.sync_cfg.verify:
-            self.check_outputs(senders, self.workers)
-        return report
-
-    def check_outputs(self, senders: list, workers: list) -> None:
-        """Every worker generates greedily from the probe prompts; the learner (all ranks: ZeRO-3 forwards are
-        collective) scores the same tokens. A worker that disagrees computes with other weights than the
-        learner's, whatever its checksums say: it is invalidated and the sync fails (rayscale.sync.output_check)."""
-        requests = output_check.probe_requests()
-        prompts = [r.prompt for r in requests]
-        outputs = self._get([w.generate.remote(requests) for w in workers])
-        dtypes = self._get([w.engine_dtype.remote() for w in workers])
-        for w, out, dtype in zip(workers, outputs, dtypes):
-            tokens = [samples[0].token_ids for samples in out]
-            scored = self._get([s.score_greedy.remote(prompts, tokens) for s in senders])[0]
-            problems = output_check.disagreements(tokens, scored["scores"],
-                                                  output_check.tolerance(dtype, scored["dtype"]))
-            if problems:
-                self._get([w.invalidate.remote()])
-                index = self.workers.index(w)
-                raise SyncError(f"rollout worker {index} ({dtype}) does not compute with the learner's weights of "
-                                f"version {self.version}: " + "; ".join(problems[:3]))
-
-    def _broadcast(self, senders: list, version: int) -> dict:
-        self._ensure_group(senders[0])
-        cfg = self.sync_cfg
-        recv = [w.receive_weights.remote(version, cfg.verify) for w in self.workers]
-        send = [s.send_weights.remote(version, "broadcast", cfg.bucket_bytes, cfg.verify) for s in senders]
-        try:
-            return self._get(send + recv)[0]
-        except SyncError:
-            raise
-        except Exception:
-            self._group_key = None  # a member may be stuck or gone: rebuild the group next time
-            # Let the senders' side of the broken broadcast end (gloo fails fast once a peer's socket closes) so
-            # a retry does not queue behind it.
-            ray.wait(send, num_returns=len(send), timeout=self.sync_cfg.timeout_s)
-            raise
-
-    def _send_via_object_store(self, senders: list, version: int, workers: list) -> dict:
-        cfg = self.sync_cfg
-        refs = self._get([s.send_weights.remote(version, "object_store", cfg.bucket_bytes, cfg.verify)
-                          for s in senders])[0]
-        self._get([w.load_weights_from_refs.remote(version, refs, cfg.verify) for w in workers])
-        return {"version": version, "buckets": len(refs), "transport": "object_store"}
-
-    def _ensure_group(self, sender) -> None:
-        key = (sender._actor_id, tuple(w._actor_id for w in self.workers))
-        if key == self._group_key:
-            return
-        self._close_groups(sender)
-        ranks = self._get([w.sync_ranks.remote() for w in self.workers])
-        world = 1 + sum(ranks)
-        backend = self.sync_cfg.resolve_backend(self.res.num_gpus)
-        timeout = self.sync_cfg.timeout_s
-        ip, port = self._get([sender.sync_endpoint.remote(world, timeout)])[0]
-        offsets = [1 + sum(ranks[:i]) for i in range(len(ranks))]
-        self._get([sender.init_sync_group.remote(ip, port, world, backend, timeout)]
-                  + [w.init_sync_group.remote(ip, port, world, r, backend, timeout)
-                     for w, r in zip(self.workers, offsets)])
-        self._group_key = key
-
-    def _close_groups(self, sender) -> None:
-        holders = {a._actor_id: a for a in [*self.workers, *self._senders[:1], sender]}
-        refs = [a.close_sync_group.remote() for a in holders.values()]
-        for ref in refs:
-            try:
-                ray.get(ref, timeout=self.sync_cfg.timeout_s)
-            except Exception as e:  # noqa: BLE001 - closing a group with a dead member is best effort
-                log.debug("closing a sync group: %s", e)
+    # ------------------------------------------------------------------ weight sync: the coordinator's hooks
+    # The weights are pushed by the controller's coordinator (rayscale.sync.coordinator.WeightSync), which sets
+    # `on_restart`: called with the workers a restart just started, before they generate, to bring them to the
+    # current weights (None: nothing was synced, model_path is current).
+    on_restart: Callable[[list], None] | None = None
 
     def _get(self, refs: list):
-        return ray.get(refs, timeout=self.sync_cfg.timeout_s)
+        return ray.get(refs, timeout=self.call_timeout_s)
 
     def shutdown(self) -> None:
         for w in self.workers:
@@ -289,4 +188,5 @@ class RolloutManager:
             except Exception as e:  # noqa: BLE001 - shutting down: a worker already gone is fine
                 log.debug("shutdown: %s", e)
         self.workers = []
-        remove_placement_group(self.pg)
+        if self._owns_placement:
+            remove_placement_groups({"rollout": self.placement})

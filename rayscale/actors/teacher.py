@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import ray
 
+from rayscale.actors.placement import actor_location
 from rayscale.config import TeacherConfig
 from rayscale.data.problem import Problem
-from rayscale.teacher.records import Correction, Localisation, ThoughtTemplate
+from rayscale.teacher.records import Correction, CorrectionRequest, Localisation, ThoughtTemplate
 from rayscale.teacher.teacher import make_teacher
 
 
@@ -23,10 +24,10 @@ class TeacherService:
         cfg = teacher_cfg if isinstance(teacher_cfg, TeacherConfig) else TeacherConfig.model_validate(teacher_cfg)
         self._teacher = make_teacher(cfg, model_path)
 
-    def correct(self, items: list[dict]) -> list[Correction]:
+    def correct(self, items: list[CorrectionRequest]) -> list[Correction]:
         return self._teacher.correct(items)
 
-    def localise(self, items: list[dict]) -> list[Localisation]:
+    def localise(self, items: list[CorrectionRequest]) -> list[Localisation]:
         return self._teacher.localise(items)
 
     def thought_templates(self, problems: list[Problem | dict]) -> list[ThoughtTemplate]:
@@ -37,6 +38,9 @@ class TeacherService:
 
     def ready(self) -> bool:
         return True
+
+    def location(self) -> dict:
+        return actor_location()
 
 
 TeacherActor = ray.remote(TeacherService)

@@ -19,7 +19,10 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayError
 
+from rayscale import cluster
+from rayscale.actors.placement import RolePlacement, actor_location
 from rayscale.config import RoleResources, VerifierConfig
+from rayscale.types import VerifyResult
 from rayscale.verify.isolation import IsolatedVerifier
 
 log = logging.getLogger(__name__)
@@ -39,11 +42,14 @@ class VerifierWorker:
         startup_s = self._verifier.wait_ready()
         return {"pid": os.getpid(), "worker_pids": self._verifier.worker_pids(), "startup_s": startup_s}
 
-    def verify(self, items: list[tuple[str, str]]) -> list[dict]:
+    def verify(self, items: list[tuple[str, str]]) -> list[VerifyResult]:
         return self._verifier.verify_batch(items)
 
     def check_steps(self, step_lists: list[list[str]]) -> list[int | None]:
         return self._verifier.check_steps_batch(step_lists)
+
+    def location(self) -> dict:
+        return actor_location()
 
     def stats(self) -> dict:
         return {"restarts": self._verifier.restarts, "worker_pids": self._verifier.worker_pids()}
@@ -55,33 +61,42 @@ class VerifierWorker:
 class VerifierPool:
     """`num_workers` verifier actors behind one call: `verify([(gold, response), ...])` -> results in input order.
 
-    `resources` are Ray actor options (e.g. `{"num_cpus": 1, "resources": {"verifier_node": 0.1}}`); default half a
-    CPU per actor, since each actor mostly waits on its worker process. Uses the caller's Ray if `ray.init` was
-    called, else starts a local one (and shuts it down in `shutdown`).
+    `placement`: the role's placement from the controller (actor i, and its replacements, on bundle i). Without
+    one, `resources` are plain Ray actor options (e.g. `{"num_cpus": 1}`; default half a CPU per actor, since each
+    actor mostly waits on its worker process). Uses the caller's Ray if connected, else starts a local one (and
+    shuts it down in `shutdown`).
     """
 
     def __init__(self, num_workers: int = 2, timeout_s: float = 5.0, resources: dict | None = None,
-                 procs_per_worker: int = 1, memory_limit_mb: int = 4096, batch_size: int = 64):
+                 procs_per_worker: int = 1, memory_limit_mb: int = 4096, batch_size: int = 64,
+                 placement: RolePlacement | None = None):
         if num_workers < 1 or batch_size < 1:
             raise ValueError("num_workers and batch_size must be >= 1")
         self.timeout_s, self.batch_size = float(timeout_s), batch_size
         self.procs_per_worker = procs_per_worker
         self.restarts = 0  # actors replaced
-        self._owns_ray = not ray.is_initialized()
-        if self._owns_ray:
-            ray.init(include_dashboard=False, log_to_driver=False)
-        options = {"num_cpus": 0.5, **(resources or {})}
-        self._actor_cls = ray.remote(VerifierWorker).options(max_restarts=0, max_task_retries=0, **options)
+        self._owns_ray = cluster.ensure_local()
+        if placement is not None and placement.plan.count != num_workers:
+            raise ValueError(f"the verifier placement has {placement.plan.count} bundles for {num_workers} workers")
+        self._placement = placement
+        self._options = {"num_cpus": 0.5, **(resources or {})}
+        self._actor_cls = ray.remote(VerifierWorker)
         self._actor_args = (self.timeout_s, procs_per_worker, memory_limit_mb)
-        self._actors = [self._actor_cls.remote(*self._actor_args) for _ in range(num_workers)]
+        self._actors = [self._spawn(i) for i in range(num_workers)]
         self._actor_born = [time.monotonic()] * num_workers
         self.startup = ray.get([a.ready.remote() for a in self._actors])
 
     @classmethod
-    def from_config(cls, cfg: VerifierConfig, role: RoleResources | None = None) -> VerifierPool:
-        resources = role.actor_options() if role is not None else {}
+    def from_config(cls, cfg: VerifierConfig, placement: RolePlacement | RoleResources | None = None) -> VerifierPool:
+        """From `verifier.*`, on the controller's placement (or, used on its own, with a role's resources)."""
+        resources = placement.actor_options() if isinstance(placement, RoleResources) else {}
+        placed = placement if isinstance(placement, RolePlacement) else None
         return cls(cfg.num_workers, cfg.timeout_s, resources, cfg.procs_per_worker, cfg.memory_limit_mb,
-                   cfg.batch_size)
+                   cfg.batch_size, placement=placed)
+
+    def _spawn(self, slot: int):
+        options = self._placement.actor_options(slot) if self._placement else self._options
+        return self._actor_cls.options(max_restarts=0, max_task_retries=0, **options).remote(*self._actor_args)
 
     @property
     def actors(self) -> list:
@@ -89,11 +104,11 @@ class VerifierPool:
         return list(self._actors)
 
     # ------------------------------------------------------------------------------------------ calls
-    def verify(self, items: Sequence[tuple[str, str]]) -> list[dict]:
+    def verify(self, items: Sequence[tuple[str, str]]) -> list[VerifyResult]:
         payloads = [(str(g), str(r)) for g, r in items]
 
-        def failed(reason: str) -> dict:
-            return {"correct": False, "pred": None, "status": "error", "reason": reason, "latency_s": 0.0}
+        def failed(reason: str) -> VerifyResult:
+            return VerifyResult(False, None, "error", reason, 0.0)
 
         return self._map("verify", payloads, failed)
 
@@ -172,6 +187,13 @@ class VerifierPool:
             ray.kill(dead_actor)
         except RayError:
             pass
-        self._actors[slot] = self._actor_cls.remote(*self._actor_args)
+        self._actors[slot] = self._spawn(slot)
         self._actor_born[slot] = time.monotonic()
         self.restarts += 1
+
+
+def pool_backend(workers: int, timeout_s: float, memory_limit_mb: int):
+    """`rayscale verify --ray`: a VerifierPool of `workers` actors as a `rayscale.verify.batch` backend, (verify,
+    close). Ray as VerifierPool finds it (a local one it starts is shut down again by close)."""
+    pool = VerifierPool(workers, timeout_s, memory_limit_mb=memory_limit_mb)
+    return pool.verify, pool.shutdown

@@ -47,19 +47,22 @@ def _ended(s: Sample) -> bool:
     return s.finish_reason != "length"
 
 
-def _distinct(graded: Sequence[Graded]) -> list[Graded]:
-    """One sample per distinct response text: duplicates add no signal and over-weight easy prompts."""
+def distinct_samples(graded: Sequence[Graded]) -> list[Graded]:
+    """One sample per distinct response text (the first of each, in order): duplicates add no signal and
+    over-weight easy prompts."""
     seen: dict[str, Graded] = {}
     for g in graded:
         seen.setdefault(g.sample.response, g)
     return list(seen.values())
 
 
+
+
 # ------------------------------------------------------------------------------------------------ outcome
 def outcome_pairs(graded: Sequence[Graded], rng: random.Random, max_pairs: int = 2) -> list[PreferencePair]:
     """Up to `max_pairs` (correct, wrong) pairs from one prompt's samples; none if all agree."""
-    right = _distinct([g for g in graded if g.correct])
-    wrong = _distinct([g for g in graded if not g.correct])
+    right = distinct_samples([g for g in graded if g.correct])
+    wrong = distinct_samples([g for g in graded if not g.correct])
     rng.shuffle(right)
     rng.shuffle(wrong)
     return [
@@ -103,7 +106,7 @@ def correction_pair(wrong: Sample, wrong_step: int, corrected_continuation: str,
 
 def wrong_samples_to_correct(graded: Sequence[Graded], max_per_prompt: int, rng: random.Random) -> list[Graded]:
     """The distinct wrong samples of one prompt that go to the teacher (at most `max_per_prompt`)."""
-    wrong = _distinct([g for g in graded if not g.correct])
+    wrong = distinct_samples([g for g in graded if not g.correct])
     rng.shuffle(wrong)
     return wrong[:max_per_prompt]
 

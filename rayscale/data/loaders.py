@@ -12,7 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from rayscale.config import SyntheticTaskConfig
 from rayscale.data.problem import Problem
+from rayscale.data.synthetic import synthetic_splits
 from rayscale.text import last_boxed
 
 HUB_IDS = {
@@ -20,7 +22,8 @@ HUB_IDS = {
     "math": ("DigitalLearningGmbH/MATH-lighteval", None),
     "math500": ("HuggingFaceH4/MATH-500", None),
 }
-SHARED_FILES = {("gsm8k", "test"): "gsm8k_test.jsonl", ("math500", "test"): "math500_test.jsonl"}
+SHARED_FILES = {("gsm8k", "train"): "gsm8k_train.jsonl", ("gsm8k", "test"): "gsm8k_test.jsonl",
+                ("math500", "test"): "math500_test.jsonl"}
 
 
 class DataError(ValueError):
@@ -42,46 +45,72 @@ def shared_data_dir() -> Path:
 # ------------------------------------------------------------------------------------------------ raw rows
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) for each non-blank line; a bad line raises DataError naming file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
+    with open(path, "rb") as f:  # decoded line by line, so a bad byte is reported on its own line
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1});"
+                                " save the file as UTF-8") from None
+            if lineno == 1:
+                line = line.removeprefix("\ufeff")  # a byte-order mark some editors write
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno}); expected one JSON "
+                                "object per line (JSONL)") from None
             if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__} (one JSON object "
+                                "per line, JSONL)")
             yield lineno, row
 
 
-def _iter_rows(path_or_id: str, split: str, hub_config: str | None) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(location for error messages, row) from a local JSONL/parquet file or a hub dataset."""
+def _iter_rows(path_or_id: str, split: str, hub_config: str | None,
+               label: str | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(location for error messages, row) from a local JSONL/parquet file or a hub dataset. Errors about the
+    location itself (named by `label`, e.g. `data.path=X`) are raised by this call, errors in a row while iterating."""
+    label = label or path_or_id
     path = Path(path_or_id)
     if path.is_file() and path.suffix in (".jsonl", ".json"):
-        for lineno, row in iter_jsonl(path):
-            yield f"{path}:{lineno}", row
-        return
-    import datasets  # heavy; only for parquet and hub sources
-
+        return ((f"{path}:{lineno}", row) for lineno, row in iter_jsonl(path))
     if not path.exists() and (path_or_id.startswith(("/", ".", "~")) or path.suffix in (".jsonl", ".json", ".parquet")):
-        raise DataError(f"{path_or_id}: no such file (data.path / data.eval_path: a local .jsonl or .parquet file, "
-                        "a directory of parquet files, or a hub dataset id)")
+        raise DataError(f"{label}: no such file (expected a local .jsonl or .parquet file, a directory of "
+                        "parquet files, or a hub dataset id)")
+    if path.is_file() and path.suffix != ".parquet":
+        raise DataError(f"{label}: a {path.suffix or 'suffix-less'} file; expected a .jsonl file (one JSON "
+                        "object per line) or a .parquet file")
+    import datasets  # datasets: heavy (~1.4 s), only for parquet and hub sources
+
     if path.exists():
         files = [str(p) for p in sorted(path.glob(f"**/{split}*.parquet"))] if path.is_dir() else [str(path)]
         if not files:
-            raise DataError(f"{path}: no {split}*.parquet files found")
-        ds = datasets.load_dataset("parquet", data_files=files, split="train")
-    else:
-        ds = datasets.load_dataset(path_or_id, hub_config, split=split)
-    for i, row in enumerate(ds):
-        yield f"{path_or_id}[{split}] row {i}", row
+            raise DataError(f"{label}: no {split}*.parquet files in this directory (expected a .jsonl or "
+                            f".parquet file, or a directory holding {split}*.parquet)")
+    try:
+        if path.exists():
+            ds = datasets.load_dataset("parquet", data_files=files, split="train")
+        else:
+            ds = datasets.load_dataset(path_or_id, hub_config, split=split)
+    except Exception as e:  # unreadable parquet, unknown hub id, no network: all fixed by the user
+        what = "cannot read it as parquet" if path.exists() else (
+            f"not a local file, and hub dataset {path_or_id!r} (split {split!r}) could not be loaded")
+        raise DataError(f"{label}: {what} ({type(e).__name__}: {str(e)[:300]}); give a local .jsonl or "
+                        ".parquet file, or a hub id that exists (offline: download it first)") from None
+    return ((f"{path_or_id}[{split}] row {i}", row) for i, row in enumerate(ds))
 
 
-def _field(row: dict[str, Any], name: str, where: str, expected: str) -> Any:
+def _field(row: dict[str, Any], name: str, where: str, expected: str, numbers: bool = False) -> Any:
+    """A non-empty string field (or, with `numbers`, a number, returned as a string)."""
     value = row.get(name)
     if value is None or (isinstance(value, str) and not value.strip()):
         raise DataError(f"{where}: missing or empty field {name!r} (expected fields: {expected})")
+    if numbers and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, str):
+        kind = "a string or a number" if numbers else "a string"
+        raise DataError(f"{where}: field {name!r} must be {kind}, got {type(value).__name__} {value!r:.40}")
     return value
 
 
@@ -93,7 +122,8 @@ def gsm8k_problem(row: dict[str, Any], where: str, index: int, split: str) -> Pr
     answer_text = _field(row, "answer", where, "question, answer")
     head, sep, tail = answer_text.rpartition("####")
     if not sep or not tail.strip():
-        raise DataError(f"{where}: field 'answer' has no final '#### <number>' line")
+        raise DataError(f"{where}: field 'answer' has no final '#### <number>' line (a GSM8K answer ends with its "
+                        "result on a line of its own, e.g. \"...\\n#### 18\")")
     gold = tail.strip().replace(",", "")
     # Steps keep their <<a*b=c>> calculator annotations: they are exact arithmetic claims the step checker uses.
     steps = tuple(line.strip() for line in head.splitlines() if line.strip())
@@ -112,6 +142,8 @@ def math_problem(row: dict[str, Any], where: str, index: int, split: str, source
     question = _field(row, "problem", where, "problem, solution, answer")
     solution = row.get("solution")
     answer = row.get("answer")
+    if isinstance(answer, int | float) and not isinstance(answer, bool):
+        answer = str(answer)
     if not (isinstance(answer, str) and answer.strip()):
         answer = last_boxed(solution) if isinstance(solution, str) else None
         if not answer:
@@ -136,8 +168,8 @@ def jsonl_problem(row: dict[str, Any], where: str, index: int, field_map: dict[s
     solution = row.get(names["gold_solution"])
     return Problem(
         id=str(row.get(names["id"], f"jsonl/{index}")),
-        question=str(_field(row, names["question"], where, expected)),
-        gold_answer=str(_field(row, names["gold_answer"], where, expected)).strip(),
+        question=_field(row, names["question"], where, expected),
+        gold_answer=_field(row, names["gold_answer"], where, expected, numbers=True).strip(),
         gold_solution=solution,
         gold_steps=tuple(s.strip() for s in solution.splitlines() if s.strip()) if isinstance(solution, str) else None,
         source="jsonl",
@@ -152,6 +184,15 @@ def default_location(source: str, split: str) -> str:
     return HUB_IDS[source][0]
 
 
+# What one row of each source holds, for error messages.
+SOURCE_NAMES = {"gsm8k": "GSM8K", "math": "MATH", "math500": "MATH500", "jsonl": "generic JSONL"}
+ROW_FORMATS = {
+    "gsm8k": '{"question": "...", "answer": "<steps>\\n#### <number>"}',
+    "math": '{"problem": "...", "answer": "..."} (or no "answer" and a "solution" with \\boxed{...})',
+    "jsonl": '{"question": "...", "gold_answer": "..."} (other field names: data.field_map)',
+}
+
+
 def load_problems(
     source: str,
     path: str | None = None,
@@ -159,12 +200,10 @@ def load_problems(
     field_map: dict[str, str] | None = None,
     limit: int | None = None,
     synthetic_cfg=None,
+    key: str = "data.path",
 ) -> list[Problem]:
-    """Problems of one split of one source, in file order."""
+    """Problems of one split of one source, in file order. `key` is the setting `path` came from (for errors)."""
     if source == "synthetic":
-        from rayscale.config import SyntheticTaskConfig
-        from rayscale.data.synthetic import synthetic_splits
-
         if split not in ("train", "test", "dev"):
             raise DataError(f"synthetic task has splits 'train', 'test' and 'dev', not {split!r}")
         problems = synthetic_splits(synthetic_cfg or SyntheticTaskConfig(), dev=split == "dev")[split]
@@ -176,20 +215,28 @@ def load_problems(
     location = path or default_location(source, split)
     hub_config = HUB_IDS[source][1] if source in HUB_IDS else None
     problems: list[Problem] = []
-    for index, (where, row) in enumerate(_iter_rows(location, split, hub_config)):
-        if source == "gsm8k":
-            problems.append(gsm8k_problem(row, where, index, split))
-        elif source in ("math", "math500"):
-            problems.append(math_problem(row, where, index, split, source))
-        else:
-            problems.append(jsonl_problem(row, where, index, field_map or {}))
-        if limit and len(problems) >= limit:
-            break
+    label = f"{key}={path}" if path else f"{location} (the default for data.source={source})"
+    row_format = f"a {SOURCE_NAMES[source]} row is {ROW_FORMATS['math' if source == 'math500' else source]}"
+    rows = _iter_rows(location, split, hub_config, label)
+    try:
+        for index, (where, row) in enumerate(rows):
+            if source == "gsm8k":
+                problems.append(gsm8k_problem(row, where, index, split))
+            elif source in ("math", "math500"):
+                problems.append(math_problem(row, where, index, split, source))
+            else:
+                problems.append(jsonl_problem(row, where, index, field_map or {}))
+            if limit and len(problems) >= limit:
+                break
+    except DataError as e:  # a bad row: say what a row of this source holds and what to do
+        raise DataError(f"{e}\n  {row_format}; fix or remove that line") from None
+    if not problems:
+        raise DataError(f"{label}: no rows (split {split!r}); expected one JSON object per line, {row_format}")
     return problems
 
 
 def to_hf_dataset(problems: list[Problem]):
     """A `datasets.Dataset` view of problems (for map/shuffle/select pipelines and saving to disk)."""
-    import datasets
+    import datasets  # datasets: heavy (~1.4 s), only for this view
 
     return datasets.Dataset.from_list([p.to_dict() | {"meta": json.dumps(p.meta)} for p in problems])

@@ -58,7 +58,7 @@ def reference_config(cfg: LearnerConfig, device: str) -> dict:
 def make_scheduler(cfg: LearnerConfig):
     """A callable DeepSpeed hands its optimizer to; DeepSpeed steps the schedule once per optimizer step and saves it
     in checkpoints."""
-    from transformers import get_scheduler
+    from transformers import get_scheduler  # transformers + torch: heavy; the config dicts above need neither
 
     name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[cfg.lr_schedule]
 

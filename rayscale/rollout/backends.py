@@ -16,6 +16,7 @@ from collections.abc import Iterable
 
 from rayscale.config import RolloutConfig
 from rayscale.rollout.hf_engine import HFEngine
+from rayscale.rollout.vllm_engine import VLLMEngine
 from rayscale.sync.buckets import Bucket, state_checksums
 from rayscale.sync.group import Backend, SyncGroup
 from rayscale.sync.protocol import receive_all
@@ -74,7 +75,5 @@ def make_backend(model_path: str, cfg: RolloutConfig, worker_index: int = 0, dty
     if cfg.backend == "hf":
         return HFBackend(HFEngine.from_path(model_path, cfg, dtype, worker_index, trust_remote_code))
     if cfg.backend == "vllm":
-        from rayscale.rollout.vllm_engine import VLLMEngine
-
         return VLLMEngine(model_path, cfg, worker_index, trust_remote_code)
     raise ValueError(f"unknown rollout backend {cfg.backend!r}; expected hf or vllm")

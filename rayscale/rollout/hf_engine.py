@@ -15,6 +15,7 @@ import torch
 from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
 from rayscale.config import RolloutConfig
+from rayscale.models import load_model, load_tokenizer
 from rayscale.rollout.sampling import RowSampler, StopOnStrings, row_seed, truncate_at_stop
 from rayscale.types import RolloutRequest, Sample
 
@@ -57,8 +58,6 @@ class HFEngine:
     @classmethod
     def from_path(cls, path: str, cfg: RolloutConfig, dtype: str = "auto", seed_salt: int = 0,
                   trust_remote_code: bool = False) -> HFEngine:
-        from rayscale.models import load_model, load_tokenizer
-
         device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         model = load_model(path, dtype, device, trust_remote_code)
         return cls(model, load_tokenizer(path, trust_remote_code), cfg, seed_salt)

@@ -18,6 +18,8 @@ import os
 import random
 from collections.abc import Iterable
 
+import torch
+
 from rayscale.config import CPU_KV_CACHE_GB, RolloutConfig, VLLMConfig
 from rayscale.sync.buckets import Bucket, bucket_to_bytes
 from rayscale.types import RolloutRequest, Sample
@@ -29,8 +31,6 @@ INSTALL_HINT = ("vLLM is not installed: on a GPU machine pip install 'rayscale[v
 
 def on_cpu() -> bool:
     """True where vLLM will run on the CPU: no CUDA device is visible to this process."""
-    import torch
-
     return not torch.cuda.is_available()
 
 
@@ -42,7 +42,7 @@ def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool 
     # Read by vLLM when the engine starts, in this process only (each Ray actor is its own process).
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
     try:
-        from vllm import LLM
+        from vllm import LLM  # vllm: optional extra ('rayscale[vllm]'); this module imports without it
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
     if cpu and v.tensor_parallel_size > 1:
@@ -69,7 +69,7 @@ class VLLMEngine:
         self._rng = random.Random(f"{cfg.seed}:{seed_salt}")
 
     def generate(self, requests: list[RolloutRequest], version: int) -> list[list[Sample]]:
-        from vllm import SamplingParams, TokensPrompt
+        from vllm import SamplingParams, TokensPrompt  # vllm: optional extra, as in make_llm
 
         encode = lambda text: self.tokenizer.encode(text, add_special_tokens=False)  # noqa: E731
         prompts, params = [], []

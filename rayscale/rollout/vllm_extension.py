@@ -8,9 +8,13 @@ this module without vLLM installed.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import dataclasses
+import sys
 import weakref
 
+import numpy as np
 import torch
 
 from rayscale.sync.buckets import (
@@ -80,8 +84,6 @@ class SyncWorkerExtension:
     def rayscale_stage_bucket(self, meta_json: str, raw: bytes) -> None:
         if self._rayscale_staged is None:
             raise RuntimeError("stage_bucket before begin_staging")
-        import numpy as np
-
         # a writable copy we own: the message buffer belongs to the transport
         bucket = bucket_from_bytes(meta_json, np.frombuffer(bytearray(raw), dtype=np.uint8))
         self._rayscale_staged.append(bucket)
@@ -147,10 +149,6 @@ def keep_freed_memory_warm() -> bool:
     global _MALLOC_TUNED
     if _MALLOC_TUNED:
         return True
-    import ctypes
-    import ctypes.util
-    import sys
-
     if not sys.platform.startswith("linux"):
         return False
     try:
@@ -218,11 +216,11 @@ def refresh_cpu_gemms(model: torch.nn.Module) -> int:
     that layer's GEMM; any other is packed again from the weight it now holds (about 55 ms for SmolLM2's
     49152 x 576 head on one core). Without a snapshot from `_rayscale_reload`, every such layer counts as stale.
     """
-    from vllm.platforms import current_platform
+    from vllm.platforms import current_platform  # vllm: this module imports without it (see the docstring)
 
     if not current_platform.is_cpu():
         return 0
-    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm  # vllm: as above
 
     before = _PACKED_BEFORE_RELOAD.pop(model, None)
     layers = _packed_gemms(model)

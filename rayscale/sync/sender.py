@@ -1,8 +1,10 @@
 """The sending side of weight sync, as a mixin for the learner's rank actor.
 
-It relies on two things of the class it is mixed into: `self.rank`, and a generator
-`self.iter_params_for_sync(bucket_bytes)` yielding `(name, full_tensor)` on rank 0 (under ZeRO-3 every rank runs
-it, because gathering a partitioned parameter is a collective). Everything else lives here.
+It relies on three things of the class it is mixed into: `self.rank`, `self.bucket_bytes` (the bucket size, given
+to the learner once at construction: the same one its ZeRO-3 gathers use), and a generator
+`self.iter_params_for_sync()` yielding `(name, full_tensor)` on rank 0 (under ZeRO-3 every rank runs it, because
+gathering a partitioned parameter is a collective). Everything else lives here; what to send when is decided by
+the controller's coordinator (rayscale.sync.coordinator.WeightSync).
 """
 
 from __future__ import annotations
@@ -15,8 +17,6 @@ from rayscale.sync.buckets import Bucket, bucket_to_bytes, checksum, iter_bucket
 from rayscale.sync.group import Backend, SyncGroup, host_store
 from rayscale.sync.protocol import send_stream
 from rayscale.sync.receiver import SyncError
-
-DEFAULT_BUCKET_BYTES = 64 << 20
 
 
 class BufferPool:
@@ -78,6 +78,7 @@ class WeightSenderMixin:
     """
 
     sync_zero_copy: bool = False
+    bucket_bytes: int  # set by the host class's constructor
     _sync_group: SyncGroup | None = None
     _sync_store = None
     _sync_pools: dict | None = None
@@ -101,12 +102,12 @@ class WeightSenderMixin:
             self._sync_group.close()
         self._sync_group = None
 
-    def send_weights(self, version: int, transport: str = "broadcast", bucket_bytes: int = DEFAULT_BUCKET_BYTES,
-                     verify: bool = False):
-        """broadcast: streams the buckets to the group and returns a report (dict).
+    def send_weights(self, version: int, transport: str = "broadcast", verify: bool = False):
+        """broadcast: streams buckets of `self.bucket_bytes` to the group and returns a report (dict).
         object_store: returns [(bucket metadata JSON, ObjectRef of its bytes)] for `load_weights_from_refs`.
         Ranks other than 0 return None after taking part in the gathers."""
-        params = self.iter_params_for_sync(bucket_bytes)
+        bucket_bytes = self.bucket_bytes
+        params = self.iter_params_for_sync()
         if self.rank != 0:
             for _ in params:
                 pass
@@ -117,7 +118,9 @@ class WeightSenderMixin:
             device = self._sync_group.device
             pool = self._pool(device)
             plans = self.__dict__.setdefault("_sync_plans", {})
-            key = (bucket_bytes, str(device))
+            # The bucket size is fixed at construction; should the layout change anyway, the announced plan
+            # fails the sync cleanly on both sides and the coordinator's retry streams the new one.
+            key = str(device)
             buckets = iter_buckets(params, bucket_bytes, device, pool.alloc, zero_copy=self.sync_zero_copy)
             try:
                 report = send_stream(self._sync_group, buckets, version, verify, plan=plans.get(key),

@@ -30,15 +30,15 @@ def _failed(n: int, error: Exception, latency_s: float) -> list[ChatResult]:
 
 class HFChatBackend:
     def __init__(self, model_path: str, cfg: LocalTeacherConfig):
-        import torch
+        import torch  # torch: only a local HF teacher loads it, never an oracle or API one
 
-        from rayscale.models import load_model, load_tokenizer
+        from rayscale.models import load_model, load_tokenizer  # torch + transformers, as above
 
         self.cfg = cfg
         self.device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        self.tokenizer = load_tokenizer(model_path)
+        self.tokenizer = load_tokenizer(model_path, cfg.trust_remote_code)
         self.tokenizer.padding_side = "left"  # batched generation continues every prompt from its last token
-        self.model = load_model(model_path, cfg.dtype, self.device).eval()
+        self.model = load_model(model_path, cfg.dtype, self.device, cfg.trust_remote_code).eval()
 
     def _render(self, messages: Messages) -> str:
         if getattr(self.tokenizer, "chat_template", None):
@@ -58,15 +58,12 @@ class HFChatBackend:
         return out
 
     def _generate(self, batch: Sequence[Messages], start: float) -> list[ChatResult]:
-        import torch
-
         tok = self.tokenizer
         enc = tok([self._render(m) for m in batch], return_tensors="pt", padding=True, add_special_tokens=False)
         enc = enc.to(self.device)
-        with torch.no_grad():
-            generated = self.model.generate(
-                **enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
-            )
+        generated = self.model.generate(  # generate runs under torch.no_grad itself
+            **enc, max_new_tokens=self.cfg.max_new_tokens, do_sample=False, pad_token_id=tok.pad_token_id
+        )
         new_tokens = generated[:, enc["input_ids"].shape[1] :].tolist()
         latency = time.monotonic() - start
         results = []
@@ -83,18 +80,18 @@ class VLLMChatBackend:
     room for `max_new_tokens` in the model's context is answered `prompt_too_long` on its own; the rest still run."""
 
     def __init__(self, model_path: str, cfg: LocalTeacherConfig):
-        from vllm import SamplingParams
+        from vllm import SamplingParams  # vllm: optional extra, only for teacher.local.backend=vllm
 
-        from rayscale.rollout.vllm_engine import make_llm
+        from rayscale.rollout.vllm_engine import make_llm  # torch (via rayscale.sync), only for this backend
 
-        self.llm = make_llm(model_path, cfg.vllm, seed=0)
+        self.llm = make_llm(model_path, cfg.vllm, seed=0, trust_remote_code=cfg.trust_remote_code)
         self.tokenizer = self.llm.get_tokenizer()
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.max_new_tokens = cfg.max_new_tokens
         self.params = SamplingParams(temperature=0.0, max_tokens=cfg.max_new_tokens)
 
     def complete(self, conversations: Sequence[Messages]) -> list[ChatResult]:
-        from vllm import TokensPrompt
+        from vllm import TokensPrompt  # vllm: optional extra, only for teacher.local.backend=vllm
 
         start = time.monotonic()
         results: list[ChatResult | None] = [None] * len(conversations)

@@ -1,4 +1,5 @@
-"""What the teacher returns: thought templates, first-error localisations, corrections.
+"""What the teacher is asked (a student's solution) and returns: thought templates, first-error localisations,
+corrections.
 
 Step indices are 0-based over the student's solution lines (`rayscale.text.split_steps`, answer line included);
 the prompts show them 1-based ("Step 1") because that is how models count, and the parsers convert.
@@ -7,6 +8,11 @@ the prompts show them 1-based ("Step 1") because that is how models count, and t
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: importing a record must not pull in the data layer (pydantic config)
+    from rayscale.data.problem import Problem
+    from rayscale.prompts import PromptStyle
 
 # Why an output was rejected. Counted by reason in `stats()`; a rejected record still comes back in its slot.
 REQUEST_FAILED = "request_failed"  # the backend gave no text (HTTP failure after retries, truncated, generate error)
@@ -17,12 +23,23 @@ EMPTY_CORRECTION = "empty_correction"  # nothing left after step k
 NO_FINAL_ANSWER = "no_final_answer"  # the corrected solution states no final answer
 WRONG_FINAL_ANSWER = "wrong_final_answer"  # ...or one that does not verify against the gold answer
 NO_GOLD_STEPS = "no_gold_steps"  # the oracle needs a gold step-by-step solution
-BAD_ITEM = "bad_item"  # the request item itself is malformed (missing problem / solution)
+BAD_ITEM = "bad_item"  # the request itself is malformed (missing problem / solution)
 
 REJECT_REASONS = (
     REQUEST_FAILED, UNPARSEABLE, NO_ERROR_FOUND, BAD_STEP_INDEX, EMPTY_CORRECTION, NO_FINAL_ANSWER,
     WRONG_FINAL_ANSWER, NO_GOLD_STEPS, BAD_ITEM,
 )
+
+
+@dataclass(frozen=True)
+class CorrectionRequest:
+    """One student solution for the teacher: `correct` and `localise` each take a list of them (a dict with these
+    keys is read the same way, for scripts)."""
+
+    problem: Problem  # or its dict (`Problem.to_dict()`)
+    student_solution: str  # one step per line, the final answer line last
+    prompt_id: str | None = None  # None: the problem's id
+    style: PromptStyle | None = None  # answer-line layout of the correction; None: inferred from the last line
 
 
 @dataclass

@@ -18,7 +18,8 @@ from rayscale.data.problem import Problem
 from rayscale.prompts import PromptStyle
 from rayscale.teacher import oracle
 from rayscale.teacher.acceptance import build_correction, valid_step_index
-from rayscale.teacher.openai_client import ChatResult, Messages
+from rayscale.teacher.local_backend import make_local_backend
+from rayscale.teacher.openai_client import ChatResult, Messages, OpenAIChatClient
 from rayscale.teacher.parsers import parse_correction, parse_localisation, parse_thought_template
 from rayscale.teacher.prompting import PromptTemplate, load_templates, prompt_values
 from rayscale.teacher.records import (
@@ -30,6 +31,7 @@ from rayscale.teacher.records import (
     UNPARSEABLE,
     WRONG_FINAL_ANSWER,
     Correction,
+    CorrectionRequest,
     Localisation,
     ThoughtTemplate,
 )
@@ -60,10 +62,14 @@ def infer_style(lines: list[str]) -> PromptStyle:
 
 
 def read_item(item: Any) -> TeacherItem | str:
-    """A validated item, or a message saying what is wrong with it."""
-    if not isinstance(item, dict):
-        return f"item is a {type(item).__name__}, expected a dict"
-    problem, solution = item.get("problem"), item.get("student_solution")
+    """A validated CorrectionRequest (or a dict with its keys), or a message saying what is wrong with it."""
+    if isinstance(item, CorrectionRequest):
+        problem, solution, prompt_id, style = item.problem, item.student_solution, item.prompt_id, item.style
+    elif isinstance(item, dict):
+        problem, solution, style = item.get("problem"), item.get("student_solution"), item.get("style")
+        prompt_id = item.get("prompt_id")
+    else:
+        return f"item is a {type(item).__name__}, expected a CorrectionRequest (or its dict)"
     try:
         problem = problem if isinstance(problem, Problem) else Problem.from_dict(problem)
     except (KeyError, TypeError, AttributeError) as e:
@@ -71,8 +77,8 @@ def read_item(item: Any) -> TeacherItem | str:
     if not isinstance(solution, str):
         return f"'student_solution' must be a string, got {type(solution).__name__}"
     lines = split_steps(solution)
-    style = item.get("style") or infer_style(lines)
-    return TeacherItem(str(item.get("prompt_id", problem.id)), problem, lines, style)
+    prompt_id = problem.id if prompt_id is None else prompt_id
+    return TeacherItem(str(prompt_id), problem, lines, style or infer_style(lines))
 
 
 class Teacher:
@@ -84,13 +90,13 @@ class Teacher:
         self._stats = TeacherStats(self.name)
 
     # ------------------------------------------------------------------------------------------ public API
-    def correct(self, items: Sequence[dict]) -> list[Correction]:
+    def correct(self, items: Sequence[CorrectionRequest | dict]) -> list[Correction]:
         return self._run(
             "correct", items, read_item, self._correct_batch,
             lambda pid, reason: Correction.rejected(pid, reason), lambda c: c.reject_reason,
         )
 
-    def localise(self, items: Sequence[dict]) -> list[Localisation]:
+    def localise(self, items: Sequence[CorrectionRequest | dict]) -> list[Localisation]:
         return self._run(
             "localise", items, read_item, self._localise_batch,
             lambda pid, reason: Localisation([], None, pid, reject_reason=reason), lambda loc: loc.reject_reason,
@@ -124,8 +130,7 @@ class Teacher:
             read_out = read(item)
             if isinstance(read_out, str):
                 log.warning("teacher %s: item %d rejected: %s", task, i, read_out)
-                pid = (item.get("prompt_id") or item.get("id") or "") if isinstance(item, dict) else ""
-                out[i] = reject(str(pid), BAD_ITEM)
+                out[i] = reject(_raw_pid(item), BAD_ITEM)
             else:
                 valid.append(read_out)
                 slots.append(i)
@@ -145,6 +150,13 @@ class Teacher:
 
 def _pid(item: TeacherItem | Problem) -> str:
     return item.prompt_id if isinstance(item, TeacherItem) else item.id
+
+
+def _raw_pid(item: Any) -> str:
+    """The id of an item that failed validation, as far as it can be read ("" when none)."""
+    if isinstance(item, CorrectionRequest):
+        return str(item.prompt_id or "")
+    return str((item.get("prompt_id") or item.get("id") or "") if isinstance(item, dict) else "")
 
 
 def _read_problem(p: Any) -> Problem | str:
@@ -249,12 +261,8 @@ def make_teacher(cfg: TeacherConfig, model_path: str | None = None) -> Teacher:
         return OracleTeacher()
     templates = load_templates(cfg.prompts_dir)
     if cfg.backend == "openai":
-        from rayscale.teacher.openai_client import OpenAIChatClient
-
         return ChatTeacher(OpenAIChatClient(cfg.openai), templates, "openai")
     path = model_path or cfg.local.model_path
     if not path:
         raise ConfigError("teacher.backend=local needs teacher.local.model_path (an HF directory or hub id)")
-    from rayscale.teacher.local_backend import make_local_backend
-
     return ChatTeacher(make_local_backend(path, cfg.local), templates, "local")

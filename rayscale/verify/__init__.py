@@ -6,6 +6,7 @@ processes with hard wall-clock timeouts, and `rayscale.actors.verifier.VerifierP
 
 from __future__ import annotations
 
+from rayscale.types import VerifyResult
 from rayscale.verify.equivalence import Verdict, is_equivalent
 from rayscale.verify.extract import extract_answer
 from rayscale.verify.steps import check_step, first_wrong_step
@@ -13,22 +14,23 @@ from rayscale.verify.steps import check_step, first_wrong_step
 STATUSES = ("ok", "no_answer", "timeout", "error")
 
 
-def verify_response(gold: str, response: str) -> dict:
-    """{correct, pred, status, reason} for one response against a gold answer; status is ok/no_answer/error."""
+def verify_response(gold: str, response: str) -> VerifyResult:
+    """The verdict on one response against a gold answer (status ok/no_answer/error; not timed: latency_s 0.0)."""
     return grade_answer(gold, extract_answer(response))
 
 
-def grade_answer(gold: str, pred: str | None) -> dict:
-    """`verify_response` after extraction: {correct, pred, status, reason} for an extracted answer (None = none)."""
+def grade_answer(gold: str, pred: str | None) -> VerifyResult:
+    """`verify_response` after extraction: the verdict on an extracted answer (None = none found)."""
     if pred is None:
-        return {"correct": False, "pred": None, "status": "no_answer", "reason": "no final answer found"}
+        return VerifyResult(False, None, "no_answer", "no final answer found")
     verdict = is_equivalent(gold, pred)
-    return {"correct": verdict.correct, "pred": pred, "status": verdict.status, "reason": verdict.reason}
+    return VerifyResult(verdict.correct, pred, verdict.status, verdict.reason)
 
 
 __all__ = [
     "STATUSES",
     "Verdict",
+    "VerifyResult",
     "check_step",
     "extract_answer",
     "first_wrong_step",

@@ -4,6 +4,9 @@ Input rows are `{"gold": str, "response": str, ...}`; output rows are the same r
 plus `pred` (str or null), `correct` (bool) and `status` (ok / no_answer / timeout / error). The whole input is
 validated before any work, and the output is written to a temporary file renamed into place at the end, so a bad
 row or an interrupted run never leaves a half-written output.
+
+Pure of Ray: the grading runs on a backend, by default `process_backend` (an IsolatedVerifier's child processes);
+`rayscale verify --ray` passes `rayscale.actors.verifier.pool_backend` (a Ray VerifierPool) instead.
 """
 
 from __future__ import annotations
@@ -14,12 +17,18 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rayscale.data.loaders import DataError, iter_jsonl
+from rayscale.types import VerifyResult
 from rayscale.verify import STATUSES
+from rayscale.verify.isolation import IsolatedVerifier
+
+Backend = tuple[Callable[[Sequence[tuple[str, str]]], list[VerifyResult]], Callable[[], None]]  # (verify, close)
+StartBackend = Callable[[int, float, int], Backend]  # (workers, timeout_s, memory_limit_mb) -> a started backend
 
 _PROGRESS_EVERY = 2048  # rows per verify call, so a long file shows progress
 
@@ -64,19 +73,28 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def verify_file(input_path: str | Path, output_path: str | Path, workers: int = 2, timeout_s: float = 5.0,
-                use_ray: bool = False, memory_limit_mb: int = 4096, progress: bool = True) -> Summary:
+def process_backend(workers: int, timeout_s: float, memory_limit_mb: int) -> Backend:
+    """`workers` verifier child processes (an IsolatedVerifier), started and ready: the default, no Ray."""
+    verifier = IsolatedVerifier(workers, timeout_s, memory_limit_mb)
+    verifier.wait_ready()
+    return verifier.verify_batch, verifier.close
+
+
+def verify_file(input_path: str | Path, output_path: str | Path, *, workers: int = 2, timeout_s: float = 5.0,
+                memory_limit_mb: int = 4096, progress: bool = True,
+                start_backend: StartBackend = process_backend) -> Summary:
+    """Grade every row of `input_path` into `output_path`; the backend starts only once the whole input is valid."""
     if not Path(input_path).is_file():
         raise FileNotFoundError(f"input file not found: {input_path}")
     rows = read_rows(input_path)
     items = [(row["gold"], row["response"]) for row in rows]
     summary = Summary(total=len(rows))
     started = time.monotonic()
-    verify, close = _backend(workers, timeout_s, use_ray, memory_limit_mb)
+    verify, close = start_backend(workers, timeout_s, memory_limit_mb)
     try:
         summary.startup_s = time.monotonic() - started
         t0 = time.monotonic()
-        results: list[dict] = []
+        results: list[VerifyResult] = []
         for start in range(0, len(items), _PROGRESS_EVERY):
             results.extend(verify(items[start : start + _PROGRESS_EVERY]))
             if progress and len(items) > _PROGRESS_EVERY:
@@ -85,24 +103,11 @@ def verify_file(input_path: str | Path, output_path: str | Path, workers: int = 
     finally:
         close()
     for row, result in zip(rows, results):
-        row.update(pred=result["pred"], correct=bool(result["correct"]), status=result["status"])
-        summary.by_status[result["status"]] += 1
-        summary.correct += bool(result["correct"])
+        row.update(pred=result.pred, correct=bool(result.correct), status=result.status)  # the file's 3 fields
+        summary.by_status[result.status] += 1
+        summary.correct += bool(result.correct)
     _write_atomically(output_path, rows)
     return summary
-
-
-def _backend(workers: int, timeout_s: float, use_ray: bool, memory_limit_mb: int):
-    if use_ray:
-        from rayscale.actors.verifier import VerifierPool
-
-        pool = VerifierPool(workers, timeout_s, memory_limit_mb=memory_limit_mb)
-        return pool.verify, pool.shutdown
-    from rayscale.verify.isolation import IsolatedVerifier
-
-    verifier = IsolatedVerifier(workers, timeout_s, memory_limit_mb)
-    verifier.wait_ready()
-    return verifier.verify_batch, verifier.close
 
 
 def _write_atomically(path: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -24,6 +24,11 @@ from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
 
+import math_verify
+import sympy
+from latex2sympy2_extended.latex2sympy2 import latex2sympy
+from math_verify.grader import should_treat_as_complex
+
 from rayscale.verify import arith
 from rayscale.verify.normalize import is_text_answer, normalize, split_percent, squash
 from rayscale.verify.structure import Shape, shape_of
@@ -217,8 +222,6 @@ def _compare_constants(a, b) -> Verdict:
     math-verify compares constants after rounding to 6 decimals, so 1/2^99 "equals" 1/2^98; a relative tolerance
     of 1e-30 separates any two distinct closed forms a contest answer can take.
     """
-    import sympy
-
     zero = (a - b).is_zero
     if zero is not None:
         return Verdict(bool(zero), "symbolically equal" if zero else "symbolically different")
@@ -232,8 +235,6 @@ def _compare_constants(a, b) -> Verdict:
 
 
 def _is_constant(e) -> bool:
-    import sympy
-
     return isinstance(e, sympy.Expr) and not isinstance(e, sympy.Tuple) and not e.free_symbols and e.is_number
 
 
@@ -301,9 +302,6 @@ def parse_latex(s: str, imaginary: bool | None = None):
     the imaginary unit; None decides from this string alone, as math-verify does. Callers comparing two answers
     decide once for both, so `2i` and `i \cdot 2` agree.
     """
-    from latex2sympy2_extended.latex2sympy2 import latex2sympy
-    from math_verify.grader import should_treat_as_complex
-
     exact = _DECIMAL.sub(lambda m: f"\\frac{{{m.group(1)}{m.group(2)}}}{{1{'0' * len(m.group(2))}}}", s)
     if imaginary is None:
         imaginary = should_treat_as_complex(exact)
@@ -314,15 +312,12 @@ def parse_latex(s: str, imaginary: bool | None = None):
 
 
 def _imaginary(*texts: str) -> bool:
-    from math_verify.grader import should_treat_as_complex
-
     return any(should_treat_as_complex(t) or re.search(r"(?<![A-Za-z\\])i(?![A-Za-z])", t) for t in texts)
 
 
 @lru_cache(maxsize=1)
 def _mathverify():
-    """math_verify, imported once, with its 'timeout disabled' warning silenced: the timeout is ours (a process)."""
-    import math_verify
+    """math_verify, set up once, with its 'timeout disabled' warning silenced: the timeout is ours (a process)."""
 
     class _DropTimeoutWarning(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:

@@ -7,7 +7,7 @@ replaced, and the rest of that worker's chunk is handed out again. A worker that
 item retried once (then `status="error"`). Results come back in input order and no exception reaches the caller
 for anything an item does.
 
-Workers are fresh interpreters (`python -m rayscale.verify.worker`) rather than forks, so a supervisor that holds
+Workers are fresh interpreters (`python -m rayscale.verify.child_process`) rather than forks, so a supervisor that holds
 Ray or torch threads is safe, no `__main__` is re-imported, and startup costs one import of sympy + math-verify
 (about 0.5 s, see `startup_s`). Items go out in small chunks so a worker is never idle waiting for a round trip;
 the timeout still applies to each item on its own.
@@ -24,11 +24,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 import rayscale
+from rayscale.types import VerifyResult
 
 _START_TIMEOUT_S = 120.0  # a worker that is not ready by then (a wedged host) is replaced
 _MAX_START_FAILURES = 3  # in a row: the environment is broken, fail the batch instead of looping
@@ -47,7 +48,7 @@ class _Worker:
 class IsolatedVerifier:
     """A persistent pool of verifier worker processes with per-item hard timeouts.
 
-    `verify_batch([(gold, response), ...])` -> `[{correct, pred, status, reason, latency_s}, ...]`;
+    `verify_batch([(gold, response), ...])` -> `[VerifyResult(correct, pred, status, reason, latency_s), ...]`;
     `check_steps_batch([[step, ...], ...])` -> `[first_wrong_step index or None, ...]`.
     """
 
@@ -65,7 +66,7 @@ class IsolatedVerifier:
         self._workers = [self._spawn() for _ in range(num_procs)]
 
     # ------------------------------------------------------------------------------------------ public
-    def verify_batch(self, items: Sequence[tuple[str, str]]) -> list[dict]:
+    def verify_batch(self, items: Sequence[tuple[str, str]]) -> list[VerifyResult]:
         """One result per (gold, response), in input order; status ok / no_answer / timeout / error."""
         payloads = [(str(g), str(r)) for g, r in items]
         outcomes = self.run("verify", payloads)
@@ -143,7 +144,7 @@ class IsolatedVerifier:
         env = dict(os.environ)
         package_root = str(Path(rayscale.__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
-        cmd = [sys.executable, "-m", "rayscale.verify.worker", str(child_sock.fileno()), str(os.getpid()),
+        cmd = [sys.executable, "-m", "rayscale.verify.child_process", str(child_sock.fileno()), str(os.getpid()),
                str(self.memory_limit_mb)]
         popen = subprocess.Popen(
             cmd, pass_fds=(child_sock.fileno(),), env=env, stdin=subprocess.DEVNULL,
@@ -281,7 +282,7 @@ class _Batch:
         pool = self.pool
         pool._start_failures += 1
         if pool._start_failures > _MAX_START_FAILURES:
-            reason = f"verifier workers fail to start ({sys.executable} -m rayscale.verify.worker)"
+            reason = f"verifier workers fail to start ({sys.executable} -m rayscale.verify.child_process)"
             while self.queue:
                 self._finish(self.queue.popleft(), {"status": "error", "value": None, "reason": reason}, 0.0)
             pool._start_failures = 0
@@ -297,12 +298,8 @@ class _Batch:
         self.remaining -= 1
 
 
-def _verify_result(outcome: dict) -> dict:
-    """A generic outcome of the "verify" task -> {correct, pred, status, reason, latency_s}."""
+def _verify_result(outcome: dict) -> VerifyResult:
+    """A generic outcome of the "verify" task -> its VerifyResult, timed by the supervisor."""
     if outcome["status"] == "ok":
-        result = dict(outcome["value"])
-    else:
-        result = {"correct": False, "pred": outcome.get("pred"), "status": outcome["status"],
-                  "reason": outcome["reason"]}
-    result["latency_s"] = outcome["latency_s"]
-    return result
+        return replace(outcome["value"], latency_s=outcome["latency_s"])
+    return VerifyResult(False, outcome.get("pred"), outcome["status"], outcome["reason"], outcome["latency_s"])

@@ -7,7 +7,7 @@ import torch
 from rayscale.algos.batching import collate, encode_pairs
 from rayscale.algos.forward import TargetLogps
 from rayscale.config import AlgoConfig, LearnerConfig
-from rayscale.learner.worker import LearnerWorker
+from rayscale.learner.engine import LearnerEngine
 from rayscale.models import load_tokenizer
 from rayscale.types import PreferencePair
 
@@ -16,24 +16,24 @@ def test_precompute_scores_a_batch_once_while_the_same_pairs_come_back(tiny_mode
     from transformers import AutoModelForCausalLM
 
     tok = load_tokenizer(tiny_model_dir)
-    worker = LearnerWorker(0, 1, tiny_model_dir, LearnerConfig(ref_mode="precompute"), AlgoConfig())
-    worker._comm_device = torch.device("cpu")
-    worker.ref = TargetLogps(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval())
+    engine = LearnerEngine(0, 1, tiny_model_dir, LearnerConfig(ref_mode="precompute"), AlgoConfig())
+    engine._comm_device = torch.device("cpu")
+    engine.ref = TargetLogps(AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval())
     calls = []
-    worker.ref.register_forward_hook(lambda *_: calls.append(1))
+    engine.ref.register_forward_hook(lambda *_: calls.append(1))
 
     def batches(seed):
         pairs = [PreferencePair(str(i), f"<|user|>{seed}+{i}<|assistant|>", f"{seed + i}", f"{seed - i}")
                  for i in range(4)]
         return [collate(encode_pairs(tok, pairs[j:j + 2], 64)[0], tok.pad_token_id) for j in (0, 2)]
 
-    first = worker._reference_logps(batches(1))
+    first = engine._reference_logps(batches(1))
     assert len(calls) == 2
-    again = worker._reference_logps(batches(1))  # updates_per_iteration > 1: same pairs, no reference forward
+    again = engine._reference_logps(batches(1))  # updates_per_iteration > 1: same pairs, no reference forward
     assert len(calls) == 2
     for a, b in zip(first, again):
         torch.testing.assert_close(a, b)
-    worker._reference_logps(batches(2))  # new pairs: scored, and the cache now holds only them
+    engine._reference_logps(batches(2))  # new pairs: scored, and the cache now holds only them
     assert len(calls) == 4
-    worker._reference_logps(batches(1))
+    engine._reference_logps(batches(1))
     assert len(calls) == 6

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from rayscale.config import ConfigError, RayscaleConfig, RoleResources
 
 # Creation order: learner ranks want whole GPU nodes, rollout workers multi-GPU bundles; CPU-only roles fill in.
-ROLES = ("learner", "rollout", "teacher", "verifier")
+ROLES = ("learner", "rollout", "weak_rollout", "teacher", "verifier")
 _EPS = 1e-9
 # Node resources that are bookkeeping, not something a bundle asks for.
 _INTERNAL_PREFIXES = ("node:", "memory", "object_store_memory", "bundle_group_")
@@ -62,6 +62,10 @@ class Plan:
             if rp.role == name:
                 return rp
         raise KeyError(name)
+
+    def only(self, *names: str) -> Plan:
+        """The part of the plan a command that starts only some roles reserves (`rayscale eval`)."""
+        return Plan(tuple(rp for rp in self.roles if rp.role in names))
 
     def total(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -111,11 +115,22 @@ def plan_placement(cfg: RayscaleConfig) -> Plan:
         "teacher": ("actor", 1, c.teacher, teacher_gpus, teacher_note),
         "verifier": ("worker", cfg.verifier.num_workers, c.verifier, c.verifier.num_gpus, "math-verify"),
     }
+    if uses_weak_model(cfg):  # weak-to-strong's weak supervisor: one more rollout worker, its own model
+        roles["weak_rollout"] = ("worker", 1, c.rollout, c.rollout.num_gpus,
+                                 f"weak supervisor {cfg.algo.weak_to_strong.weak_model}")
     plans = []
-    for role in ROLES:
+    for role in (r for r in ROLES if r in roles):
         unit, count, res, gpus, note = roles[role]
         plans.append(RolePlan(role, unit, count, _bundle(role, res, gpus), res.strategy, note))
     return Plan(tuple(plans))
+
+
+def uses_weak_model(cfg: RayscaleConfig) -> bool:
+    """Whether the run starts a rollout worker for weak-to-strong's weak model (it then has a bundle of its own)."""
+    strategy = cfg.algo.strategy
+    names = [strategy] if isinstance(strategy, str) else [k for k, w in strategy.items() if w > 0]
+    w2s = cfg.algo.weak_to_strong
+    return "weak_to_strong" in names and bool(w2s.weak_model) and not w2s.weak_answers_file
 
 
 def _bundle(role: str, res: RoleResources, gpus: float) -> dict[str, float]:

@@ -1,26 +1,38 @@
-"""The verifier worker process: `python -m rayscale.verify.worker FD SUPERVISOR_PID MEMORY_LIMIT_MB`.
+"""One verifier child process of IsolatedVerifier (rayscale.verify.isolation, the supervisor that starts it):
+`python -m rayscale.verify.child_process FD SUPERVISOR_PID MEMORY_LIMIT_MB`.
 
-Started by rayscale.verify.isolation with a fresh interpreter (never a fork of a process that may hold Ray or torch
-threads). It reads task chunks from a socket and answers one message per item; the supervisor owns the clock and
-kills this process when an item overruns. It also dies with its supervisor: the kernel's parent-death signal on
-Linux, and a watchdog thread everywhere.
+Always a fresh interpreter, never a fork of a process that may hold Ray or torch threads. It reads task chunks
+from a socket and answers one message per item; the supervisor owns the clock and kills this process when an item
+overruns. It also dies with its supervisor: the kernel's parent-death signal on Linux, and a watchdog thread
+everywhere.
 
 Messages (pickled by multiprocessing.connection, from the trusted supervisor only):
   in : ("run", task, [(index, args), ...]) | ("stop",)
   out: ("ready", pid) | ("pred", index, pred) | ("done", index, ("ok", value) | ("error", reason), compute_s)
-task "verify" takes (gold, response); when its comparison runs longer than `_PRED_AFTER_S` a reporter thread sends
+task "verify" takes (gold, response) and its value is a `rayscale.types.VerifyResult` (latency_s left for the
+supervisor to fill in); when its comparison runs longer than `_PRED_AFTER_S` a reporter thread sends
 the extracted answer ahead of the verdict, so a timeout still knows it (the quick majority costs no extra message).
 Any other task is "module:function", called as function(*args).
 """
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import os
+import signal
 import sys
 import threading
 import time
 from multiprocessing.connection import Connection
+
+from rayscale.types import VerifyResult
+from rayscale.verify import extract_answer, grade_answer, is_equivalent
+
+try:
+    import resource
+except ImportError:  # not on Windows; the timeout still bounds the work
+    resource = None
 
 _PRED_AFTER_S = 0.02
 
@@ -77,16 +89,14 @@ def _run(task: str, index: int, args: tuple, channel: _Channel) -> tuple[str, ob
         module, _, name = task.partition(":")
         return "ok", getattr(importlib.import_module(module), name)(*args)
     except MemoryError:
-        return "error", "out of memory (worker memory limit)"
+        return "error", "out of memory (verifier process memory limit)"
     except RecursionError:
         return "error", "nested too deeply"
-    except Exception as e:  # noqa: BLE001 - reported as this item's error; the worker lives on
+    except Exception as e:  # noqa: BLE001 - reported as this item's error; the process lives on
         return "error", f"{type(e).__name__}: {str(e)[:200]}"
 
 
-def _verify(index: int, gold: str, response: str, channel: _Channel) -> dict:
-    from rayscale.verify import extract_answer, grade_answer
-
+def _verify(index: int, gold: str, response: str, channel: _Channel) -> VerifyResult:
     pred = extract_answer(response)
     channel.slow = (index, pred, time.perf_counter()) if pred is not None else None
     try:
@@ -97,18 +107,13 @@ def _verify(index: int, gold: str, response: str, channel: _Channel) -> dict:
 
 
 def _warm_up() -> None:
-    """Import and exercise the parser once so the first real item does not pay for it."""
-    from rayscale.verify import is_equivalent
-
+    """Exercise the parser once so the first real item does not pay for it."""
     is_equivalent("\\sqrt{2}", "x")
 
 
 def _die_with(supervisor_pid: int) -> None:
     if sys.platform.startswith("linux"):
         try:
-            import ctypes
-            import signal
-
             pr_set_pdeathsig = 1
             ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
         except Exception:  # noqa: BLE001, S110 - the watchdog below still covers it
@@ -127,17 +132,15 @@ def _die_with(supervisor_pid: int) -> None:
 
 def _limit_memory(limit_mb: int) -> None:
     """Address-space cap so an exploding sympy expansion raises MemoryError here instead of swapping the host."""
-    if limit_mb <= 0:
+    if limit_mb <= 0 or resource is None:
         return
     try:
-        import resource
-
         limit = limit_mb * 1024 * 1024
         _, hard = resource.getrlimit(resource.RLIMIT_AS)
         if hard != resource.RLIM_INFINITY:
             limit = min(limit, hard)
         resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    except (ImportError, ValueError, OSError):
+    except (ValueError, OSError):
         pass  # not supported here (e.g. macOS RLIMIT_AS); the timeout still bounds the work
 
 

@@ -1,13 +1,14 @@
 """A stand-in learner rank for sync tests and benchmarks: a plain torch model + SGD, and the real sender mixin.
 
-It has exactly what `WeightSenderMixin` relies on (`rank`, `iter_params_for_sync`), as the DeepSpeed `LearnerRank`
-does; wrap it with `ray.remote` to run it as an actor.
+It has exactly what `WeightSenderMixin` relies on (`rank`, `bucket_bytes`, `iter_params_for_sync`), as the DeepSpeed
+`LearnerRank` does; wrap it with `ray.remote` to run it as an actor.
 """
 
 from __future__ import annotations
 
 import torch
 
+from rayscale.config import DEFAULT_BUCKET_BYTES
 from rayscale.sync.buckets import state_checksums
 from rayscale.sync.sender import WeightSenderMixin
 
@@ -18,10 +19,11 @@ class ToyLearner(WeightSenderMixin):
     sync_zero_copy = True  # its tensors are its parameters, untouched while a sync runs
 
     def __init__(self, model_path: str, lr: float = 1.0, rank: int = 0, device: str = "cpu",
-                 flat_params: bool = False):
+                 flat_params: bool = False, bucket_bytes: int = DEFAULT_BUCKET_BYTES):
         from rayscale.models import load_model, load_tokenizer
 
         self.rank = rank
+        self.bucket_bytes = int(bucket_bytes)
         self.model = load_model(model_path, "float32", device)
         if flat_params:
             _flatten_parameters(self.model)
@@ -44,7 +46,11 @@ class ToyLearner(WeightSenderMixin):
         self.model.eval()
         return float(loss)
 
-    def iter_params_for_sync(self, bucket_bytes: int):
+    def set_bucket_bytes(self, bucket_bytes: int) -> None:
+        """Tests only: change the layout behind the coordinator's back (a real learner's size is fixed)."""
+        self.bucket_bytes = int(bucket_bytes)
+
+    def iter_params_for_sync(self):
         seen: set[int] = set()
         for name, tensor in self.model.state_dict().items():
             if tensor.data_ptr() in seen:  # a tied weight (lm_head = embed_tokens): the receiver ties it back

@@ -1,8 +1,11 @@
-"""One learner rank: a DeepSpeed engine over the policy, a frozen reference, and the per-call training step.
+"""One learner rank's engine: DeepSpeed over the policy, a frozen reference, and the per-call training step.
 
 Plain Python (no Ray): `rayscale.actors.learner.LearnerRank` wraps it as an actor, one process per rank, all ranks
 forming one torch.distributed group. Every public method that touches parameters is collective — all ranks call it
-together, as LearnerGroup does.
+together, as LearnerGroup does. One bucket size (`bucket_bytes`, given at construction: `sync.bucket_size_mb` in a
+run) bounds every ZeRO-3 gather: weight sync, HF export, checkpoint and reference copies. With `learner.lora` the
+policy carries peft adapters (rayscale.learner.lora): only they train, and everything that leaves the rank is the
+merged model under the base model's names.
 """
 
 from __future__ import annotations
@@ -31,22 +34,30 @@ from rayscale.algos.batching import (
 )
 from rayscale.algos.forward import TargetLogps, batch_inputs, disable_dropout
 from rayscale.algos.losses import LossParams, preference_loss, segment_sums
-from rayscale.config import AlgoConfig, LearnerConfig
+from rayscale.config import DEFAULT_BUCKET_BYTES, AlgoConfig, LearnerConfig
 from rayscale.learner import deepspeed_config as dsc
+from rayscale.sync import output_check
 
 CHECKPOINT_STATE = "learner_state.json"
 DS_TAG = "state"  # one DeepSpeed checkpoint per directory: <dir>/deepspeed/state/
+REFERENCE_ADAPTER = "lora-adapter"  # learner_state.json: the reference is the policy's LoRA reference adapter
 
 
-class LearnerWorker:
+class LearnerEngine:
     def __init__(self, rank: int, world_size: int, model_path: str, learner_cfg: LearnerConfig | dict,
-                 algo_cfg: AlgoConfig | dict, ref_model_path: str | None = None, device: str = "cpu"):
+                 algo_cfg: AlgoConfig | dict, ref_model_path: str | None = None, device: str = "cpu",
+                 trust_remote_code: bool = False, bucket_bytes: int = DEFAULT_BUCKET_BYTES):
         self.rank, self.world_size = rank, world_size
+        self.bucket_bytes = int(bucket_bytes)  # every ZeRO-3 gather: sync, export, checkpoint, reference copies
+        self.trust_remote_code = trust_remote_code  # model.trust_remote_code: policy and reference, every load
         self.cfg = LearnerConfig.model_validate(learner_cfg)
         self.loss_params = LossParams.from_algo(AlgoConfig.model_validate(algo_cfg))
         self.model_path = model_path
         self.device = device
         self.ref_source: str = ref_model_path or model_path  # HF dir of the current reference; None = from policy
+        self.lora = self.cfg.lora if self.cfg.lora.enabled else None
+        # LoRA with the policy's own starting weights as reference: no copy, the base plus a frozen adapter.
+        self._ref_adapter = self.lora is not None and self.ref_source == model_path
         self.step = 0
         self._store = None
         self._ref_cache: dict[tuple, tuple[float, float]] = {}
@@ -55,9 +66,7 @@ class LearnerWorker:
     def create_store(self, host: str) -> int:
         """Rank 0: open the rendezvous store on a port the OS picks while binding it (no find-then-bind race with
         other jobs on the host); the port goes to the other ranks as MASTER_PORT."""
-        from torch.distributed import TCPStore
-
-        self._store = TCPStore(host, 0, self.world_size, is_master=True, wait_for_workers=False,
+        self._store = dist.TCPStore(host, 0, self.world_size, is_master=True, wait_for_workers=False,
                                timeout=timedelta(seconds=self.cfg.collective_timeout_s))
         return self._store.port
 
@@ -71,13 +80,11 @@ class LearnerWorker:
             os.environ["DS_ACCELERATOR"] = "cpu"  # even where a GPU is visible, this rank was asked for the CPU
         else:
             torch.cuda.set_device(0)
-        import deepspeed
+        import deepspeed  # local: heavy, and reads DS_ACCELERATOR (just set) on first import
 
         timeout = timedelta(seconds=self.cfg.collective_timeout_s)
         if self._store is None:
-            from torch.distributed import TCPStore
-
-            self._store = TCPStore(master_addr, master_port, self.world_size, is_master=False, timeout=timeout)
+            self._store = dist.TCPStore(master_addr, master_port, self.world_size, is_master=False, timeout=timeout)
         backend = "nccl" if cuda else "gloo"
         dist.init_process_group(backend, store=self._store, rank=self.rank, world_size=self.world_size,
                                 timeout=timeout)
@@ -85,16 +92,21 @@ class LearnerWorker:
         deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
         self._comm_device = torch.device("cuda", 0) if cuda else torch.device("cpu")
 
-        from rayscale.models import load_tokenizer
+        from rayscale.models import load_tokenizer  # local: transformers is heavy
 
-        self.tokenizer = load_tokenizer(self.model_path)
+        self.tokenizer = load_tokenizer(self.model_path, self.trust_remote_code)
         torch.manual_seed(self.cfg.seed)
         ds_config = dsc.policy_config(self.cfg, self.device)
         policy = self._load_hf(self.model_path, zero3=self.cfg.zero_stage == 3, ds_config=ds_config)
         if self.cfg.gradient_checkpointing:  # non-reentrant: works under ZeRO-3 and with frozen inputs
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             policy.config.use_cache = False
-        self.policy, *_ = deepspeed.initialize(model=TargetLogps(policy), model_parameters=policy.parameters(),
+        if self.lora is not None:  # adapters injected in place; `policy` stays the HF model the learner drives
+            from rayscale.learner import lora  # local: peft is optional and heavy
+
+            self._peft = lora.wrap(policy, self.lora, reference_adapter=self._ref_adapter)
+        trainable = [p for p in policy.parameters() if p.requires_grad]  # the optimizer holds these only
+        self.policy, *_ = deepspeed.initialize(model=TargetLogps(policy), model_parameters=trainable,
                                                config=ds_config, lr_scheduler=dsc.make_scheduler(self.cfg))
         self.bf16 = dsc.use_bf16(self.cfg, self.device)
         if self.cfg.zero_stage == 0 and not self.bf16:
@@ -102,7 +114,8 @@ class LearnerWorker:
         self._init_reference(self.ref_source)
         return {"rank": self.rank, "device": str(self._comm_device), "backend": backend,
                 "threads": torch.get_num_threads(),
-                "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in self.hf_model.parameters())}
+                "parameters": sum(getattr(p, "ds_numel", p.numel()) for p in self.hf_model.parameters()),
+                "trainable_parameters": sum(getattr(p, "ds_numel", p.numel()) for p in trainable)}
 
     @property
     def hf_model(self) -> torch.nn.Module:
@@ -110,13 +123,15 @@ class LearnerWorker:
 
     def _load_hf(self, path: str, zero3: bool, ds_config: dict, dtype: torch.dtype = torch.float32):
         """Load an HF causal LM; under ZeRO-3 inside zero.Init, so no rank ever holds the whole model."""
+        # local: transformers is heavy
         from transformers import AutoModelForCausalLM
         from transformers.integrations import HfDeepSpeedConfig
         from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
         hf_ds = HfDeepSpeedConfig(ds_config) if zero3 else None  # noqa: F841 (alive = zero.Init on load)
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
+                                                         trust_remote_code=self.trust_remote_code)
         finally:
             if zero3:
                 unset_hf_deepspeed_config()
@@ -127,9 +142,17 @@ class LearnerWorker:
         """ref_mode: zero3 = a ZeRO-3 inference engine (sharded, gathered layer by layer); replicated = a full frozen
         copy per rank, scoring every call's shard afresh; precompute = the same copy, scoring a batch once and
         remembering the scores while the same pairs come back (updates_per_iteration > 1). In every mode the
-        reference scores the whole shard before the first policy forward (one pass per micro-batch)."""
-        import deepspeed
+        reference scores the whole shard before the first policy forward (one pass per micro-batch). LoRA with the
+        policy's starting weights as reference: the policy itself with its frozen `reference` adapter active (no
+        copy; precompute and replicated as above)."""
+        import deepspeed  # local: heavy, reads DS_ACCELERATOR on first import
 
+        if self._ref_adapter:
+            from rayscale.learner import lora  # local: peft is optional and heavy
+
+            self.ref = lora.AdapterReference(self._peft, self.policy.module)
+            self._ref_cache.clear()
+            return
         if self.cfg.ref_mode == "zero3":
             config = dsc.reference_config(self.cfg, self.device)
             model = self._load_hf(path, zero3=True, ds_config=config)
@@ -257,49 +280,72 @@ class LearnerWorker:
     def _named_parameters(self, model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
         return list(model.named_parameters())  # tied weights once, under their first name (the embedding)
 
-    def _iter_full(self, model: torch.nn.Module, bucket_bytes: int, zero3: bool
-                   ) -> Iterator[tuple[str, torch.Tensor]]:
-        """(name, full tensor) on every rank; under ZeRO-3 gathered bucket by bucket (all ranks in lock step). A
-        tensor is valid until the next item: under ZeRO-3 it is re-partitioned when its bucket is left."""
+    def _iter_full(self, model: torch.nn.Module, zero3: bool) -> Iterator[tuple[str, torch.Tensor]]:
+        """(name, full tensor) on every rank; under ZeRO-3 gathered `bucket_bytes` at a time (all ranks in lock
+        step). A tensor is valid until the next item: under ZeRO-3 it is re-partitioned when its bucket is left."""
         named = self._named_parameters(model)
         if not zero3:
             yield from ((name, p.data) for name, p in named)
             return
-        import deepspeed
+        import deepspeed  # local: heavy, reads DS_ACCELERATOR on first import
 
-        for group in _buckets(named, bucket_bytes):
+        for group in _buckets(named, self.bucket_bytes):
             with deepspeed.zero.GatheredParameters([p for _, p in group], modifier_rank=None):
                 yield from ((name, p.data) for name, p in group)
 
-    def iter_params_for_sync(self, bucket_bytes: int = 64 << 20) -> Iterator[tuple[str, torch.Tensor]]:
+    def _iter_policy(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """The policy's full parameters by HF name on every rank; with LoRA the merged W + (alpha/r)·B@A under the
+        base names, adapters folded in (fresh tensors: the training weights are not touched)."""
+        if self.lora is None:
+            return self._iter_full(self.hf_model, self.cfg.zero_stage == 3)
+        from rayscale.learner import lora  # local: peft is optional and heavy
+
+        return lora.merged_parameters(self.hf_model)  # ZeRO 0-2 (config): whole tensors on every rank
+
+    def _policy_named_parameters(self, remove_duplicate: bool) -> Iterator[tuple[str, torch.nn.Parameter]]:
+        """The policy's parameters under the base model's names (LoRA: adapters left out)."""
+        if self.lora is None:
+            return self.hf_model.named_parameters(remove_duplicate=remove_duplicate)
+        from rayscale.learner import lora  # local: peft is optional and heavy
+
+        return lora.base_named_parameters(self.hf_model, remove_duplicate)
+
+    def iter_params_for_sync(self) -> Iterator[tuple[str, torch.Tensor]]:
         """Full policy parameters by HF name, in a stable order, yielded on rank 0 only; all ranks must iterate it
         together (the ZeRO-3 gathers are collective). Copy or send each tensor before asking for the next."""
-        for name, tensor in self._iter_full(self.hf_model, bucket_bytes, self.cfg.zero_stage == 3):
+        for name, tensor in self._iter_policy():
             if self.rank == 0:
                 yield name, tensor
 
-    def gather_state_for_sync(self, bucket_bytes: int = 64 << 20) -> dict[str, torch.Tensor] | None:
+    def gather_state_for_sync(self) -> dict[str, torch.Tensor] | None:
         """The full policy state dict (HF names, tied aliases and persistent buffers included) on rank 0's CPU."""
-        state = {name: t.detach().to("cpu", copy=True) for name, t in self.iter_params_for_sync(bucket_bytes)}
+        state = {name: t.detach().to("cpu", copy=True) for name, t in self.iter_params_for_sync()}
         if self.rank != 0:
             return None
-        model = self.hf_model
         first_name = {}
-        for name, p in model.named_parameters(remove_duplicate=False):
+        for name, p in self._policy_named_parameters(remove_duplicate=False):
             first_name.setdefault(id(p), name)
             if name not in state:
                 state[name] = state[first_name[id(p)]]
-        for name, buf in _persistent_buffers(model):
-            state[name] = buf.detach().to("cpu", copy=True)
+        for name, buf in _persistent_buffers(self.hf_model):
+            state[name.replace(".base_layer.", ".")] = buf.detach().to("cpu", copy=True)  # LoRA: base names
         return state
 
-    def set_reference_from_policy(self, bucket_bytes: int = 64 << 20) -> None:
-        """Freeze the current policy as the reference (after stage-1 SFT)."""
-        self._copy_into_reference(self._iter_full(self.hf_model, bucket_bytes, self.cfg.zero_stage == 3))
+    def set_reference_from_policy(self) -> None:
+        """Freeze the current policy as the reference (after stage-1 SFT). LoRA: the trained adapter is copied
+        into the reference adapter (base weights shared, so reference == policy exactly), or, into a separate
+        reference copy, the merged weights."""
+        if self._ref_adapter:
+            from rayscale.learner import lora  # local: peft is optional and heavy
+
+            lora.copy_adapter(self.hf_model, lora.ADAPTER, lora.REFERENCE)
+            self._ref_cache.clear()
+        else:
+            self._copy_into_reference(self._iter_policy())
         self.ref_source = None
 
     def _copy_into_reference(self, source: Iterable[tuple[str, torch.Tensor]]) -> None:
-        import deepspeed
+        import deepspeed  # local: heavy, reads DS_ACCELERATOR on first import
 
         targets = dict(self._named_parameters(self.ref.model))
         zero3_ref = self.cfg.ref_mode == "zero3"
@@ -321,15 +367,15 @@ class LearnerWorker:
     def score_greedy(self, prompts: list[str], continuations: list[list[int]]) -> dict[str, Any]:
         """The policy's argmax and top-2 logit gap along each continuation (rayscale.sync.output_check): what a
         rollout engine on the same weights must have generated greedily. Collective (every rank forwards)."""
-        from rayscale.sync.output_check import score_greedy
-
-        scored = score_greedy(self.hf_model, self.tokenizer, prompts, continuations)
+        self.policy.eval()  # LoRA dropout off (the model's own is always 0); the next step sets train() again
+        scored = output_check.score_greedy(self.hf_model, self.tokenizer, prompts, continuations)
         return {"scores": scored, "dtype": "bfloat16" if self.bf16 else "float32"}
 
     @torch.no_grad()
     def greedy(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
         """The policy's own greedy continuation ids of each prompt (HF generate, EOS included when reached).
         Collective: under ZeRO-3 every rank generates in step (synced_gpus)."""
+        self.policy.eval()  # as in score_greedy
         model = self.hf_model
         out = []
         for prompt in prompts:
@@ -341,9 +387,9 @@ class LearnerWorker:
         return out
 
     # ------------------------------------------------------------------------------------------- checkpoints
-    def export_hf(self, out_dir: str, bucket_bytes: int = 64 << 20) -> None:
+    def export_hf(self, out_dir: str) -> None:
         """The policy as a Hugging Face directory (config, safetensors, tokenizer) any from_pretrained loads."""
-        state = self.gather_state_for_sync(bucket_bytes)
+        state = self.gather_state_for_sync()
         if self.rank == 0:
             self._save_hf(self.hf_model, state, out_dir)
         dist.barrier()
@@ -359,15 +405,16 @@ class LearnerWorker:
         root = Path(ckpt_dir)
         self.policy.save_checkpoint(str(root / "deepspeed"), tag=DS_TAG, client_state={"learner_step": self.step})
         self.export_hf(str(root / "hf"))
-        if self.ref_source is None:
+        if self.ref_source is None and not self._ref_adapter:  # the LoRA reference adapter is in deepspeed/
             ref_state = {name: t.detach().to("cpu", copy=True)
-                         for name, t in self._iter_full(self.ref.model, 64 << 20, self.cfg.ref_mode == "zero3")}
+                         for name, t in self._iter_full(self.ref.model, self.cfg.ref_mode == "zero3")}
             if self.rank == 0:
                 self._save_hf(self.ref.model, ref_state, str(root / "reference"))
         if self.rank == 0:
             (root / CHECKPOINT_STATE).write_text(json.dumps({
                 "step": self.step, "num_ranks": self.world_size, "zero_stage": self.cfg.zero_stage,
-                "reference": self.ref_source or "reference",
+                "lora": self.lora is not None,
+                "reference": self.ref_source or (REFERENCE_ADAPTER if self._ref_adapter else "reference"),
             }, indent=2))
         dist.barrier()
 
@@ -381,23 +428,31 @@ class LearnerWorker:
             raise ValueError(f"{ckpt_dir} was saved by {state['num_ranks']} ranks at ZeRO stage {state['zero_stage']}; "
                              f"this group has {self.world_size} ranks at stage {self.cfg.zero_stage} (ZeRO shards are "
                              f"per rank: resume with the same learner.num_ranks and learner.zero_stage)")
+        if state.get("lora", False) != (self.lora is not None):
+            raise ValueError(f"{ckpt_dir} was saved {'with' if state.get('lora') else 'without'} learner.lora; "
+                             f"resume with the same learner.lora.enabled (the modules differ)")
+        ref_dir = state["reference"]
+        if self._ref_adapter and ref_dir not in (REFERENCE_ADAPTER, self.model_path):
+            raise ValueError(f"{ckpt_dir}: its reference is {ref_dir!r}, this LoRA learner's is its own base "
+                             f"weights ({self.model_path}); resume with the same model.path and model.ref_path")
         loaded, client = self.policy.load_checkpoint(str(root / "deepspeed"), tag=DS_TAG,
                                                      load_optimizer_states=True, load_lr_scheduler_states=True)
         if loaded is None:
             raise FileNotFoundError(f"{ckpt_dir}/deepspeed/{DS_TAG}: DeepSpeed found no checkpoint to load")
         self.step = int(client["learner_step"])
-        ref_dir = state["reference"]
-        ref_path = str(root / "reference") if ref_dir == "reference" else ref_dir
-        if ref_path != self.ref_source:
-            self._load_reference_weights(ref_path)
-        self.ref_source = None if ref_dir == "reference" else ref_dir
+        if ref_dir != REFERENCE_ADAPTER:  # a LoRA reference adapter came back with the module just loaded
+            ref_path = str(root / "reference") if ref_dir == "reference" else ref_dir
+            if ref_path != self.ref_source:
+                self._load_reference_weights(ref_path)
+        self.ref_source = None if ref_dir in ("reference", REFERENCE_ADAPTER) else ref_dir
         self._ref_cache.clear()
         return state
 
     def _load_reference_weights(self, path: str) -> None:
-        from transformers import AutoModelForCausalLM
+        from transformers import AutoModelForCausalLM  # local: transformers is heavy
 
-        source = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+        source = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
+                                                      trust_remote_code=self.trust_remote_code)
         self._copy_into_reference((name, p.data) for name, p in self._named_parameters(source))
 
     def shutdown(self) -> None:
@@ -412,10 +467,10 @@ def _skip_cpu_shm_op() -> None:
     idle. Building costs ~35 s of gcc per fresh machine, and every rank on a host compiles into the same torch
     extensions directory under a file lock: a rank killed mid-build leaves the lock behind and every later init on
     that host waits on it forever."""
-    from deepspeed.accelerator import get_accelerator
+    from deepspeed.accelerator import get_accelerator  # local: heavy, reads DS_ACCELERATOR on first import
 
     if get_accelerator().device_name() == "cpu":
-        import deepspeed.ops
+        import deepspeed.ops  # local: as above
 
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
@@ -423,7 +478,7 @@ def _skip_cpu_shm_op() -> None:
 def _keep_fp32_grad_norm(engine) -> None:
     """Without ZeRO and in fp32, DeepSpeed clips through `clip_fp32_gradients` and drops the norm it computed (every
     other path keeps it for get_global_grad_norm); keep it too, for the grad_norm metric."""
-    from deepspeed.runtime.utils import clip_grad_norm_
+    from deepspeed.runtime.utils import clip_grad_norm_  # local: heavy, reads DS_ACCELERATOR on first import
 
     def clip_and_keep() -> None:
         engine._global_grad_norm = clip_grad_norm_(parameters=engine.module.parameters(),

@@ -1,0 +1,192 @@
+"""The weight-sync coordinator: the controller's, on the sending side, and the only reader of `sync.*`.
+
+    weight_sync = WeightSync(cfg.sync, rollout_gpus=cfg.cluster.rollout.num_gpus)
+    learner = LearnerGroup(..., bucket_bytes=weight_sync.bucket_bytes)   # the one bucket size, given once
+    rollout = RolloutManager(..., call_timeout_s=weight_sync.timeout_s)
+    weight_sync.push(learner.ranks, rollout, version)                     # after every learner step
+    weight_sync.close()                                                   # at shutdown
+
+It chooses the transport (`broadcast`: a process group of learner rank 0 and every rollout worker, built, keyed and
+torn down here; `object_store`: the same buckets through Ray), retries a broadcast once when it failed cleanly
+(`SyncError`: every member finished the stream), replaces rollout workers that died during a sync (through the
+manager), catches a restarted worker up to the current weights (the manager's `on_restart` hook, which `push`
+sets) and runs the output check (`sync.verify`, rayscale.sync.output_check). Senders (learner rank actors with
+WeightSenderMixin) and receivers (RolloutWorker actors) only do what they are told; the rollout manager keeps its
+workers and generation and never reads a sync setting. See docs/rollout_and_sync.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import ray
+from ray.exceptions import RayActorError
+
+from rayscale.config import SyncConfig
+from rayscale.sync import output_check
+from rayscale.sync.buckets import BucketMeta
+from rayscale.sync.receiver import SyncError
+
+log = logging.getLogger(__name__)
+
+TRANSPORTS = ("broadcast", "object_store")
+
+
+def _one_of(error: RayActorError, actors: list) -> bool:
+    """Whether the actor that `error` reports dead is one of `actors`."""
+    return error.actor_id is not None and error.actor_id in {a._actor_id.hex() for a in actors}
+
+
+class WeightSync:
+    """Pushes the learner's weights to a RolloutManager's workers. Every `sync.*` setting is read here, once.
+
+    `rollout_gpus`: GPUs per rollout worker (`sync.backend: auto` picks NCCL when they hold any). The attributes
+    (`transport`, `backend`, `bucket_bytes`, `verify`, `timeout_s`) are what the rest of the run is handed."""
+
+    def __init__(self, cfg: SyncConfig | None = None, rollout_gpus: float = 0.0):
+        cfg = cfg or SyncConfig()
+        self.transport: str = cfg.transport
+        self.backend: str = cfg.resolve_backend(rollout_gpus)
+        self.bucket_bytes: int = cfg.bucket_bytes  # the learner's one bucket size: give it to LearnerGroup
+        self.verify: bool = cfg.verify
+        self.timeout_s: float = cfg.timeout_s  # group join and each call of a sync
+        self.version = 0  # what every worker holds (0: the weights in model_path, the learner's starting point)
+        self._senders: list = []  # those of the last sync, which still hold `version` between learner steps
+        self._group_key: tuple | None = None  # (sender, workers) of the live broadcast group
+        self._members: list = []  # actors that may hold a handle of that group
+        self._pushing = False
+        self.last_report: dict = {}  # the last push's report (bytes, seconds, buckets: `rayscale bench` reads it)
+
+    # ------------------------------------------------------------------ the controller's calls
+    def push(self, senders, rollout, version: int, transport: str | None = None) -> dict:
+        """The senders' weights to every worker of `rollout` (a RolloutManager) as `version`; returns the sync's
+        report. `senders`: learner rank 0's actor, or every rank actor (rank 0 first) when every rank must take part
+        in the gathers (ZeRO-3; LearnerGroup.ranks always works). A RayActorError naming one of the senders means
+        the learner side died: it is raised for the caller (the learner group's failure, not ours to repair)."""
+        senders = list(senders) if isinstance(senders, (list, tuple)) else [senders]
+        transport = transport or self.transport
+        if transport not in TRANSPORTS:
+            raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
+        rollout.on_restart = self._restarted
+        self._pushing = True  # a worker replaced during the push gets the new weights with everybody else
+        try:
+            if transport == "broadcast":
+                report = self._broadcast_recovering(senders, rollout, version)
+            else:
+                report = self._send_via_object_store(senders, version, rollout.workers)
+        finally:
+            self._pushing = False
+        self.version, self._senders, self.last_report = version, senders, report
+        if self.verify:
+            self.check_outputs(senders, rollout.workers, version)
+        return report
+
+    def catch_up(self, senders: list, workers: list, version: int) -> None:
+        """Bring (re)started `workers` to `version` through the object store, from `senders`, which must still hold
+        it; then, with `sync.verify`, check their outputs. The broadcast group is rebuilt around them next push."""
+        if not senders:
+            raise RuntimeError(f"rollout workers must catch up to policy version {version} but no sender is known")
+        self._send_via_object_store(senders, version, workers)
+        if self.verify:
+            self.check_outputs(senders, workers, version)
+
+    def check_outputs(self, senders: list, workers: list, version: int) -> None:
+        """Every worker generates greedily from the probe prompts; the learner (all ranks: ZeRO-3 forwards are
+        collective) scores the same tokens. A worker that disagrees computes with other weights than the
+        learner's, whatever its checksums say: it is invalidated and the sync fails (rayscale.sync.output_check)."""
+        requests = output_check.probe_requests()
+        prompts = [r.prompt for r in requests]
+        outputs = self._get([w.generate.remote(requests) for w in workers])
+        dtypes = self._get([w.engine_dtype.remote() for w in workers])
+        for w, out, dtype in zip(workers, outputs, dtypes):
+            tokens = [samples[0].token_ids for samples in out]
+            scored = self._get([s.score_greedy.remote(prompts, tokens) for s in senders])[0]
+            problems = output_check.disagreements(tokens, scored["scores"],
+                                                  output_check.tolerance(dtype, scored["dtype"]))
+            if problems:
+                self._get([w.invalidate.remote()])
+                index = self._get([w.ready.remote()])[0]["index"]
+                raise SyncError(f"rollout worker {index} ({dtype}) does not compute with the learner's weights of "
+                                f"version {version}: " + "; ".join(problems[:3]))
+
+    def close(self, timeout_s: float | None = None) -> None:
+        """Tear the broadcast group down (best effort: members may be gone) and forget the last sync, so that the
+        next push starts afresh (a restarted learner group and rollout manager). Safe to call twice."""
+        if self._members:
+            self._close_group(timeout_s=min(self.timeout_s, 30.0) if timeout_s is None else timeout_s)
+        self.version, self._senders, self._group_key = 0, [], None
+
+    # ------------------------------------------------------------------ hooks
+    def _restarted(self, workers: list) -> None:
+        """RolloutManager.on_restart: a replaced worker starts from model_path; bring it to the current version."""
+        if self._pushing or self.version == 0:
+            return  # during a push the broadcast that follows brings it along; at version 0 it is current
+        self.catch_up(self._senders, workers, self.version)
+
+    # ------------------------------------------------------------------ transports
+    def _broadcast_recovering(self, senders: list, rollout, version: int) -> dict:
+        try:
+            return self._broadcast(senders, rollout.workers, version)
+        except SyncError as e:  # every member finished the stream: the group is fine, the data was not
+            log.warning("weight sync %d failed (%s); retrying once", version, e)
+            return self._broadcast(senders, rollout.workers, version)
+        except RayActorError as e:  # a worker (or its node) died mid-sync: replace it, sync all again
+            if _one_of(e, senders):
+                raise
+            log.warning("a rollout worker died during weight sync %d (%s); replacing it", version, e)
+            rollout.replace_dead_workers()
+            return self._broadcast(senders, rollout.workers, version)
+
+    def _broadcast(self, senders: list, workers: list, version: int) -> dict:
+        self._ensure_group(senders[0], workers)
+        recv = [w.receive_weights.remote(version, self.verify) for w in workers]
+        send = [s.send_weights.remote(version, "broadcast", self.verify) for s in senders]
+        try:
+            return self._get(send + recv)[0]
+        except SyncError:
+            raise
+        except Exception:
+            self._group_key = None  # a member may be stuck or gone: rebuild the group next time
+            # Let the senders' side of the broken broadcast end (gloo fails fast once a peer's socket closes) so
+            # a retry does not queue behind it.
+            ray.wait(send, num_returns=len(send), timeout=self.timeout_s)
+            raise
+
+    def _send_via_object_store(self, senders: list, version: int, workers: list) -> dict:
+        refs = self._get([s.send_weights.remote(version, "object_store", self.verify) for s in senders])[0]
+        self._get([w.load_weights_from_refs.remote(version, refs, self.verify) for w in workers])
+        nbytes = sum(BucketMeta.from_json(meta).nbytes for meta, _ in refs)
+        return {"version": version, "buckets": len(refs), "bytes": nbytes, "transport": "object_store"}
+
+    # ------------------------------------------------------------------ the broadcast group
+    def _ensure_group(self, sender, workers: list) -> None:
+        """A group of `sender` (rank 0) and every worker (each with as many ranks as its engine has sync members),
+        rebuilt whenever either side changed (a restarted worker, a new learner group)."""
+        key = (sender._actor_id, tuple(w._actor_id for w in workers))
+        if key == self._group_key:
+            return
+        self._close_group(also=[sender, *workers])
+        ranks = self._get([w.sync_ranks.remote() for w in workers])
+        world = 1 + sum(ranks)
+        ip, port = self._get([sender.sync_endpoint.remote(world, self.timeout_s)])[0]
+        offsets = [1 + sum(ranks[:i]) for i in range(len(ranks))]
+        self._members = [sender, *workers]
+        self._get([sender.init_sync_group.remote(ip, port, world, self.backend, self.timeout_s)]
+                  + [w.init_sync_group.remote(ip, port, world, r, self.backend, self.timeout_s)
+                     for w, r in zip(workers, offsets)])
+        self._group_key = key
+
+    def _close_group(self, also: list = (), timeout_s: float | None = None) -> None:
+        holders = {a._actor_id: a for a in [*self._members, *also]}
+        refs = [a.close_sync_group.remote() for a in holders.values()]
+        deadline = time.monotonic() + (self.timeout_s if timeout_s is None else timeout_s)
+        for ref in refs:
+            try:
+                ray.get(ref, timeout=max(0.0, deadline - time.monotonic()))
+            except Exception as e:  # noqa: BLE001 - closing a group with a dead member is best effort
+                log.debug("closing a sync group: %s", e)
+        self._members, self._group_key = [], None
+
+    def _get(self, refs: list):
+        return ray.get(refs, timeout=self.timeout_s)
