@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 # Converted models (rayscale model ...) are cached here for tests and benchmarks.
 export RAYSCALE_MODEL_CACHE ?= $(CURDIR)/.cache/models
 
-.PHONY: install install-vllm demo test test-main test-vllm lint bench-quick clean
+.PHONY: install install-vllm demo test test-main test-vllm lint bench-quick gpu-smoke clean
 
 install: $(STAMP)
 install-vllm: $(VLLM_STAMP)
@@ -64,8 +64,17 @@ lint: $(STAMP)
 # rollout.py and weight_sync.py measure vLLM too: they run in the vLLM environment; the rest (TRL among them) here.
 VLLM_BENCHMARKS := benchmarks/rollout.py benchmarks/weight_sync.py
 bench-quick: $(STAMP) $(VLLM_STAMP)
-	for b in $(filter-out $(VLLM_BENCHMARKS),$(wildcard benchmarks/*.py)); do $(PY) $$b --quick || exit 1; done
+	for b in $(filter-out $(VLLM_BENCHMARKS) benchmarks/gpu_smoke_report.py,$(wildcard benchmarks/*.py)); do $(PY) $$b --quick || exit 1; done
 	for b in $(VLLM_BENCHMARKS); do $(VLLM_PY) $$b --quick || exit 1; done
 
+# On a machine with a CUDA GPU, offline: every `gpu` test and the GPU variants of the sync, rollout and learner
+# benchmarks in about 9 minutes, one JSON ($(OUT)/gpu_smoke.json). It installs nothing from here: it finds a python
+# with torch+CUDA itself (docs/launch.md, "GPU smoke run"). The script's exit status (3: no CUDA device) shows as
+# make's "Error N"; the JSON's exit_code holds it too.
+OUT ?= gpu_smoke
+BUDGET_S ?= 540
+gpu-smoke:
+	OUT="$(OUT)" BUDGET_S="$(BUDGET_S)" bash benchmarks/gpu_smoke.sh
+
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache .cache gpu_smoke .venv-gpu-smoke .gpu_smoke_site
