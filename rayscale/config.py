@@ -236,7 +236,8 @@ class LearnerConfig(_Strict):
                              "train, so ZeRO-1/2 already shards all optimizer state; the frozen base stays whole")
         if self.lora.enabled and self.ref_mode == "zero3":
             raise ValueError("learner.lora.enabled: the reference is the policy's own frozen base weights (no copy to "
-                             "shard), so learner.ref_mode must be precompute or replicated, not zero3")
+                             "shard; with model.ref_path, one whole copy), so learner.ref_mode must be precompute or "
+                             "replicated, not zero3")
         return self
 
 

@@ -328,7 +328,9 @@ class LearnerEngine:
             if name not in state:
                 state[name] = state[first_name[id(p)]]
         for name, buf in _persistent_buffers(self.hf_model):
-            state[name.replace(".base_layer.", ".")] = buf.detach().to("cpu", copy=True)  # LoRA: base names
+            if self.lora is not None:  # a buffer of a LoRA-wrapped layer, under the base layer's name
+                name = name.replace(".base_layer.", ".")
+            state[name] = buf.detach().to("cpu", copy=True)
         return state
 
     def set_reference_from_policy(self) -> None:
