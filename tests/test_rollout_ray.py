@@ -109,10 +109,13 @@ def test_broadcast_sync_after_a_learner_step_makes_every_worker_the_learner(mana
 
 def test_object_store_sync_then_broadcast_again_versions_increment(manager, learner, weight_sync):
     ray.get(learner.train_step.remote(STEP_TEXT))
-    weight_sync.push(learner, manager, 2, transport="object_store")
+    report = weight_sync.push(learner, manager, 2, transport="object_store")
+    assert report["bytes"] > 0 and weight_sync.last_report is report  # what `rayscale bench` reads
     _assert_workers_equal_learner(manager, learner, 2)
     ray.get(learner.train_step.remote(STEP_TEXT))
-    assert weight_sync.push(learner, manager, 3)["planned"]  # the layout is known from sync 1: announced up front
+    broadcast = weight_sync.push(learner, manager, 3)
+    assert broadcast["planned"]  # the layout is known from sync 1: announced up front
+    assert broadcast["bytes"] == report["bytes"]  # the same parameter bytes, either transport
     _assert_workers_equal_learner(manager, learner, 3)
 
 

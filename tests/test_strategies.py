@@ -95,7 +95,7 @@ def test_correction_builder_uses_the_teacher_and_counts_rejections():
     (sent,) = f.calls["correct"]
     assert sorted(g.sample.response for _, g in sent) == sorted([WRONG, WRONG2])  # distinct, max_per_prompt 2
     assert all(p.id == "p1" for p, _ in sent)
-    assert stats == {"teacher_rejected/no_error_found": 1}
+    assert stats == {"teacher_rejected/no_error_found": 1, "correction/requests": 2}  # 2 sent, 1 rejected
     (pair,) = pairs
     assert (pair.shared_prefix, pair.chosen, pair.rejected, pair.strategy) == (
         "7*3=21\n", "5+21=26\n26-4=22\n\\boxed{22}", "5+21=27\n27-4=23\n\\boxed{23}", "correction")
