@@ -229,3 +229,9 @@ def test_overrides_after_an_option_are_applied_not_unrecognized(tmp_path, capsys
     with pytest.raises(SystemExit) as e:  # anything else after an option is still a usage error (argparse: status 2)
         _cli(capsys, "train", "--dry-run", "--no-such-flag")
     assert e.value.code == 2 and "unrecognized arguments: --no-such-flag" in capsys.readouterr().err
+
+
+def test_a_synthetic_task_too_small_for_its_split_sizes(tmp_path):
+    _refused(_train("data.synthetic.operand_max=3", "data.synthetic.num_operands=2", "data.synthetic.train_size=400",
+                    f"tracking.run_dir={tmp_path}", "--dry-run"),
+             "data.synthetic: cannot draw", "distinct", "raise data.synthetic.operand_max")

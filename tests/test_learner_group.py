@@ -146,7 +146,7 @@ def test_checkpoint_layout(zero3, model_dir):
     root = zero3.ckpt
     state = json.loads((root / "learner_state.json").read_text())
     # The reference is still the initial model, so it is recorded by path rather than saved again.
-    assert state == {"step": 4, "num_ranks": 2, "zero_stage": 3, "reference": model_dir}
+    assert state == {"step": 4, "num_ranks": 2, "zero_stage": 3, "reference": model_dir, "lora": False}
     assert not (root / "reference").exists()
     assert (root / "deepspeed" / "latest").read_text().strip() == "state"
     assert len(list((root / "deepspeed" / "state").glob("*optim_states.pt"))) == 2  # one ZeRO shard per rank

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 
-from rayscale.config import SyntheticTaskConfig
+from rayscale.config import ConfigError, SyntheticTaskConfig
 from rayscale.data.problem import Problem
 from rayscale.prompts import format_solution
 
@@ -58,9 +58,10 @@ def _draw(rng: random.Random, cfg: SyntheticTaskConfig, n: int, exclude: set[str
     while len(out) < n:
         attempts += 1
         if attempts > 50 * n + 1000:
-            raise ValueError(
-                f"synthetic task: cannot draw {n} distinct {split} problems with num_operands={cfg.num_operands}, "
-                f"operand_max={cfg.operand_max}, operators={cfg.operators!r}; raise operand_max or lower the size"
+            raise ConfigError(
+                f"data.synthetic: cannot draw {n} distinct {split} problems with num_operands={cfg.num_operands}, "
+                f"operand_max={cfg.operand_max}, operators={cfg.operators!r}; raise data.synthetic.operand_max or "
+                "num_operands, or lower the split sizes"
             )
         numbers, ops = _expression(rng, cfg)
         key = "".join(f"{n}{o}" for n, o in zip(numbers, ops)) + str(numbers[-1])
