@@ -123,10 +123,9 @@ class LearnerEngine:
 
     def _load_hf(self, path: str, zero3: bool, ds_config: dict, dtype: torch.dtype = torch.float32):
         """Load an HF causal LM; under ZeRO-3 inside zero.Init, so no rank ever holds the whole model."""
-        # local: transformers is heavy
-        from transformers import AutoModelForCausalLM
-        from transformers.integrations import HfDeepSpeedConfig
-        from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+        from transformers import AutoModelForCausalLM  # local: transformers is heavy (seconds)
+        from transformers.integrations import HfDeepSpeedConfig  # local: as above
+        from transformers.integrations.deepspeed import unset_hf_deepspeed_config  # local: as above
 
         hf_ds = HfDeepSpeedConfig(ds_config) if zero3 else None  # noqa: F841 (alive = zero.Init on load)
         try:

@@ -37,7 +37,7 @@ def score_greedy(model, tokenizer, prompts: Sequence[str], continuations: Sequen
     """For each prompt + continuation: at every continuation position, the model's argmax token and the gap
     between its top two logits. One forward per sequence; call under torch.no_grad on every rank that shares
     the model (ZeRO-3 gathers inside the forward)."""
-    import torch
+    import torch  # local: only learner processes score; the coordinator uses the torch-free checks below
 
     out = []
     device = next(model.parameters()).device

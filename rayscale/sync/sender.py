@@ -85,7 +85,7 @@ class WeightSenderMixin:
 
     def sync_endpoint(self, world_size: int, timeout_s: float = 300.0) -> tuple[str, int]:
         """Rank 0 opens the rendezvous store on its node's IP and an OS-chosen free port, for the workers to join."""
-        import ray
+        import ray  # local: rayscale.sync is also loaded by vLLM's worker extension, which must not load Ray
 
         ip = ray.util.get_node_ip_address()
         self._sync_store = host_store(ip, world_size, timeout_s)
@@ -135,7 +135,7 @@ class WeightSenderMixin:
         raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
 
     def _put_buckets(self, params, bucket_bytes: int, verify: bool) -> list:
-        import ray
+        import ray  # local: as in sync_endpoint
 
         pool = self._pool("cpu")
         refs = []
