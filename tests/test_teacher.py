@@ -177,7 +177,8 @@ def test_local_vllm_teacher_on_cpu_answers_every_request_it_can(smollm2_dir):
     from rayscale.actors.teacher import TeacherActor
 
     cfg = TeacherConfig(backend="local", local={"backend": "vllm", "model_path": smollm2_dir, "max_new_tokens": 48,
-                                                "vllm": {"kv_cache_gb": 1, "max_model_len": 1024}})
+                                                "vllm": {"kv_cache_gb": 1, "max_model_len": 1024,
+                                                         "enforce_eager": True}})  # no 2-min compile warm-up
     too_long = replace(_item(3), student_solution="7*3=21\n" * 400)
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:

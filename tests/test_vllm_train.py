@@ -53,7 +53,10 @@ def test_train_smollm2_vllm_gsm8k_with_a_vllm_serve_teacher(tmp_path, smollm2_di
     server = vllm_teacher_server
     rows = train(tmp_path, smollm2_dir, shared_data, "teacher.backend=openai",
                  f"teacher.openai.base_url={server.base_url}", f"teacher.openai.model={server.model}",
-                 f"teacher.openai.api_key_env={KEY_ENV}", "teacher.openai.max_tokens=256")
+                 f"teacher.openai.api_key_env={KEY_ENV}", "teacher.openai.max_tokens=256",
+                 # The oracle run above covers the compiled engine the launch config uses; eager here saves the
+                 # suite vLLM's ~2-minute torch.compile warm-up (the teacher server is what this test is about).
+                 "rollout.vllm.enforce_eager=true")
     for row in rows:
         # every wrong sample sent to the teacher came back as a pair or as a counted rejection with its reason
         rejected = {k: v for k, v in row.items() if k.startswith("teacher_rejected/")}
