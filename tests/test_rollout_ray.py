@@ -15,6 +15,7 @@ ray = pytest.importorskip("ray")
 
 from rayscale.config import RoleResources, RolloutConfig, SyncConfig, TinyModelConfig  # noqa: E402
 from rayscale.types import RolloutRequest  # noqa: E402
+from tests.ray_faults import kill_and_wait_dead  # noqa: E402
 
 PROMPTS = ["<|user|>3+4*2<|assistant|>", "<|user|>12-5<|assistant|>", "<|user|>7*7-1<|assistant|>"]
 NEW_TOKENS = 12
@@ -127,7 +128,7 @@ def test_a_restarted_worker_gets_the_current_weights_before_it_generates(manager
     _assert_workers_equal_learner(manager, learner, 3)
     # a worker that dies is replaced by generate itself, again at the current version
     dead = manager.workers[0]
-    ray.kill(dead, no_restart=True)
+    kill_and_wait_dead(dead)
     assert _greedy(manager) == ray.get(learner.greedy.remote(PROMPTS, NEW_TOKENS))
     assert manager.workers[0] is not dead
     _assert_workers_equal_learner(manager, learner, 3)

@@ -22,6 +22,7 @@ from rayscale.config import (
 )
 from rayscale.sync.receiver import SyncError
 from rayscale.types import PreferencePair, RolloutRequest
+from tests.ray_faults import kill_and_wait_dead
 
 ray = pytest.importorskip("ray")
 pytestmark = [pytest.mark.vllm, pytest.mark.ray]
@@ -125,7 +126,7 @@ def test_a_restarted_vllm_worker_catches_up_before_it_generates(tiny):
     tiny.step()
     tiny.sync("broadcast")
     old_pid = tiny.rollout.infos[0]["pid"]
-    ray.kill(tiny.rollout.workers[0], no_restart=True)
+    kill_and_wait_dead(tiny.rollout.workers[0])
     assert tiny.rollout.replace_dead_workers(probe_timeout_s=30) == [0]
     assert tiny.rollout.infos[0]["pid"] != old_pid
     assert tiny.rollout.policy_versions() == [tiny.version]
