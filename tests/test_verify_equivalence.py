@@ -34,6 +34,15 @@ def test_hendrycks_is_equiv_cases(shared_data):
 
 # (gold, pred, expected). Grouped by the rule they pin down; many are where math-verify 0.9 is loose.
 TRICKY = [
+    # a calculation is not its result: rewarding `8-13` for -5 teaches a model to restate the question
+    ("-5", "8-13", False),
+    ("28", "4*7", False),
+    ("10", r"2\times 5", False),
+    ("-5", "-5", True),
+    # a plain-arithmetic equality chain states its last side
+    ("36", "12+24 = 36", True),
+    ("36", "12+24 = 35", False),
+    ("36", "12+24 = 30+6", False),
     # exact rationals: no float rounding
     (r"\frac{1}{2^{99}}", r"\frac{1}{2^{98}}", False),
     (r"\frac{1}{2^{99}}", r"2^{-99}", True),

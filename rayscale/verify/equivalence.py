@@ -7,7 +7,9 @@ Order of checks (first decisive one wins):
 4. outer shape (structure.py): unordered lists/sets, ordered tuples, intervals with their open/closed ends, unions;
 5. per element: an assignment `x = 3` compares its right side (two assignments also compare variables); word
    answers compare case-insensitively; plain numbers compare as exact rationals (`fractions.Fraction`, mixed
-   numbers `2\\frac{1}{2}` included); everything else goes to sympy through math-verify's LaTeX parser, with
+   numbers `2\\frac{1}{2}` included); an answer that is a plain-arithmetic equality chain (`12+24 = 36`) states its
+   last side; against a plain-number gold, a calculation (`8-13`, `4*7`) is wrong, not evaluated, since rewarding
+   it would teach a model to restate the question; everything else goes to sympy through math-verify's LaTeX parser, with
    decimals turned into exact fractions first (so no float rounding anywhere) and constant expressions compared
    to 30 significant digits at 50-digit precision instead of math-verify's 6-decimal rounding.
 
@@ -170,6 +172,10 @@ _RELATION = re.compile(r"<|>|\\le|\\ge|\\leq|\\geq|\\neq|\\ne\b|\\lt|\\gt")
 def _compare_scalar(g: str, p: str) -> Verdict:
     if squash(g) == squash(p):
         return Verdict(True, "same text")
+    p = _chain_result(p)
+    if _PLAIN_NUMBER.fullmatch(g) and _is_calculation(p):
+        # `8-13` for gold -5 restates the question: rewarding it teaches a model to copy the question
+        return Verdict(False, "a calculation, not its result")
     ga, pa = _ASSIGNMENT.fullmatch(g), _ASSIGNMENT.fullmatch(p)
     if ga and pa and ga.group(1) != pa.group(1):
         return Verdict(False, "different variables")
@@ -182,6 +188,24 @@ def _compare_scalar(g: str, p: str) -> Verdict:
     if gv is not None and pv is not None:
         return Verdict(gv == pv, "exact rational")
     return _compare_symbolic(g, p)
+
+
+_PLAIN_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+_CALCULATION = re.compile(r"[+*×·]|\\times|\\cdot|(?<=[\d)}])\s*-")  # `-5` is a number, `8-13` a calculation
+
+
+def _is_calculation(s: str) -> bool:
+    return arith.try_evaluate(s) is not None and bool(_CALCULATION.search(s))
+
+
+def _chain_result(p: str) -> str:
+    """`12+24 = 36` states 36: the last side of an equality chain that is plain arithmetic throughout."""
+    if "=" not in p:
+        return p
+    sides = [x.strip() for x in p.split("=")]
+    if all(sides) and all(arith.try_evaluate(x) is not None for x in sides):
+        return sides[-1]
+    return p
 
 
 def _rational(s: str) -> Fraction | None:
