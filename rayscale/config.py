@@ -310,7 +310,10 @@ class AlgoConfig(_Strict):
     # Iterative DPO (Iterative RPO, online DPO): every K iterations the frozen reference becomes the current
     # policy, so the KL anchor follows the model instead of staying at the start. 0 = never.
     ref_update_every: int = Field(0, ge=0)
-    eval_every: int = Field(5, ge=0)
+    eval_every: int = Field(5, ge=0)  # iterations between held-out evaluations (and after the last); 0 = never
+    # Evaluate the starting policy before iteration 1 too. Off: runs that start from one shared checkpoint (a
+    # benchmark's arms) score it once instead of once per run.
+    eval_at_start: bool = True
     # Samples per held-out problem for sampled accuracy (greedy takes one); 4: less noise per point.
     eval_samples: int = Field(4, ge=1)
     loss: Literal["sigmoid", "ipo", "cdpo", "dpop", "rpo", "sft"] = "rpo"

@@ -150,7 +150,7 @@ class Trainer:
         self.version = state.policy_version if state else 0
         if state is not None:
             self.sync_weights()  # workers start from the resumed policy
-        elif cfg.algo.eval_every:
+        elif cfg.algo.eval_every and cfg.algo.eval_at_start:
             self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate(0)})
             print(self.tracker.console_line(self.tracker.rows[-1]), flush=True)
 

@@ -170,8 +170,11 @@ def test_eval_command_on_shared_gsm8k(local_ray, tiny_model_dir, shared_data, tm
 
 
 def test_reference_refresh_anchors_the_next_iteration_at_the_current_policy(local_ray, tmp_path):
-    rows = run(tmp_path, "algo.strategy=correction", "algo.ref_update_every=1", "algo.loss=sigmoid")
-    first, second = rows[1], rows[2]
+    rows = run(tmp_path, "algo.strategy=correction", "algo.ref_update_every=1", "algo.loss=sigmoid",
+               "algo.eval_at_start=false")
+    assert [r["iteration"] for r in rows] == [1, 2]  # the starting policy was not scored: no iteration-0 row
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["eval_0001.jsonl", "eval_0002.jsonl"]
+    first, second = rows
     assert first["policy_version"] == 1 and "ref_update" in first["time"]  # the policy moved, then became the ref
     # policy == reference at the start of iteration 2's step: every implicit reward is exactly zero
     assert second["learner/rewards/chosen"] == 0.0 and second["learner/rewards/margins"] == 0.0
