@@ -211,6 +211,9 @@ class LearnerConfig(_Strict):
     micro_batch_size: int = Field(32, ge=1)  # pairs (DPO) or sequences (SFT) per rank per forward
     # Recompute each layer's activations in the backward pass instead of keeping them: memory for ~30% more time.
     gradient_checkpointing: bool = False
+    # ZeRO-Offload to host memory on GPU ranks: "optimizer" (Adam states and the step on the CPU; ZeRO 1-3),
+    # "params" (ZeRO-3 parameters too, gathered to the GPU per layer). A CPU rank already keeps both there.
+    offload: Literal["none", "optimizer", "params"] = "none"
     ref_mode: Literal["replicated", "zero3", "precompute"] = "precompute"
     max_seq_len: int = Field(256, gt=0)  # per sequence (context + one continuation); responses cut from the right
     # ZeRO-3 keeps parameters smaller than this whole on every rank (DeepSpeed's default 1e5).
@@ -225,6 +228,16 @@ class LearnerConfig(_Strict):
     def _schedule_needs_length(self) -> LearnerConfig:
         if self.lr_schedule != "constant" and self.total_steps is None:
             raise ValueError(f"learner.lr_schedule={self.lr_schedule} decays over learner.total_steps; set it")
+        return self
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> LearnerConfig:
+        if self.offload == "params" and self.zero_stage != 3:
+            raise ValueError(f"learner.offload=params offloads ZeRO-3's parameter shards: set learner.zero_stage=3 "
+                             f"(now {self.zero_stage}), or use learner.offload=optimizer")
+        if self.offload == "optimizer" and self.zero_stage == 0:
+            raise ValueError("learner.offload=optimizer offloads ZeRO's optimizer partitions: set learner.zero_stage "
+                             "to 1, 2 or 3")
         return self
 
     @model_validator(mode="after")

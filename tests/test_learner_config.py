@@ -60,3 +60,25 @@ def test_cpu_shm_comm_op_is_never_built():
     ds_torch = importlib.import_module("deepspeed.comm.torch")  # `deepspeed.comm.torch` the attribute is torch
     _skip_cpu_shm_op()
     assert ds_torch.build_shm_op() is None  # no gcc run, no shared build lock to wait on
+
+
+def test_offload_moves_gpu_state_to_the_host_and_leaves_cpu_ranks_alone():
+    params = LearnerConfig(zero_stage=3, offload="params")
+    gpu = dsc.policy_config(params, "cuda")
+    host = {"device": "cpu", "pin_memory": True}
+    assert gpu["zero_optimization"]["offload_optimizer"] == host and gpu["zero_optimization"]["offload_param"] == host
+    assert gpu["optimizer"]["params"]["torch_adam"] is False  # ZeRO-Offload steps with DeepSpeed's CPU Adam
+    ref = dsc.reference_config(params, "cuda")["zero_optimization"]
+    assert ref["offload_param"] == host and "offload_optimizer" not in ref  # a frozen engine has no optimizer
+    optimizer = dsc.policy_config(LearnerConfig(zero_stage=2, offload="optimizer"), "cuda")["zero_optimization"]
+    assert optimizer["offload_optimizer"] == host and "offload_param" not in optimizer
+    # on a CPU rank both already live in host memory: the config is the one without offload
+    assert dsc.policy_config(params, "cpu") == dsc.policy_config(LearnerConfig(zero_stage=3), "cpu")
+
+
+def test_offload_names_the_zero_stage_it_needs():
+    with pytest.raises(ConfigError, match="offload=params offloads ZeRO-3's parameter shards: set learner.zero_stage=3"):
+        load_config(overrides=["learner.offload=params", "learner.zero_stage=2"])
+    with pytest.raises(ConfigError, match="offload=optimizer offloads ZeRO's optimizer partitions"):
+        load_config(overrides=["learner.offload=optimizer", "learner.zero_stage=0"])
+    assert load_config(overrides=["learner.offload=optimizer", "learner.zero_stage=1"]).learner.offload == "optimizer"

@@ -12,7 +12,8 @@ from rayscale.types import PreferencePair
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 
 
-def test_zero3_dpo_with_nccl_on_one_gpu(tmp_path):
+@pytest.mark.parametrize("offload", ["none", "params"])
+def test_zero3_dpo_with_nccl_on_one_gpu(tmp_path, offload):
     import ray
     import torch
 
@@ -24,7 +25,7 @@ def test_zero3_dpo_with_nccl_on_one_gpu(tmp_path):
     pairs = [PreferencePair(str(i), f"<|user|>{i}*{i + 1}<|assistant|>", f"{i * (i + 1)}", f"{i * (i + 1) + 1}",
                             shared_prefix=f"{i}*{i + 1}=") for i in range(8)]
     cfg = LearnerConfig(num_ranks=1, zero_stage=3, ref_mode="zero3", micro_batch_size=4, lr=1e-3,
-                        zero3_param_persistence_threshold=0)
+                        zero3_param_persistence_threshold=0, offload=offload)  # params: ZeRO-3 + CPU offload
     ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False)
     try:
         with LearnerGroup(model_dir, cfg, AlgoConfig(loss="rpo"), RoleResources(num_cpus=1, num_gpus=1)) as group:

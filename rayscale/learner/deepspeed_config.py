@@ -12,10 +12,21 @@ def use_bf16(cfg: LearnerConfig, device: str) -> bool:
     return cfg.precision == "bf16"
 
 
-def _zero_section(cfg: LearnerConfig, stage: int) -> dict:
+def offloads(cfg: LearnerConfig, device: str) -> bool:
+    """Offload moves GPU state to host memory; a CPU rank has nothing to move (its config is left as it is)."""
+    return cfg.offload != "none" and device.startswith("cuda")
+
+
+def _zero_section(cfg: LearnerConfig, stage: int, device: str, trained: bool = True) -> dict:
     zero: dict = {"stage": stage}
     if stage == 3:
         zero["stage3_param_persistence_threshold"] = cfg.zero3_param_persistence_threshold
+    if offloads(cfg, device):
+        host = {"device": "cpu", "pin_memory": True}  # pinned: the host<->GPU copies are asynchronous
+        if trained:
+            zero["offload_optimizer"] = host
+        if cfg.offload == "params" and stage == 3:
+            zero["offload_param"] = host
     return zero
 
 
@@ -36,9 +47,11 @@ def policy_config(cfg: LearnerConfig, device: str) -> dict:
             "type": "AdamW",
             # torch's AdamW: DeepSpeed's fused/CPU Adam kernels are JIT-built C++/CUDA, slow to build and absent on
             # machines without a compiler; torch's foreach/fused implementation is as fast for this purpose.
-            "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "torch_adam": True},
+            # Offloaded, the step runs on the host: DeepSpeed's CPU Adam (JIT-built, needs a C++ compiler) is
+            # several times faster there than torch's, and is what ZeRO-Offload expects.
+            "params": {"lr": cfg.lr, "weight_decay": cfg.weight_decay, "torch_adam": not offloads(cfg, device)},
         },
-        "zero_optimization": _zero_section(cfg, cfg.zero_stage),
+        "zero_optimization": _zero_section(cfg, cfg.zero_stage, device),
         "bf16": {"enabled": use_bf16(cfg, device)},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
@@ -49,7 +62,7 @@ def reference_config(cfg: LearnerConfig, device: str) -> dict:
     """Config of the frozen ZeRO-3 inference engine (ref_mode=zero3): parameters sharded, gathered per layer."""
     return {
         "train_micro_batch_size_per_gpu": cfg.micro_batch_size,
-        "zero_optimization": _zero_section(cfg, 3),
+        "zero_optimization": _zero_section(cfg, 3, device, trained=False),  # frozen: no optimizer to offload
         "bf16": {"enabled": use_bf16(cfg, device)},
         "steps_per_print": 10**9,
     }

@@ -97,6 +97,9 @@ class LearnerEngine:
         self.tokenizer = load_tokenizer(self.model_path, self.trust_remote_code)
         torch.manual_seed(self.cfg.seed)
         ds_config = dsc.policy_config(self.cfg, self.device)
+        if self.cfg.offload != "none" and not dsc.offloads(self.cfg, self.device):
+            print(f"learner.offload={self.cfg.offload} has no effect on a CPU rank: its parameters and optimizer "
+                  "states are in host memory already", flush=True)
         policy = self._load_hf(self.model_path, zero3=self.cfg.zero_stage == 3, ds_config=ds_config)
         if self.cfg.gradient_checkpointing:  # non-reentrant: works under ZeRO-3 and with frozen inputs
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
