@@ -243,7 +243,7 @@ def _install_timers(actor) -> None:
     def in_worker(wrapper) -> None:
         worker = getattr(wrapper, "worker", wrapper)  # vLLM's WorkerWrapperBase holds the worker
         runner = worker.model_runner
-        reload, unflatten = runner.reload_weights, worker._rayscale_unflatten
+        reload = runner.reload_weights
 
         def timed_reload(weights_iterator=None, **kw):
             def timed_iter():  # time spent getting the next weight: receive wait + cast
@@ -262,16 +262,18 @@ def _install_timers(actor) -> None:
             reload(weights_iterator=timed_iter(), **kw)
             cur["reload"] = time.perf_counter() - t
 
-        def timed_unflatten(*a, **kw):
-            t = time.perf_counter()
-            out = unflatten(*a, **kw)
-            cur["cast"] = cur.get("cast", 0.0) + time.perf_counter() - t
-            return out
-
         runner.reload_weights = timed_reload
-        worker._rayscale_unflatten = timed_unflatten
 
     actor.backend.llm.collective_rpc(in_worker)
+    unflatten = ext.BucketLoader.unflatten  # the in-process engine's workers share this process's classes
+
+    def timed_unflatten(*a, **kw):
+        t = time.perf_counter()
+        out = unflatten(*a, **kw)
+        cur["cast"] = cur.get("cast", 0.0) + time.perf_counter() - t
+        return out
+
+    ext.BucketLoader.unflatten = timed_unflatten
     refresh = ext.refresh_cpu_gemms
 
     def timed_refresh(model):

@@ -263,8 +263,12 @@ DEFAULT_BUCKET_BYTES = 64 << 20
 class SyncConfig(_Strict):
     """Read by one place only: rayscale.sync.coordinator.WeightSync (the controller's, sender-side)."""
 
-    transport: Literal["broadcast", "object_store"] = "broadcast"
+    # vllm_native: through vLLM's own weight-transfer API (start/update/finish_weight_update), vLLM workers only
+    transport: Literal["broadcast", "object_store", "vllm_native"] = "broadcast"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when rollout workers hold GPUs, else gloo
+    # The vLLM weight-transfer engine of `vllm_native`: `rayscale` (registered by rayscale inside vLLM's workers:
+    # the broadcast buckets over the `backend` group, CPU or GPU; auto picks it), or vLLM's CUDA-only `nccl`/`ipc`
+    native_backend: Literal["auto", "rayscale", "nccl", "ipc"] = "auto"
     bucket_size_mb: float = Field(DEFAULT_BUCKET_BYTES / (1 << 20), gt=0)
     # Checksum every bucket on both sides, then make every engine generate greedily from probe prompts and
     # fail the sync unless the learner, on the same weights, agrees with each token (rayscale.sync.output_check).

@@ -299,7 +299,8 @@ class Trainer:
         """Rollout workers of `role` ("rollout", or "weak_rollout" for weak-to-strong's weak model)."""
         return RolloutManager(model_path, rollout_cfg, placement=self.placements[role],
                               call_timeout_s=self.weight_sync.timeout_s,
-                              trust_remote_code=self.cfg.model.trust_remote_code)
+                              trust_remote_code=self.cfg.model.trust_remote_code,
+                              weight_transfer=self.weight_sync.vllm_weight_transfer)
 
     def start_policy_actors(self, policy_path: str, state) -> None:
         """Rollout workers and the learner group, both built from the starting policy."""

@@ -1,6 +1,7 @@
 """GPU paths: the DeepSpeed learner (a 1-rank LearnerGroup on the GPU) takes a DPO step and syncs to an HF or a vLLM
 rollout worker on the GPU; afterwards the worker holds the learner's weights bit for bit (HF) and generates what
-the learner generates (vLLM). The CPU version of the same: tests/test_vllm_sync.py.
+the learner generates (vLLM; by broadcast and through vLLM's weight-transfer API, `vllm_native`). The CPU version
+of the same: tests/test_vllm_sync.py.
 
 On one GPU the learner and the worker share it (half a GPU each) and sync over gloo: NCCL refuses two ranks on one
 device. With two GPUs the same tests also run over NCCL, a whole GPU each. Skipped cleanly without a CUDA GPU (and
@@ -43,10 +44,11 @@ def ray_gpu():
     ray.shutdown()
 
 
-def _weight_sync(sync_backend: str):
+def _weight_sync(sync_backend: str, transport: str = "broadcast"):
     from rayscale.sync.coordinator import WeightSync
 
-    return WeightSync(SyncConfig(backend=sync_backend, bucket_size_mb=0.25, verify=True), rollout_gpus=1)
+    return WeightSync(SyncConfig(transport=transport, backend=sync_backend, bucket_size_mb=0.25, verify=True),
+                      rollout_gpus=1)
 
 
 def _learner(model_dir, sync_backend: str, bucket_bytes: int, precision: str = "auto"):
@@ -59,12 +61,13 @@ def _learner(model_dir, sync_backend: str, bucket_bytes: int, precision: str = "
                         RoleResources(num_cpus=1, num_gpus=GPUS_PER_ACTOR[sync_backend]), bucket_bytes=bucket_bytes)
 
 
-def _manager(model_dir, backend: str, sync_backend: str, **rollout):
+def _manager(model_dir, backend: str, sync_backend: str, weight_transfer: str | None = None, **rollout):
     from rayscale.actors.rollout import RolloutManager
 
     cfg = RolloutConfig(backend=backend, num_workers=1, device="cuda", max_new_tokens=NEW_TOKENS, **rollout)
     return RolloutManager(model_dir, cfg,
-                          resources_cfg=RoleResources(num_cpus=1, num_gpus=GPUS_PER_ACTOR[sync_backend]))
+                          resources_cfg=RoleResources(num_cpus=1, num_gpus=GPUS_PER_ACTOR[sync_backend]),
+                          weight_transfer=weight_transfer)
 
 
 def _learner_greedy(learner) -> list[list[int]]:
@@ -115,13 +118,15 @@ def test_hf_backend_on_gpu_matches_the_learner_bit_for_bit(ray_gpu, model_dir, s
 
 
 @pytest.mark.vllm
+@pytest.mark.parametrize("transport", ["broadcast", "vllm_native"])  # vllm_native: vLLM's weight-transfer API
 @pytest.mark.parametrize("sync_backend", SYNC_BACKENDS)
-def test_vllm_backend_generates_syncs_and_generates_what_the_learner_generates(ray_gpu, model_dir, sync_backend):
-    weight_sync = _weight_sync(sync_backend)
+def test_vllm_backend_generates_syncs_and_generates_what_the_learner_generates(ray_gpu, model_dir, sync_backend,
+                                                                              transport):
+    weight_sync = _weight_sync(sync_backend, transport)
     learner = manager = None
     try:
         # fp32 on both sides, as the engine (vLLM's gpu_memory_utilization: a share of the GPU the learner shares)
-        manager = _manager(model_dir, "vllm", sync_backend, logprobs=True,
+        manager = _manager(model_dir, "vllm", sync_backend, weight_sync.vllm_weight_transfer, logprobs=True,
                            vllm=VLLMConfig(gpu_memory_utilization=0.3, enforce_eager=True, dtype="float32"))
         learner = _learner(model_dir, sync_backend, weight_sync.bucket_bytes, precision="fp32")
         assert learner.info[0]["device"].startswith("cuda")

@@ -12,8 +12,9 @@ import ast
 from pathlib import Path
 
 import pytest
+import torch
 
-from rayscale.config import DEFAULT_BUCKET_BYTES, SyncConfig, load_config
+from rayscale.config import DEFAULT_BUCKET_BYTES, ConfigError, SyncConfig, load_config
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rayscale"
 ALLOWED = {"config.py", "sync/coordinator.py"}  # the definition, and its one reader
@@ -103,3 +104,45 @@ def test_an_unknown_transport_is_refused_before_anything_is_sent():
 
     with pytest.raises(ValueError, match="unknown sync transport 'carrier pigeon'"):
         WeightSync().push([], Manager(), 1, transport="carrier pigeon")
+
+
+# ------------------------------------------------------------------ sync.transport: vllm_native
+def test_vllm_native_builds_the_engines_with_rayscales_weight_transfer_engine():
+    from rayscale.sync.coordinator import WeightSync
+
+    cfg = load_config(None, ["sync.transport=vllm_native"]).sync
+    ws = WeightSync(cfg, rollout_gpus=0)
+    assert (ws.transport, ws.backend, ws.native_engine, ws.vllm_weight_transfer) == (
+        "vllm_native", "gloo", "rayscale", "rayscale")  # auto: rayscale's engine, over the gloo group on CPU
+    assert WeightSync(SyncConfig(native_backend="rayscale"), 0).vllm_weight_transfer is None  # not the transport
+    with pytest.raises(ConfigError, match="native_backend"):
+        load_config(None, ["sync.native_backend=carrier_pigeon"])
+
+
+@pytest.mark.parametrize("backend", ["nccl", "ipc"])
+def test_vllms_cuda_only_weight_transfer_is_refused_where_it_would_sync_nothing(backend):
+    from rayscale.sync.coordinator import WeightSync
+
+    # vLLM issue #57022: off CUDA, vLLM's NCCL transfer returns as if it had synced. Refused up front, by key.
+    with pytest.raises(ValueError, match=rf"sync.native_backend: {backend} cannot sync here: the rollout workers "
+                                         r"hold no GPU .*#57022.*Use sync.native_backend: rayscale"):
+        WeightSync(SyncConfig(transport="vllm_native", native_backend=backend), rollout_gpus=0)
+    with pytest.raises(ValueError, match="trainer engine.*Use sync.native_backend: rayscale"):
+        WeightSync(SyncConfig(transport="vllm_native", native_backend=backend), rollout_gpus=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a CPU engine")
+def test_a_cpu_vllm_engine_refuses_cuda_only_weight_transfer_before_it_starts():
+    from rayscale.config import VLLMConfig
+    from rayscale.rollout.vllm_engine import make_llm
+
+    with pytest.raises(ValueError, match="'ipc' weight transfer needs CUDA.*sync.native_backend: rayscale"):
+        make_llm("no-model-needed", VLLMConfig(), seed=0, weight_transfer="ipc")  # before vLLM is even imported
+
+
+def test_the_hf_backend_refuses_vllm_native():
+    from rayscale.config import RolloutConfig
+    from rayscale.rollout.backends import make_backend
+
+    with pytest.raises(ValueError, match="vllm_native .* needs rollout.backend: vllm"):
+        make_backend("no-model-needed", RolloutConfig(backend="hf"), weight_transfer="rayscale")

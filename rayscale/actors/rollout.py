@@ -29,12 +29,12 @@ _NO_WEIGHTS = -1  # version of a worker whose last sync failed half way: it must
 
 class RolloutWorker:
     def __init__(self, model_path: str, rollout_cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, weight_transfer: str | None = None):
         from rayscale.rollout.backends import make_backend  # torch/vLLM: loaded in the worker process only
 
         self.index = worker_index
         self.cfg = rollout_cfg
-        self.backend = make_backend(model_path, rollout_cfg, worker_index, dtype, trust_remote_code)
+        self.backend = make_backend(model_path, rollout_cfg, worker_index, dtype, trust_remote_code, weight_transfer)
         self.version = 0  # the weights in model_path are the learner's starting point: version 0
 
     def ready(self) -> dict:
@@ -56,18 +56,27 @@ class RolloutWorker:
         return self.backend.generate(requests, self.version)
 
     def init_sync_group(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: str = "gloo",
-                        timeout_s: float = 300.0) -> None:
-        self.backend.init_sync_group(master_addr, master_port, world_size, rank, backend, timeout_s)
+                        timeout_s: float = 300.0, transport: str = "broadcast") -> None:
+        """`transport`: broadcast (the backend's own receiver) or vllm_native (vLLM's weight-transfer engine)."""
+        init = self._native().init_native_transfer if transport == "vllm_native" else self.backend.init_sync_group
+        init(master_addr, master_port, world_size, rank, backend, timeout_s)
 
     def close_sync_group(self) -> None:
         self.backend.close_sync_group()
 
-    def receive_weights(self, version: int, verify: bool = False) -> dict:
-        """Broadcast transport: take part in the sender's `send_weights` (call both at once)."""
+    def receive_weights(self, version: int, verify: bool = False, transport: str = "broadcast") -> dict:
+        """Broadcast (or vllm_native) transport: take part in the sender's `send_weights` (call both at once)."""
+        receive = self._native().receive_native if transport == "vllm_native" else self.backend.receive_weights
         self.version = _NO_WEIGHTS
-        report = self.backend.receive_weights(version, verify)
+        report = receive(version, verify)
         self.version = version
         return report
+
+    def _native(self):
+        if not hasattr(self.backend, "receive_native"):
+            raise ValueError(f"rollout worker {self.index}: sync.transport vllm_native needs rollout.backend: vllm, "
+                             f"not {self.cfg.backend}")
+        return self.backend
 
     def load_weights_from_refs(self, version: int, refs: list, verify: bool = False) -> None:
         """Object-store transport: `refs` is what the sender's `send_weights(transport="object_store")` returned."""
@@ -104,9 +113,12 @@ class RolloutManager:
 
     def __init__(self, model_path: str, rollout_cfg: RolloutConfig, *, resources_cfg: RoleResources | None = None,
                  placement: RolePlacement | None = None, placement_timeout_s: float = 120.0,
-                 call_timeout_s: float = 300.0, dtype: str = "auto", trust_remote_code: bool = False):
+                 call_timeout_s: float = 300.0, dtype: str = "auto", trust_remote_code: bool = False,
+                 weight_transfer: str | None = None):
         self.model_path, self.cfg = model_path, rollout_cfg
-        self._worker_args = (dtype, trust_remote_code)
+        # weight_transfer: the coordinator's `vllm_weight_transfer`, the vLLM weight-transfer engine each vLLM
+        # worker is built with for the vllm_native sync transport (None: not used)
+        self._worker_args = (dtype, trust_remote_code, weight_transfer)
         self.call_timeout_s = call_timeout_s  # each Ray call to the workers outside generate
         self._owns_placement = placement is None
         self.placement = placement or place_one_role("rollout", rollout_cfg.num_workers,

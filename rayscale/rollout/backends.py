@@ -4,6 +4,7 @@
     sync_ranks                  members this backend adds to the sync group (1; vLLM: one per TP/PP worker)
     init_sync_group(master_addr, master_port, world_size, rank, backend, timeout_s)
     receive_weights(version, verify) -> SyncReport-like dict      (broadcast transport)
+    init_native_transfer(...), receive_native(version, verify)     (vllm_native transport: vLLM only)
     load_buckets(buckets)                                          (object-store transport)
     state_checksums() -> {name: checksum}
     dtype                       the engine's compute dtype ("float32", "bfloat16", ...), for output checks
@@ -71,9 +72,13 @@ class HFBackend:
 
 
 def make_backend(model_path: str, cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, weight_transfer: str | None = None):
+    """`weight_transfer`: the vLLM weight-transfer engine of the vllm_native sync transport (None: not used)."""
     if cfg.backend == "hf":
+        if weight_transfer is not None:
+            raise ValueError("sync.transport: vllm_native syncs through vLLM's weight-transfer API and needs "
+                             "rollout.backend: vllm; with the hf backend use broadcast or object_store")
         return HFBackend(HFEngine.from_path(model_path, cfg, dtype, worker_index, trust_remote_code))
     if cfg.backend == "vllm":
-        return VLLMEngine(model_path, cfg, worker_index, trust_remote_code)
+        return VLLMEngine(model_path, cfg, worker_index, trust_remote_code, weight_transfer)
     raise ValueError(f"unknown rollout backend {cfg.backend!r}; expected hf or vllm")

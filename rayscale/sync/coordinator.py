@@ -2,12 +2,15 @@
 
     weight_sync = WeightSync(cfg.sync, rollout_gpus=cfg.cluster.rollout.num_gpus)
     learner = LearnerGroup(..., bucket_bytes=weight_sync.bucket_bytes)   # the one bucket size, given once
-    rollout = RolloutManager(..., call_timeout_s=weight_sync.timeout_s)
+    rollout = RolloutManager(..., call_timeout_s=weight_sync.timeout_s,
+                             weight_transfer=weight_sync.vllm_weight_transfer)  # vLLM engines for vllm_native
     weight_sync.push(learner.ranks, rollout, version)                     # after every learner step
     weight_sync.close()                                                   # at shutdown
 
 It chooses the transport (`broadcast`: a process group of learner rank 0 and every rollout worker, built, keyed and
-torn down here; `object_store`: the same buckets through Ray), retries a broadcast once when it failed cleanly
+torn down here; `object_store`: the same buckets through Ray; `vllm_native`: the broadcast's group and buckets,
+received by the vLLM weight-transfer engine `sync.native_backend` names, through vLLM's own weight-update API),
+retries a broadcast once when it failed cleanly
 (`SyncError`: every member finished the stream), replaces rollout workers that died during a sync (through the
 manager), catches a restarted worker up to the current weights (the manager's `on_restart` hook, which `push`
 sets) and runs the output check (`sync.verify`, rayscale.sync.output_check). Senders (learner rank actors with
@@ -30,7 +33,23 @@ from rayscale.sync.receiver import SyncError
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = ("broadcast", "object_store")
+TRANSPORTS = ("broadcast", "object_store", "vllm_native")
+NATIVE_ENGINES = {"auto": "rayscale"}  # sync.native_backend -> the vLLM engine name (rayscale.rollout.vllm_extension)
+
+
+def native_engine(native_backend: str, rollout_gpus: float) -> str:
+    """The vLLM weight-transfer engine of `sync.native_backend`, refused where it cannot sync: vLLM's built-in
+    `nccl`/`ipc` need CUDA (elsewhere vLLM's NCCL transfer silently does nothing, vLLM issue #57022), and their
+    sending side is vLLM's own trainer engine, which a rayscale learner does not run."""
+    engine = NATIVE_ENGINES.get(native_backend, native_backend)
+    if engine in ("nccl", "ipc"):
+        where = ("the rollout workers hold no GPU (cluster.rollout.num_gpus: 0), and on a non-CUDA platform vLLM's "
+                 "transfer silently does nothing (vLLM issue #57022)" if rollout_gpus <= 0 else
+                 "its sending side is vLLM's trainer engine, which rayscale's learner does not run")
+        raise ValueError(f"sync.native_backend: {engine} cannot sync here: {where}. Use sync.native_backend: "
+                         "rayscale (or auto): rayscale's buckets through vLLM's weight-transfer API, over "
+                         "sync.backend (gloo, or nccl between GPUs)")
+    return engine
 
 
 def _one_of(error: RayActorError, actors: list) -> bool:
@@ -42,7 +61,8 @@ class WeightSync:
     """Pushes the learner's weights to a RolloutManager's workers. Every `sync.*` setting is read here, once.
 
     `rollout_gpus`: GPUs per rollout worker (`sync.backend: auto` picks NCCL when they hold any). The attributes
-    (`transport`, `backend`, `bucket_bytes`, `verify`, `timeout_s`) are what the rest of the run is handed."""
+    (`transport`, `backend`, `bucket_bytes`, `verify`, `timeout_s`, `vllm_weight_transfer`) are what the rest of
+    the run is handed."""
 
     def __init__(self, cfg: SyncConfig | None = None, rollout_gpus: float = 0.0):
         cfg = cfg or SyncConfig()
@@ -51,9 +71,12 @@ class WeightSync:
         self.bucket_bytes: int = cfg.bucket_bytes  # the learner's one bucket size: give it to LearnerGroup
         self.verify: bool = cfg.verify
         self.timeout_s: float = cfg.timeout_s  # group join and each call of a sync
+        self.native_engine: str = native_engine(cfg.native_backend, rollout_gpus)
+        # what vLLM rollout engines are built with (RolloutManager(weight_transfer=...)) so they can sync natively
+        self.vllm_weight_transfer: str | None = self.native_engine if self.transport == "vllm_native" else None
         self.version = 0  # what every worker holds (0: the weights in model_path, the learner's starting point)
         self._senders: list = []  # those of the last sync, which still hold `version` between learner steps
-        self._group_key: tuple | None = None  # (sender, workers) of the live broadcast group
+        self._group_key: tuple | None = None  # (transport, sender, workers) of the live broadcast group
         self._members: list = []  # actors that may hold a handle of that group
         self._pushing = False
         self.last_report: dict = {}  # the last push's report (bytes, seconds, buckets: `rayscale bench` reads it)
@@ -67,14 +90,14 @@ class WeightSync:
         senders = list(senders) if isinstance(senders, (list, tuple)) else [senders]
         transport = transport or self.transport
         if transport not in TRANSPORTS:
-            raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
+            raise ValueError(f"unknown sync transport {transport!r}; expected one of {', '.join(TRANSPORTS)}")
         rollout.on_restart = self._restarted
         self._pushing = True  # a worker replaced during the push gets the new weights with everybody else
         try:
-            if transport == "broadcast":
-                report = self._broadcast_recovering(senders, rollout, version)
-            else:
+            if transport == "object_store":
                 report = self._send_via_object_store(senders, version, rollout.workers)
+            else:
+                report = self._broadcast_recovering(senders, rollout, version, transport)
         finally:
             self._pushing = False
         self.version, self._senders, self.last_report = version, senders, report
@@ -125,25 +148,27 @@ class WeightSync:
         self.catch_up(self._senders, workers, self.version)
 
     # ------------------------------------------------------------------ transports
-    def _broadcast_recovering(self, senders: list, rollout, version: int) -> dict:
+    def _broadcast_recovering(self, senders: list, rollout, version: int, transport: str) -> dict:
+        """broadcast or vllm_native: the same stream from the senders; the workers receive it themselves or
+        through vLLM's weight-transfer engine."""
         try:
-            return self._broadcast(senders, rollout.workers, version)
+            return self._broadcast(senders, rollout.workers, version, transport)
         except SyncError as e:  # every member finished the stream: the group is fine, the data was not
             log.warning("weight sync %d failed (%s); retrying once", version, e)
-            return self._broadcast(senders, rollout.workers, version)
+            return self._broadcast(senders, rollout.workers, version, transport)
         except RayActorError as e:  # a worker (or its node) died mid-sync: replace it, sync all again
             if _one_of(e, senders):
                 raise
             log.warning("a rollout worker died during weight sync %d (%s); replacing it", version, e)
             rollout.replace_dead_workers()
-            return self._broadcast(senders, rollout.workers, version)
+            return self._broadcast(senders, rollout.workers, version, transport)
 
-    def _broadcast(self, senders: list, workers: list, version: int) -> dict:
-        self._ensure_group(senders[0], workers)
-        recv = [w.receive_weights.remote(version, self.verify) for w in workers]
+    def _broadcast(self, senders: list, workers: list, version: int, transport: str) -> dict:
+        self._ensure_group(senders[0], workers, transport)
+        recv = [w.receive_weights.remote(version, self.verify, transport) for w in workers]
         send = [s.send_weights.remote(version, "broadcast", self.verify) for s in senders]
         try:
-            return self._get(send + recv)[0]
+            return {**self._get(send + recv)[0], "transport": transport}
         except SyncError:
             raise
         except Exception:
@@ -160,10 +185,11 @@ class WeightSync:
         return {"version": version, "buckets": len(refs), "bytes": nbytes, "transport": "object_store"}
 
     # ------------------------------------------------------------------ the broadcast group
-    def _ensure_group(self, sender, workers: list) -> None:
+    def _ensure_group(self, sender, workers: list, transport: str) -> None:
         """A group of `sender` (rank 0) and every worker (each with as many ranks as its engine has sync members),
-        rebuilt whenever either side changed (a restarted worker, a new learner group)."""
-        key = (sender._actor_id, tuple(w._actor_id for w in workers))
+        rebuilt whenever either side changed (a restarted worker, a new learner group) or the transport did (a
+        vllm_native group lives in vLLM's weight-transfer engine, a broadcast one beside it)."""
+        key = (transport, sender._actor_id, tuple(w._actor_id for w in workers))
         if key == self._group_key:
             return
         self._close_group(also=[sender, *workers])
@@ -173,7 +199,7 @@ class WeightSync:
         offsets = [1 + sum(ranks[:i]) for i in range(len(ranks))]
         self._members = [sender, *workers]
         self._get([sender.init_sync_group.remote(ip, port, world, self.backend, self.timeout_s)]
-                  + [w.init_sync_group.remote(ip, port, world, r, self.backend, self.timeout_s)
+                  + [w.init_sync_group.remote(ip, port, world, r, self.backend, self.timeout_s, transport)
                      for w, r in zip(workers, offsets)])
         self._group_key = key
 
