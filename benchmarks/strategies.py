@@ -121,24 +121,12 @@ def print_table(summary: dict[str, dict[str, float]], args) -> None:
 
 
 def plot(summary: dict[str, dict[str, float]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from rayscale.tracking import plot_accuracy_bars
 
     names = list(summary)
-    xs = range(len(names))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for offset, key, label in ((-0.2, "greedy", "greedy"), (0.2, "sampled", "sampled (T=1)")):
-        ax.bar([x + offset for x in xs], [summary[n][f"{key}_acc_mean"] for n in names], width=0.4,
-               yerr=[summary[n][f"{key}_acc_std"] for n in names], label=label, capsize=3)
-    ax.set_xticks(list(xs), names)
-    ax.set_ylabel("held-out accuracy")
-    ax.legend()
-    ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    bars = {label: ([summary[n][f"{key}_acc_mean"] for n in names], [summary[n][f"{key}_acc_std"] for n in names])
+            for key, label in (("greedy", "greedy"), ("sampled", "sampled (T=1)"))}
+    plot_accuracy_bars(path, names, bars, "held-out accuracy")
     print(f"plot: {path}")
 
 

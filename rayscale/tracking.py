@@ -154,3 +154,30 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_accuracy_bars(path: Path, names: list[str], bars: dict[str, tuple[list[float], Any]], ylabel: str,
+                       title: str | None = None) -> Path:
+    """Grouped bars, one group per model: `bars` = {label: (heights, yerr)}; yerr as matplotlib takes it (one
+    value per bar, or [below, above] lists for an interval). The benchmarks' accuracy plots."""
+    import matplotlib  # matplotlib: heavy, as in plot_metrics
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # after use("Agg"), as in plot_metrics
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(bars)
+    for k, (label, (heights, yerr)) in enumerate(bars.items()):
+        offset = (k - (len(bars) - 1) / 2) * width
+        ax.bar([i + offset for i in range(len(names))], heights, width=width, yerr=yerr, capsize=3, label=label)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

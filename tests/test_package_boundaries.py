@@ -107,7 +107,7 @@ NO_HEAVY = [  # none of HEAVY
     "rayscale.teacher.local_backend",
     "rayscale.data.loaders", "rayscale.data.synthetic", "rayscale.data.cursor", "rayscale.data.problem",
     "rayscale.text", "rayscale.prompts", "rayscale.tracking", "rayscale.pretrained",
-    "rayscale.learner.deepspeed_config", "rayscale.rollout.scheduling",
+    "rayscale.learner.deepspeed_config", "rayscale.rollout.scheduling", "rayscale.confidence",
 ]
 NO_RAY = [  # torch is theirs, Ray is their actor's (rayscale.actors.*); backends pulls in every engine module
     "rayscale.rollout.backends", "rayscale.rollout.vllm_extension",
