@@ -6,7 +6,10 @@ both sides, no activation checkpointing on either.
 Throughput unit (both sides): tokens of the chosen and rejected sequences, prompt counted in each — what TRL logs
 as num_tokens. Steady state: the first `--warmup` steps of each side are not timed.
 
-    python benchmarks/learner_vs_trl.py [--quick] [--json out.json] [--device cpu|cuda]
+    python benchmarks/learner_vs_trl.py [--quick] [--json out.json] [--device cpu|cuda] [--model DIR]
+
+`--model DIR` trains a real HF model instead of the tiny one (e.g. SmolLM2-135M-Instruct: `rayscale model
+smollm2-135m DIR`); the pairs are the same text, tokenized by that model's tokenizer.
 
 JSON keys: ratio_vs_trl, rayscale_tokens_per_s, trl_tokens_per_s, and the setup.
 """
@@ -138,9 +141,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--steps", type=int, help="timed steps per side")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--zero-stage", type=int, default=LearnerConfig().zero_stage, choices=[0, 1, 2, 3])
+    parser.add_argument("--model", metavar="DIR", help="an HF model directory to train instead of the tiny model")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="both trainers on the CPU or on one GPU (fp32 either way)")
     args = parser.parse_args(argv)
+    if args.model and not (Path(args.model) / "config.json").is_file():
+        parser.error(f"--model {args.model}: no HF model there (config.json missing); build SmolLM2 with "
+                     "`rayscale model smollm2-135m DIR`")
     if args.device == "cuda":
         import torch
 
@@ -156,7 +163,7 @@ def main(argv: list[str] | None = None) -> dict:
     from rayscale.models import load_tokenizer, make_tiny_model, num_parameters
 
     with tempfile.TemporaryDirectory(prefix="learner_vs_trl_") as tmp:
-        model_dir = str(make_tiny_model(Path(tmp) / "model", setup["model"]))
+        model_dir = args.model or str(make_tiny_model(Path(tmp) / "model", setup["model"]))
         pairs = make_pairs(batch * (warmup + steps))
         tok = load_tokenizer(model_dir)
         lengths = [pair_tokens(tok, p) for p in pairs]
@@ -181,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio_vs_trl": ratio,
         "rayscale_tokens_per_s": ours["tokens_per_s"],
         "trl_tokens_per_s": trl["tokens_per_s"],
+        "model": args.model or "tiny",
         "model_parameters": params,
         "batch_pairs": batch,
         "timed_steps": steps,
