@@ -33,7 +33,14 @@ os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")  # in-process engin
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 RECIPE = Path(__file__).resolve().parents[1] / "launch" / "configs" / "smollm2-cpu.yaml"
-ARMS = ("outcome", "correction")
+# Each arm: its own settings on top of the shared ones. `correction_refresh` is iterative DPO (Iterative RPO): the
+# reference becomes the current policy every 4 iterations instead of staying at the start.
+ARMS = {
+    "outcome": ["algo.strategy=outcome"],
+    "correction": ["algo.strategy=correction"],
+    "correction_refresh": ["algo.strategy=correction", "algo.ref_update_every=4"],
+}
+DEFAULT_ARMS = ("outcome", "correction")
 
 # The shared settings of every run, on top of the SmolLM2 CPU recipe. Chosen on the dev split (docs/real_model.md).
 TASK = [
@@ -61,7 +68,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 iterations, 32 problems: the wiring, in a few minutes")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--out", default="runs/bench_real_model", help="run directories and the plot go here")
-    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
+    ap.add_argument("--arms", default=",".join(DEFAULT_ARMS), help=f"comma-separated subset of {', '.join(ARMS)}")
     ap.add_argument("--iterations", type=int, default=12)
     ap.add_argument("--split", choices=["test", "dev"], default="test", help="held-out split (dev: for tuning)")
     ap.add_argument("--gsm8k", type=int, default=100, help="GSM8K test problems scored greedily per model (0: none)")
@@ -106,7 +113,7 @@ def main() -> int:
         run_dir = out / arm
         arm_cfg = load_config(RECIPE, [*shared, *ARM, f"model.path={sft_dir / 'sft_model'}",
                                        f"tracking.run_dir={run_dir}", f"algo.iterations={args.iterations}",
-                                       f"algo.eval_every={args.iterations}", f"algo.strategy={arm}"])
+                                       f"algo.eval_every={args.iterations}", *ARMS[arm]])
         t = time.perf_counter()
         scores[arm] = train_and_score(arm_cfg, args.reuse)
         timing[f"{arm}_s"] = time.perf_counter() - t
@@ -261,8 +268,9 @@ def summarize(scores: dict, arms: list[str]) -> dict:
     report = {name: {k: v for k, v in s.items() if not k.startswith("_")} for name, s in scores.items()}
     for arm in arms:
         report[arm]["vs_base"] = paired(arm, "base")
-    if {"outcome", "correction"} <= set(arms):
-        report["correction_vs_outcome"] = paired("correction", "outcome")
+    for a, b in (("correction", "outcome"), ("correction_refresh", "correction")):
+        if {a, b} <= set(arms):
+            report[f"{a}_vs_{b}"] = paired(a, b)
     return report
 
 
@@ -274,24 +282,25 @@ def print_table(report: dict, arms: list[str]) -> None:
     setup = report["setup"]
     print(f"\nheld-out {setup['split']} accuracy ({report['base']['problems']} problems), "
           f"{setup['iterations']} iterations per arm; 95% bootstrap intervals, in %")
-    print(f"{'model':<12}{'greedy':>22}{'sampled':>22}{'greedy vs base (paired)':>30}{'gsm8k greedy':>14}")
+    print(f"{'model':<19}{'greedy':>22}{'sampled':>22}{'greedy vs base (paired)':>30}{'gsm8k greedy':>14}")
     for name in ("pretrained", "base", *arms):
         s = report[name]
         vs = s.get("vs_base", {}).get("greedy")
         diff = f"{100 * vs['diff']:+.1f} [{100 * vs['ci_low']:+.1f}, {100 * vs['ci_high']:+.1f}]" if vs else ""
         gsm = _pct(s["gsm8k_greedy_acc"]) if "gsm8k_greedy_acc" in s else "-"
-        print(f"{name:<12}{_pct(s['greedy_acc'])} [{_pct(s['greedy_ci'][0])},{_pct(s['greedy_ci'][1])}]"
+        print(f"{name:<19}{_pct(s['greedy_acc'])} [{_pct(s['greedy_ci'][0])},{_pct(s['greedy_ci'][1])}]"
               f"{_pct(s['sampled_acc']):>9} [{_pct(s['sampled_ci'][0])},{_pct(s['sampled_ci'][1])}]"
               f"{diff:>30}{gsm:>14}")
-    if "correction_vs_outcome" in report:
-        for mode, d in report["correction_vs_outcome"].items():
-            print(f"correction - outcome, {mode}: {100 * d['diff']:+.1f} points, 95% [{100 * d['ci_low']:+.1f}, "
-                  f"{100 * d['ci_high']:+.1f}] ({d['improved']} problems better, {d['worsened']} worse)")
+    for key in ("correction_vs_outcome", "correction_refresh_vs_correction"):
+        for mode, d in report.get(key, {}).items():
+            print(f"{key.replace('_vs_', ' - ')}, {mode}: {100 * d['diff']:+.1f} points, 95% "
+                  f"[{100 * d['ci_low']:+.1f}, {100 * d['ci_high']:+.1f}] ({d['improved']} problems better, "
+                  f"{d['worsened']} worse)")
     margins = report["heldout_margins"]
     print(f"held-out pairs (gold vs the start's wrong answer, {margins['pairs']} problems), beta {margins['beta']}:")
     for arm in arms:
         m = margins[arm]
-        print(f"  {arm:<11} margin {m['margin']:+.3f} [{m['margin_ci'][0]:+.3f}, {m['margin_ci'][1]:+.3f}]  reward "
+        print(f"  {arm:<19} margin {m['margin']:+.3f} [{m['margin_ci'][0]:+.3f}, {m['margin_ci'][1]:+.3f}]  reward "
               f"accuracy {m['reward_accuracy']:.2f}  chosen {m['chosen_reward']:+.3f} rejected "
               f"{m['rejected_reward']:+.3f}   (last fresh-pair margin in training {report[arm]['final_margin']:+.3f})")
     print(f"total {setup['total_s'] / 60:.1f} min")
