@@ -260,6 +260,25 @@ class LearnerConfig(_Strict):
 DEFAULT_BUCKET_BYTES = 64 << 20
 
 
+NATIVE_ENGINES = {"auto": "rayscale"}  # sync.native_backend -> the vLLM engine name (rayscale.rollout.vllm_extension)
+
+
+def native_engine(native_backend: str, rollout_gpus: float) -> str:
+    """The vLLM weight-transfer engine of `sync.native_backend`, refused where it cannot sync: vLLM's built-in
+    `nccl`/`ipc` need CUDA (elsewhere vLLM's NCCL transfer silently does nothing, vLLM issue #57022), and their
+    sending side is vLLM's own trainer engine, which a rayscale learner does not run. Checked when a config loads
+    (RayscaleConfig) and again by the coordinator (rayscale.sync.coordinator.WeightSync) that reads it."""
+    engine = NATIVE_ENGINES.get(native_backend, native_backend)
+    if engine in ("nccl", "ipc"):
+        where = ("the rollout workers hold no GPU (cluster.rollout.num_gpus: 0), and on a non-CUDA platform vLLM's "
+                 "transfer silently does nothing (vLLM issue #57022)" if rollout_gpus <= 0 else
+                 "its sending side is vLLM's trainer engine, which rayscale's learner does not run")
+        raise ValueError(f"sync.native_backend: {engine} cannot sync here: {where}. Use sync.native_backend: "
+                         "rayscale (or auto): rayscale's buckets through vLLM's weight-transfer API, over "
+                         "sync.backend (gloo, or nccl between GPUs)")
+    return engine
+
+
 class SyncConfig(_Strict):
     """Read by one place only: rayscale.sync.coordinator.WeightSync (the controller's, sender-side)."""
 
@@ -458,6 +477,12 @@ class RayscaleConfig(_Strict):
             raise ValueError("algo.weak_to_strong.overrule_at must be >= skip_below")
         if w2s.weak_model and w2s.weak_answers_file:
             raise ValueError("algo.weak_to_strong: give weak_model or weak_answers_file, not both")
+        if self.sync.transport == "vllm_native":
+            if self.rollout.backend != "vllm":
+                raise ValueError(f"sync.transport: vllm_native syncs through vLLM's weight-transfer API; it needs "
+                                 f"rollout.backend: vllm (not {self.rollout.backend}), or use sync.transport: "
+                                 "broadcast")
+            native_engine(self.sync.native_backend, self.cluster.rollout.num_gpus)
         return self
 
 

@@ -110,7 +110,7 @@ def test_an_unknown_transport_is_refused_before_anything_is_sent():
 def test_vllm_native_builds_the_engines_with_rayscales_weight_transfer_engine():
     from rayscale.sync.coordinator import WeightSync
 
-    cfg = load_config(None, ["sync.transport=vllm_native"]).sync
+    cfg = load_config(None, ["sync.transport=vllm_native", "rollout.backend=vllm"]).sync
     ws = WeightSync(cfg, rollout_gpus=0)
     assert (ws.transport, ws.backend, ws.native_engine, ws.vllm_weight_transfer) == (
         "vllm_native", "gloo", "rayscale", "rayscale")  # auto: rayscale's engine, over the gloo group on CPU
@@ -129,6 +129,9 @@ def test_vllms_cuda_only_weight_transfer_is_refused_where_it_would_sync_nothing(
         WeightSync(SyncConfig(transport="vllm_native", native_backend=backend), rollout_gpus=0)
     with pytest.raises(ValueError, match="trainer engine.*Use sync.native_backend: rayscale"):
         WeightSync(SyncConfig(transport="vllm_native", native_backend=backend), rollout_gpus=1)
+    # and a config that asks for it fails when it loads (exit 2 from the CLI), not when the trainer starts
+    with pytest.raises(ConfigError, match=rf"sync.native_backend: {backend} cannot sync here"):
+        load_config(None, ["sync.transport=vllm_native", "rollout.backend=vllm", f"sync.native_backend={backend}"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a CPU engine")
@@ -143,6 +146,10 @@ def test_a_cpu_vllm_engine_refuses_cuda_only_weight_transfer_before_it_starts():
 def test_the_hf_backend_refuses_vllm_native():
     from rayscale.config import RolloutConfig
     from rayscale.rollout.backends import make_backend
+
+    with pytest.raises(ConfigError, match="vllm_native syncs through vLLM's weight-transfer API; it needs "
+                                          "rollout.backend: vllm"):
+        load_config(None, ["sync.transport=vllm_native"])  # the default rollout backend is hf
 
     with pytest.raises(ValueError, match="vllm_native .* needs rollout.backend: vllm"):
         make_backend("no-model-needed", RolloutConfig(backend="hf"), weight_transfer="rayscale")

@@ -26,7 +26,7 @@ import time
 import ray
 from ray.exceptions import RayActorError
 
-from rayscale.config import SyncConfig
+from rayscale.config import SyncConfig, native_engine
 from rayscale.sync import output_check
 from rayscale.sync.buckets import BucketMeta
 from rayscale.sync.receiver import SyncError
@@ -34,24 +34,6 @@ from rayscale.sync.receiver import SyncError
 log = logging.getLogger(__name__)
 
 TRANSPORTS = ("broadcast", "object_store", "vllm_native")
-NATIVE_ENGINES = {"auto": "rayscale"}  # sync.native_backend -> the vLLM engine name (rayscale.rollout.vllm_extension)
-
-
-def native_engine(native_backend: str, rollout_gpus: float) -> str:
-    """The vLLM weight-transfer engine of `sync.native_backend`, refused where it cannot sync: vLLM's built-in
-    `nccl`/`ipc` need CUDA (elsewhere vLLM's NCCL transfer silently does nothing, vLLM issue #57022), and their
-    sending side is vLLM's own trainer engine, which a rayscale learner does not run."""
-    engine = NATIVE_ENGINES.get(native_backend, native_backend)
-    if engine in ("nccl", "ipc"):
-        where = ("the rollout workers hold no GPU (cluster.rollout.num_gpus: 0), and on a non-CUDA platform vLLM's "
-                 "transfer silently does nothing (vLLM issue #57022)" if rollout_gpus <= 0 else
-                 "its sending side is vLLM's trainer engine, which rayscale's learner does not run")
-        raise ValueError(f"sync.native_backend: {engine} cannot sync here: {where}. Use sync.native_backend: "
-                         "rayscale (or auto): rayscale's buckets through vLLM's weight-transfer API, over "
-                         "sync.backend (gloo, or nccl between GPUs)")
-    return engine
-
-
 def _one_of(error: RayActorError, actors: list) -> bool:
     """Whether the actor that `error` reports dead is one of `actors`."""
     return error.actor_id is not None and error.actor_id in {a._actor_id.hex() for a in actors}
