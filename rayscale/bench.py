@@ -253,7 +253,9 @@ def run_bench(cfg: RayscaleConfig, iterations: int = 3, run_dir: str | Path | No
     base.mkdir(parents=True, exist_ok=True)
     log = base / "bench.log"
     log.write_text("")
-    modes = [("sync", mode_config(cfg, base, iterations, False)), ("async", mode_config(cfg, base, iterations, True))]
+    modes = [("sync", mode_config(cfg, base, iterations, False))]
+    if not cfg.cluster.colocate:  # colocated engines and learner take turns: there is no async mode to measure
+        modes.append(("async", mode_config(cfg, base, iterations, True)))
     stream = sys.stderr
     started_ray = not ray.is_initialized()
     try:
@@ -265,7 +267,7 @@ def run_bench(cfg: RayscaleConfig, iterations: int = 3, run_dir: str | Path | No
         if temporary:
             shutil.rmtree(base, ignore_errors=True)
         raise
-    bar = _Progress(2 * iterations, stream, stream.isatty() if progress is None else progress)
+    bar = _Progress(len(modes) * iterations, stream, stream.isatty() if progress is None else progress)
     rows: dict[str, list[dict[str, Any]]] = {}
     wall: dict[str, float] = {}
     failed = True
@@ -294,7 +296,7 @@ def run_bench(cfg: RayscaleConfig, iterations: int = 3, run_dir: str | Path | No
             print(f"rayscale bench: failed; the trainer's output ({log}), last lines:\n{_tail(log)}", file=stream)
         if started_ray:
             ray.shutdown()
-    result = figures(rows["sync"], rows["async"], num_workers=cfg.rollout.num_workers,
+    result = figures(rows["sync"], rows.get("async", []), num_workers=cfg.rollout.num_workers,
                      updates_per_iteration=cfg.algo.updates_per_iteration, strategy=cfg.algo.strategy)
     result.update(iterations=iterations, wall_s=wall, run_dir=None if temporary else str(base),
                   strategy=cfg.algo.strategy, rollout_backend=cfg.rollout.backend, learner_ranks=cfg.learner.num_ranks)

@@ -98,6 +98,9 @@ class VLLMConfig(_Strict):
     enforce_eager: bool = False
     max_model_len: int | None = None
     dtype: str = "auto"
+    # cluster.colocate on GPU: what the engine drops while the learner trains. 1: KV cache freed, weights kept in
+    # host memory; 2: weights freed too (the sync after training rewrites them all). vLLM on CPU cannot sleep.
+    sleep_level: Literal[1, 2] = 1
 
 
 class RolloutConfig(_Strict):
@@ -283,7 +286,9 @@ class SyncConfig(_Strict):
     """Read by one place only: rayscale.sync.coordinator.WeightSync (the controller's, sender-side)."""
 
     # vllm_native: through vLLM's own weight-transfer API (start/update/finish_weight_update), vLLM workers only
-    transport: Literal["broadcast", "object_store", "vllm_native"] = "broadcast"
+    # ipc: each learner rank to the worker in its own bundle through shared memory, CUDA IPC on GPU (colocate only)
+    # auto: ipc under cluster.colocate, else broadcast
+    transport: Literal["auto", "broadcast", "object_store", "vllm_native", "ipc"] = "auto"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when rollout workers hold GPUs, else gloo
     # The vLLM weight-transfer engine of `vllm_native`: `rayscale` (registered by rayscale inside vLLM's workers:
     # the broadcast buckets over the `backend` group, CPU or GPU; auto picks it), or vLLM's CUDA-only `nccl`/`ipc`
@@ -297,6 +302,12 @@ class SyncConfig(_Strict):
     @property
     def bucket_bytes(self) -> int:
         return int(self.bucket_size_mb * (1 << 20))
+
+    def resolve_transport(self, colocated: bool) -> str:
+        """`auto`: the in-place `ipc` hand-over where every worker shares its learner rank's bundle."""
+        if self.transport != "auto":
+            return self.transport
+        return "ipc" if colocated else "broadcast"
 
     def resolve_backend(self, rollout_gpus: float) -> Literal["gloo", "nccl"]:
         """`auto`: NCCL only when rollout workers hold GPUs (vLLM on CPU, HF on CPU: gloo)."""
@@ -433,6 +444,9 @@ class ClusterConfig(_Strict):
     autoscaling: bool = False
     rollout: RoleResources = RoleResources()
     learner: RoleResources = RoleResources()
+    # Hybrid engine: rollout worker i runs in learner rank i's bundle (its GPU, on GPU), and the two take turns:
+    # engines sleep while the learner trains, the learner offloads while they generate (rayscale.colocation).
+    colocate: bool = False
     teacher: RoleResources = RoleResources(num_cpus=0.5)
     verifier: RoleResources = RoleResources(num_cpus=0.5)
 
@@ -483,7 +497,36 @@ class RayscaleConfig(_Strict):
                                  f"rollout.backend: vllm (not {self.rollout.backend}), or use sync.transport: "
                                  "broadcast")
             native_engine(self.sync.native_backend, self.cluster.rollout.num_gpus)
+        if self.sync.transport == "ipc" and not self.cluster.colocate:
+            raise ValueError("sync.transport: ipc hands each learner rank's weights to the rollout worker in its own "
+                             "bundle through shared memory; it needs cluster.colocate: true (or use broadcast)")
+        if self.cluster.colocate:
+            colocation_problem = _colocation_problem(self)
+            if colocation_problem:
+                raise ValueError(f"cluster.colocate: {colocation_problem}")
         return self
+
+
+def _colocation_problem(cfg: RayscaleConfig) -> str | None:
+    """Why `cfg` cannot colocate its rollout workers with its learner ranks (None: it can)."""
+    workers, ranks = cfg.rollout.num_workers, cfg.learner.num_ranks
+    if workers != ranks:
+        return (f"rollout worker i shares learner rank i's bundle, so rollout.num_workers ({workers}) must equal "
+                f"learner.num_ranks ({ranks})")
+    if cfg.algo.async_rollout:
+        return ("the engines and the learner take turns on the same devices, so rollouts cannot overlap training: "
+                "set algo.async_rollout: false (or cluster.colocate: false)")
+    if cfg.rollout.backend == "vllm" and cfg.rollout.vllm.tensor_parallel_size > 1:
+        return ("a colocated vLLM worker lives on its learner rank's one GPU: rollout.vllm.tensor_parallel_size "
+                "must be 1")
+    gpus = {cfg.cluster.learner.num_gpus > 0, cfg.cluster.rollout.num_gpus > 0}
+    if len(gpus) > 1:
+        return (f"both roles must hold the GPU they share, or neither: cluster.learner.num_gpus="
+                f"{cfg.cluster.learner.num_gpus:g}, cluster.rollout.num_gpus={cfg.cluster.rollout.num_gpus:g}")
+    if cfg.cluster.learner.node_resource != cfg.cluster.rollout.node_resource:
+        return ("the shared bundles go on one kind of node: cluster.learner.node_resource and "
+                "cluster.rollout.node_resource must be the same")
+    return None
 
 
 # --------------------------------------------------------------------------------------------------- loading

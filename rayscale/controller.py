@@ -36,6 +36,7 @@ from rayscale.actors.teacher import TeacherActor
 from rayscale.actors.verifier import VerifierPool
 from rayscale.algos import pairs as P
 from rayscale.algos import strategies as S
+from rayscale.colocation import Turns
 from rayscale.config import ConfigError, RayscaleConfig
 from rayscale.data import Problem
 from rayscale.data.cursor import PromptCursor
@@ -92,7 +93,10 @@ class Trainer:
             {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(w2s.weak_answers_file)}
             if w2s.weak_answers_file else None)
         # The one reader of cfg.sync: weight sync, its bucket size (the learner's), the rollout call timeout.
-        self.weight_sync = WeightSync(cfg.sync, rollout_gpus=cfg.cluster.rollout.num_gpus)
+        self.weight_sync = WeightSync(cfg.sync, rollout_gpus=cfg.cluster.rollout.num_gpus,
+                                      colocated=cfg.cluster.colocate)
+        # cluster.colocate: rollout workers and learner ranks take turns on shared devices (a no-op otherwise)
+        self.turns = Turns(cfg.cluster.colocate, cfg.rollout.vllm.sleep_level)
         # What a run holds once started; None until then, and again after `shutdown`.
         self.placements: dict[str, RolePlacement] = {}  # every role's placement group, reserved once per run
         self.tracker: Tracker | None = None
@@ -150,7 +154,8 @@ class Trainer:
         self.version = state.policy_version if state else 0
         if state is not None:
             self.sync_weights()  # workers start from the resumed policy
-        elif cfg.algo.eval_every and cfg.algo.eval_at_start:
+        self.turns.start(self.learner)  # colocated: the engines go first
+        if state is None and cfg.algo.eval_every and cfg.algo.eval_at_start:
             self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate(0)})
             print(self.tracker.console_line(self.tracker.rows[-1]), flush=True)
 
@@ -168,18 +173,24 @@ class Trainer:
                 # (one step off-policy); sync mode collects at the top of each iteration instead.
                 ahead = background.submit(self.collect, it + 1) if cfg.algo.async_rollout and it < last else None
                 staleness = self.version - exp.stats["rollout_policy_version"]  # 0 in sync mode, <= 1 async
+                if self.turns.enabled:
+                    with timer("hand_over"):  # colocated: the engines sleep, the learner takes the devices
+                        self.turns.to_learner(self.rollout, self.learner)
                 with timer("train"):
                     learn = self.train(exp)
-                with timer("wait_rollout"):
-                    next_exp = ahead.result() if ahead else None
-                with timer("sync"):
-                    if learn:
-                        self.version += 1
-                        self.sync_weights()
                 if cfg.algo.ref_update_every and it % cfg.algo.ref_update_every == 0:
                     with timer("ref_update"):  # the next iteration's DPO is anchored at this policy
                         self.learner.set_reference_from_policy()
+                with timer("wait_rollout"):
+                    next_exp = ahead.result() if ahead else None
+                with timer("sync"):  # colocated: the learner offloads around it, the engines wake
+                    if learn:
+                        self.version += 1
+                    self.turns.to_rollout(self.rollout, self.learner, self._sync_after(bool(learn)),
+                                          generates=self.weight_sync.verify)
                 row = self.iteration_row(exp, learn, timer)
+                if self.turns.enabled:
+                    row["colocate"] = self.turns.last
                 self.tracker.log_pairs(it, exp.pairs)
                 row["staleness"] = staleness
                 if cfg.algo.eval_every and (it % cfg.algo.eval_every == 0 or it == last):
@@ -202,6 +213,7 @@ class Trainer:
                   f"{checkpointing.checkpoint_path(self.ckpt_dir, done)}; rerun with checkpoint.resume=auto "
                   "to continue", flush=True)
         else:
+            self.turns.to_learner(self.rollout, self.learner)  # colocated: the export needs the whole learner
             self.learner.export_hf(self.run_dir / "final_model")
             print(f"done: final policy v{self.version} in {self.run_dir / 'final_model'}; "
                   f"metrics in {self.tracker.metrics_path}; plots: {', '.join(str(p) for p in plots)}", flush=True)
@@ -295,18 +307,19 @@ class Trainer:
         options = self.placements["teacher"].actor_options(0)
         self.teacher = TeacherActor.options(**options).remote(self.cfg.teacher)
 
-    def start_rollout(self, model_path: str, role: str, rollout_cfg) -> RolloutManager:
-        """Rollout workers of `role` ("rollout", or "weak_rollout" for weak-to-strong's weak model)."""
+    def start_rollout(self, model_path: str, role: str, rollout_cfg, colocated: bool = False) -> RolloutManager:
+        """Rollout workers of `role` ("rollout", or "weak_rollout" for weak-to-strong's weak model); `colocated`:
+        the policy's workers, in the learner ranks' bundles under cluster.colocate."""
         return RolloutManager(model_path, rollout_cfg, placement=self.placements[role],
                               call_timeout_s=self.weight_sync.timeout_s,
                               trust_remote_code=self.cfg.model.trust_remote_code,
-                              weight_transfer=self.weight_sync.vllm_weight_transfer)
+                              weight_transfer=self.weight_sync.vllm_weight_transfer, colocated=colocated)
 
     def start_policy_actors(self, policy_path: str, state) -> None:
         """Rollout workers and the learner group, both built from the starting policy."""
         cfg = self.cfg
         self.policy_path = policy_path
-        self.rollout = self.start_rollout(policy_path, "rollout", cfg.rollout)
+        self.rollout = self.start_rollout(policy_path, "rollout", cfg.rollout, colocated=cfg.cluster.colocate)
         self.learner = LearnerGroup(policy_path, cfg.learner, cfg.algo, cfg.cluster.learner,
                                     ref_model_path=cfg.model.ref_path or policy_path,
                                     placement=self.placements["learner"], failure_grace_s=cfg.learner.failure_grace_s,
@@ -314,6 +327,11 @@ class Trainer:
                                     trust_remote_code=cfg.model.trust_remote_code)
         if state is not None:
             self.learner.load_checkpoint(state.learner_dir)
+
+    def _sync_after(self, learned: bool):
+        """What the hand-over back to the engines pushes: the new weights when the learner stepped, and also
+        when the engines' sleep freed theirs (rollout.vllm.sleep_level 2); nothing otherwise."""
+        return self.sync_weights if learned or self.turns.sync_after_wake else lambda: None
 
     def sync_weights(self) -> None:
         """The learner's weights to every rollout worker as `self.version`, pushed by the run's weight-sync
@@ -422,6 +440,7 @@ class Trainer:
         row["tokens_per_s"] = exp.stats["tokens"] / max(exp.times.get("rollout", 0.0), 1e-9)
         if learn:  # this iteration synced: the bytes it sent (rayscale bench's GB/s)
             row["sync/bytes"] = self.weight_sync.last_report.get("bytes")
+            row["sync/transport"] = self.weight_sync.last_report.get("transport")
         row["iteration_s"] = total
         return row
 
@@ -446,7 +465,8 @@ class Trainer:
 
     def save(self, it: int, cursor_state: dict[str, int]) -> None:
         path = checkpointing.checkpoint_path(self.ckpt_dir, it)
-        self.learner.save_checkpoint(path / "learner")
+        with self.turns.learner_holds(self.rollout, self.learner, self.sync_weights, self.weight_sync.verify):
+            self.learner.save_checkpoint(path / "learner")
         checkpointing.write_state(path, checkpointing.ControllerState(
             iteration=it, policy_version=self.version, cursor=cursor_state, start_model=self.policy_path,
             path=str(path), learner_dir=str(path / "learner"),

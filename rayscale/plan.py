@@ -12,7 +12,7 @@ waits, with the role and the shortfall named, instead of a placement group that 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from rayscale.config import ConfigError, RayscaleConfig, RoleResources
 
@@ -44,12 +44,23 @@ class RolePlan:
     bundle: dict[str, float]  # what each actor reserves; identical within a role
     strategy: str
     note: str = ""  # why the bundle looks the way it does
+    # Colocation (cluster.colocate): the role whose bundles this role's actors run in (actor i in its bundle i);
+    # such a role reserves nothing of its own. None: it has a placement group of its own.
+    shares: str | None = None
+    actor: dict[str, float] | None = None  # what each actor asks of its bundle, where less than the bundle
 
     @property
     def bundles(self) -> list[dict[str, float]]:
         return [dict(self.bundle) for _ in range(self.count)]
 
+    @property
+    def actor_request(self) -> dict[str, float]:
+        return dict(self.actor if self.actor is not None else self.bundle)
+
     def total(self) -> dict[str, float]:
+        """What the role reserves (nothing when it runs in another role's bundles)."""
+        if self.shares:
+            return {}
         return {k: v * self.count for k, v in self.bundle.items()}
 
 
@@ -64,8 +75,11 @@ class Plan:
         raise KeyError(name)
 
     def only(self, *names: str) -> Plan:
-        """The part of the plan a command that starts only some roles reserves (`rayscale eval`)."""
-        return Plan(tuple(rp for rp in self.roles if rp.role in names))
+        """The part of the plan a command that starts only some roles reserves (`rayscale eval`); a colocated
+        role whose host role is left out reserves its own actors' shares."""
+        kept = [rp for rp in self.roles if rp.role in names]
+        return Plan(tuple(replace(rp, shares=None, actor=None)  # its bundle is its own actors' whole ask
+                          if rp.shares and rp.shares not in names else rp for rp in kept))
 
     def total(self) -> dict[str, float]:
         out: dict[str, float] = {}
@@ -122,7 +136,25 @@ def plan_placement(cfg: RayscaleConfig) -> Plan:
     for role in (r for r in ROLES if r in roles):
         unit, count, res, gpus, note = roles[role]
         plans.append(RolePlan(role, unit, count, _bundle(role, res, gpus), res.strategy, note))
+    if c.colocate:
+        plans = _colocated(plans)
     return Plan(tuple(plans))
+
+
+def _colocated(plans: list[RolePlan]) -> list[RolePlan]:
+    """cluster.colocate: learner rank i and rollout worker i in one bundle (config validation made the counts
+    equal). The bundle holds both actors' CPUs (both processes live on while the other works) and ONE share of
+    each GPU, custom resources: each actor asks half of the bundle's GPU, so Ray hands both the same device."""
+    by_role = {rp.role: rp for rp in plans}
+    learner, rollout = by_role["learner"], by_role["rollout"]
+    shared = {k: (max if k == "GPU" else sum)((learner.bundle.get(k, 0.0), rollout.bundle.get(k, 0.0)))
+              for k in {*learner.bundle, *rollout.bundle}}
+    half_gpu = {"GPU": shared["GPU"] / 2} if "GPU" in shared else {}
+    host = replace(learner, bundle=shared, actor={**learner.bundle, **half_gpu},
+                   note=f"{learner.note}; with rollout worker i in rank i's bundle")
+    guest = replace(rollout, bundle=rollout.bundle, actor={**rollout.bundle, **half_gpu}, shares="learner",
+                    strategy=learner.strategy, note=f"{rollout.note}; colocated in the learner's bundles")
+    return [host if rp is learner else guest if rp is rollout else rp for rp in plans]
 
 
 def uses_weak_model(cfg: RayscaleConfig) -> bool:
@@ -213,6 +245,9 @@ def simulate(plan: Plan, nodes: Sequence[Node]) -> Assignment:
     out = Assignment(list(nodes))
     taken: list[tuple[str, list[dict[str, float]]]] = []  # per earlier role: what it took on each node
     for rp in plan.roles:
+        if rp.shares:  # colocated: actor i goes wherever bundle i of the host role went
+            out.bundles[rp.role] = list(out.bundles.get(rp.shares, [None] * rp.count))
+            continue
         before = [dict(f) for f in free]
         where = _place(rp, free)
         out.bundles[rp.role] = [nodes[i].node_id if i is not None else None for i in where]
@@ -390,10 +425,12 @@ def format_plan(plan: Plan, assignment: Assignment | None = None) -> str:
     by_id = {nd.node_id: nd for nd in assignment.nodes} if assignment else {}
     lines = ["placement plan (one bundle per actor, roles placed in this order):"]
     for rp in plan.roles:
-        bundle = ", ".join(f"{k} {_num(rp.bundle[k])}" for k in _ordered(rp.bundle))
+        request = rp.actor_request if rp.shares else rp.bundle
+        bundle = ", ".join(f"{k} {_num(request[k])}" for k in _ordered(request))
         note = f"  [{rp.note}]" if rp.note else ""
         units = _many(rp.count, rp.unit).split()[1]
-        lines.append(f"  {rp.role:<9}{rp.count:>4} {units:<8} x {{{bundle}}}  {rp.strategy}{note}")
+        where = f"in {rp.shares}'s bundles" if rp.shares else rp.strategy
+        lines.append(f"  {rp.role:<9}{rp.count:>4} {units:<8} x {{{bundle}}}  {where}{note}")
         if assignment is None:
             continue
         where = assignment.bundles.get(rp.role, [])

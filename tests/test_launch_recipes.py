@@ -29,9 +29,11 @@ def load_yaml(name):
 
 
 def test_example_configs_validate_and_use_every_gpu():
-    assert [c.name for c in CONFIGS] == ["1node-8gpu.yaml", "4node-8gpu.yaml", "smollm2-cpu.yaml"]
+    assert [c.name for c in CONFIGS] == ["1node-8gpu-colocated.yaml", "1node-8gpu.yaml", "4node-8gpu.yaml",
+                                         "smollm2-cpu.yaml"]
     gpus = {c.name: plan_placement(load_config(c)).total().get("GPU", 0) for c in CONFIGS}
-    assert gpus == {"1node-8gpu.yaml": 8, "4node-8gpu.yaml": 32, "smollm2-cpu.yaml": 0}  # as their comments say
+    assert gpus == {"1node-8gpu-colocated.yaml": 8, "1node-8gpu.yaml": 8, "4node-8gpu.yaml": 32,
+                    "smollm2-cpu.yaml": 0}  # as their comments say
 
 
 def test_the_cpu_example_fits_this_projects_2_core_machine():
@@ -40,9 +42,17 @@ def test_the_cpu_example_fits_this_projects_2_core_machine():
     require_fit(plan, [node("cpu-node", CPU=2)])
 
 
-def test_one_node_config_fits_one_8_gpu_node():
-    plan = plan_placement(load_config(LAUNCH / "configs/1node-8gpu.yaml"))
+@pytest.mark.parametrize("name", ["1node-8gpu.yaml", "1node-8gpu-colocated.yaml"])
+def test_one_node_configs_fit_one_8_gpu_node(name):
+    plan = plan_placement(load_config(LAUNCH / "configs" / name))
     require_fit(plan, [node("gpu-node-0", CPU=96, GPU=8)])
+
+
+def test_the_colocated_recipe_trains_and_generates_on_seven_gpus():
+    cfg = load_config(LAUNCH / "configs/1node-8gpu-colocated.yaml")
+    plan = plan_placement(cfg)
+    assert plan.role("rollout").shares == "learner" and plan.role("learner").bundle["GPU"] == 1
+    assert cfg.sync.resolve_transport(cfg.cluster.colocate) == "ipc"
 
 
 # --------------------------------------------------------------------------------------------------- cluster launcher

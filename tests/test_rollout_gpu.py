@@ -143,3 +143,49 @@ def test_vllm_backend_generates_syncs_and_generates_what_the_learner_generates(r
         assert after == _learner_greedy(learner)
     finally:
         _shutdown(weight_sync, manager, learner)
+
+
+@pytest.mark.vllm
+def test_colocated_vllm_sleeps_for_the_learner_and_takes_its_weights_by_cuda_ipc(ray_gpu, model_dir):
+    """cluster.colocate on one GPU: the engine's sleep gives memory back, the learner reloads and steps, then the
+    hand-over back (learner offload, engine wake) carries the weights by CUDA IPC (`ipc`) and the engine generates
+    what the learner generated."""
+    from rayscale.actors.learner import LearnerGroup
+    from rayscale.actors.placement import place_roles, remove_placement_groups
+    from rayscale.actors.rollout import RolloutManager
+    from rayscale.colocation import Turns
+    from rayscale.config import load_config
+    from rayscale.sync.coordinator import WeightSync
+
+    cfg = load_config(None, [
+        f"model.path={model_dir}", "cluster.colocate=true", "rollout.backend=vllm", "rollout.num_workers=1",
+        "learner.num_ranks=1", "cluster.learner.num_gpus=1", "cluster.rollout.num_gpus=1",
+        "rollout.vllm.gpu_memory_utilization=0.3", "rollout.vllm.enforce_eager=true", "rollout.vllm.dtype=float32",
+        f"rollout.max_new_tokens={NEW_TOKENS}", "learner.precision=fp32", "learner.zero_stage=2", "learner.lr=5e-2",
+        "learner.micro_batch_size=4", "learner.max_seq_len=96", "algo.loss=sigmoid", "sync.verify=true",
+        "sync.bucket_size_mb=0.25"])
+    placements = place_roles(cfg, roles=("learner", "rollout"))
+    weight_sync = WeightSync(cfg.sync, rollout_gpus=1, colocated=True)
+    assert weight_sync.transport == "ipc"
+    manager = learner = None
+    try:
+        manager = RolloutManager(str(model_dir), cfg.rollout, placement=placements["rollout"], colocated=True)
+        learner = LearnerGroup(str(model_dir), cfg.learner, cfg.algo, cfg.cluster.learner,
+                               placement=placements["learner"], bucket_bytes=weight_sync.bucket_bytes)
+        turns = Turns(enabled=True, sleep_level=cfg.rollout.vllm.sleep_level)
+        before = _engine_greedy(manager)
+        turns.start(learner)
+        free_awake = torch.cuda.mem_get_info()[0]
+        turns.to_learner(manager, learner)
+        assert turns.last["rollout_sleep"][0]["slept"] is True
+        assert torch.cuda.mem_get_info()[0] > free_awake + (256 << 20)  # the KV cache (0.3 of the GPU) went back
+        _step(learner)
+        want = _learner_greedy(learner)
+        turns.to_rollout(manager, learner, lambda: weight_sync.push(learner.ranks, manager, 1), generates=True)
+        assert weight_sync.last_report["transport"] == "ipc" and manager.policy_versions() == [1]
+        assert "lp_params" in turns.last["learner_offload_weights"][0]["moved"]
+        after = _engine_greedy(manager)
+        assert after != before and after == want
+    finally:
+        _shutdown(weight_sync, manager, learner)
+        remove_placement_groups(placements)

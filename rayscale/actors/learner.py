@@ -105,6 +105,14 @@ class LearnerGroup:
     def export_hf(self, out_dir: str) -> None:
         self._call_all("export_hf", str(out_dir))
 
+    # ------------------------------------------------------------------------------------------- colocation
+    def offload(self, parts: list[str]) -> list[dict[str, Any]]:
+        """cluster.colocate (rayscale.colocation.Turns): every rank gives `parts` of its device memory up."""
+        return self._call_all("offload", list(parts))
+
+    def reload(self) -> list[dict[str, Any]]:
+        return self._call_all("reload")
+
     def shutdown(self) -> None:
         if not self.ranks:
             return

@@ -60,7 +60,7 @@ class RolePlacement:
         capture_child_tasks=True makes tasks/actors the actor starts (e.g. vLLM's Ray workers) land in the same
         placement group; leave it False when the actor itself takes the whole bundle.
         """
-        b = self.plan.bundle
+        b = self.plan.actor_request  # the whole bundle, or its share of one it shares (cluster.colocate)
         return {
             "num_cpus": b.get("CPU", 0.0),
             "num_gpus": b.get("GPU", 0.0),
@@ -109,12 +109,15 @@ def create_placement_groups(plan: Plan, timeout_s: float = 120.0, check_fit: boo
     placements: dict[str, RolePlacement] = {}
     try:
         for rp in plan.roles:
+            if rp.shares:  # colocated: the host role's group (created first: ROLES order), actor i in bundle i
+                placements[rp.role] = RolePlacement(rp, placements[rp.shares].group)
+                continue
             group = placement_group(rp.bundles, strategy=rp.strategy, name=f"{name_prefix}-{rp.role}")
             placements[rp.role] = RolePlacement(rp, group)
     except BaseException:
         remove_placement_groups(placements)
         raise
-    refs = {p.group.ready(): role for role, p in placements.items()}
+    refs = {p.group.ready(): role for role, p in placements.items() if not p.plan.shares}
     ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=timeout_s)
     pending = [role for ref, role in refs.items() if ref not in ready]
     if pending:
@@ -132,7 +135,8 @@ def create_placement_groups(plan: Plan, timeout_s: float = 120.0, check_fit: boo
 
 def remove_placement_groups(placements: dict[str, RolePlacement]) -> None:
     for p in placements.values():
-        remove_placement_group(p.group)
+        if not p.plan.shares:  # a colocated role's group is its host's, removed once
+            remove_placement_group(p.group)
 
 
 def cluster_nodes() -> list[Node]:

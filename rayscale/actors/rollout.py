@@ -16,10 +16,12 @@ import ray
 from ray.exceptions import RayActorError
 
 from rayscale.actors.placement import RolePlacement, actor_location, place_one_role, remove_placement_groups
+from rayscale.colocation import ENGINE_PARTS, Holdings
 from rayscale.config import RoleResources, RolloutConfig
 from rayscale.rollout.scheduling import balance
 from rayscale.sync.buckets import bucket_from_bytes, checksum
 from rayscale.sync.receiver import SyncError
+from rayscale.sync.shared import is_cuda_handle, open_shared
 from rayscale.types import RolloutRequest, Sample
 
 log = logging.getLogger(__name__)
@@ -29,13 +31,15 @@ _NO_WEIGHTS = -1  # version of a worker whose last sync failed half way: it must
 
 class RolloutWorker:
     def __init__(self, model_path: str, rollout_cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
-                 trust_remote_code: bool = False, weight_transfer: str | None = None):
+                 trust_remote_code: bool = False, weight_transfer: str | None = None, colocated: bool = False):
         from rayscale.rollout.backends import make_backend  # torch/vLLM: loaded in the worker process only
 
         self.index = worker_index
         self.cfg = rollout_cfg
-        self.backend = make_backend(model_path, rollout_cfg, worker_index, dtype, trust_remote_code, weight_transfer)
+        self.backend = make_backend(model_path, rollout_cfg, worker_index, dtype, trust_remote_code, weight_transfer,
+                                    colocated)
         self.version = 0  # the weights in model_path are the learner's starting point: version 0
+        self.holdings = Holdings(f"rollout worker {worker_index}", ENGINE_PARTS)  # cluster.colocate's hand-overs
 
     def ready(self) -> dict:
         return {"index": self.index, "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid(),
@@ -53,7 +57,18 @@ class RolloutWorker:
     def generate(self, requests: list[RolloutRequest]) -> list[list[Sample]]:
         if self.version == _NO_WEIGHTS:
             raise SyncError(f"rollout worker {self.index}: its last weight sync failed; sync again before generating")
+        self.holdings.require("generate")
         return self.backend.generate(requests, self.version)
+
+    def sleep(self, level: int) -> dict:
+        """cluster.colocate: free the engine's device memory for the learner beside it (rayscale.colocation)."""
+        self.holdings.release()
+        return {**self.backend.sleep(level), **self.holdings.report()}
+
+    def wake_up(self, tags: list[str]) -> dict:
+        """Take back `tags` (weights, then kv_cache) of what `sleep` freed."""
+        self.holdings.take(tags)
+        return {**self.backend.wake_up(tags), **self.holdings.report()}
 
     def init_sync_group(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: str = "gloo",
                         timeout_s: float = 300.0, transport: str = "broadcast") -> None:
@@ -67,6 +82,7 @@ class RolloutWorker:
     def receive_weights(self, version: int, verify: bool = False, transport: str = "broadcast") -> dict:
         """Broadcast (or vllm_native) transport: take part in the sender's `send_weights` (call both at once)."""
         receive = self._native().receive_native if transport == "vllm_native" else self.backend.receive_weights
+        self.holdings.require("receive weights", ("weights",))
         self.version = _NO_WEIGHTS
         report = receive(version, verify)
         self.version = version
@@ -80,16 +96,22 @@ class RolloutWorker:
 
     def load_weights_from_refs(self, version: int, refs: list, verify: bool = False) -> None:
         """Object-store transport: `refs` is what the sender's `send_weights(transport="object_store")` returned."""
+        self.holdings.require("receive weights", ("weights",))
         self.version = _NO_WEIGHTS
+        # one bucket in memory at a time
+        self.backend.load_buckets(_checked((bucket_from_bytes(m, ray.get(ref)) for m, ref in refs), verify))
+        self.version = version
 
-        def buckets():
-            for meta_json, ref in refs:  # one bucket in memory at a time
-                bucket = bucket_from_bytes(meta_json, ray.get(ref))
-                if verify and bucket.meta.checksum is not None and checksum(bucket.flat) != bucket.meta.checksum:
-                    raise SyncError(f"bucket {bucket.meta.index}: checksum mismatch after the object store")
-                yield bucket
-
-        self.backend.load_buckets(buckets())
+    def load_shared_weights(self, version: int, items: list, verify: bool = False) -> None:
+        """ipc transport: what the learner rank in this worker's own bundle shared (rayscale.sync.shared): pages
+        of the node's object store on CPU, CUDA IPC handles on GPU (a vLLM engine opens those in its workers)."""
+        self.holdings.require("receive weights", ("weights",))
+        self.version = _NO_WEIGHTS
+        if items and is_cuda_handle(items[0][1]) and hasattr(self.backend, "load_cuda_handles"):
+            self.backend.load_cuda_handles(items, verify)
+        else:
+            device = self.backend.device
+            self.backend.load_buckets(_checked((open_shared(m, p, device) for m, p in items), verify))
         self.version = version
 
     def get_state_checksum(self) -> dict[str, int]:
@@ -103,6 +125,14 @@ class RolloutWorker:
         self.version = _NO_WEIGHTS
 
 
+def _checked(buckets, verify: bool):
+    """The buckets, each compared with the checksum its sender computed (`sync.verify`) before it is loaded."""
+    for bucket in buckets:
+        if verify and bucket.meta.checksum is not None and checksum(bucket.flat) != bucket.meta.checksum:
+            raise SyncError(f"bucket {bucket.meta.index}: checksum mismatch after the hand-over")
+        yield bucket
+
+
 RolloutWorkerActor = ray.remote(RolloutWorker)
 
 
@@ -114,11 +144,12 @@ class RolloutManager:
     def __init__(self, model_path: str, rollout_cfg: RolloutConfig, *, resources_cfg: RoleResources | None = None,
                  placement: RolePlacement | None = None, placement_timeout_s: float = 120.0,
                  call_timeout_s: float = 300.0, dtype: str = "auto", trust_remote_code: bool = False,
-                 weight_transfer: str | None = None):
+                 weight_transfer: str | None = None, colocated: bool = False):
         self.model_path, self.cfg = model_path, rollout_cfg
         # weight_transfer: the coordinator's `vllm_weight_transfer`, the vLLM weight-transfer engine each vLLM
-        # worker is built with for the vllm_native sync transport (None: not used)
-        self._worker_args = (dtype, trust_remote_code, weight_transfer)
+        # worker is built with for the vllm_native sync transport (None: not used). colocated: the workers share
+        # the learner ranks' bundles (cluster.colocate) and hand their device over (sleep / wake_up)
+        self._worker_args = (dtype, trust_remote_code, weight_transfer, colocated)
         self.call_timeout_s = call_timeout_s  # each Ray call to the workers outside generate
         self._owns_placement = placement is None
         self.placement = placement or place_one_role("rollout", rollout_cfg.num_workers,
@@ -183,6 +214,13 @@ class RolloutManager:
 
     def policy_versions(self) -> list[int]:
         return self._get([w.policy_version.remote() for w in self.workers])
+
+    # ------------------------------------------------------------------ colocation (rayscale.colocation.Turns)
+    def sleep(self, level: int) -> list[dict]:
+        return self._get([w.sleep.remote(level) for w in self.workers])
+
+    def wake_up(self, tags: list[str]) -> list[dict]:
+        return self._get([w.wake_up.remote(list(tags)) for w in self.workers])
 
     # ------------------------------------------------------------------ weight sync: the coordinator's hooks
     # The weights are pushed by the controller's coordinator (rayscale.sync.coordinator.WeightSync), which sets

@@ -34,6 +34,7 @@ from rayscale.algos.batching import (
 )
 from rayscale.algos.forward import TargetLogps, batch_inputs, disable_dropout
 from rayscale.algos.losses import LossParams, preference_loss, segment_sums
+from rayscale.colocation import LEARNER_PARTS, Holdings
 from rayscale.config import DEFAULT_BUCKET_BYTES, AlgoConfig, LearnerConfig
 from rayscale.learner import deepspeed_config as dsc
 from rayscale.sync import output_check
@@ -59,6 +60,7 @@ class LearnerEngine:
         # LoRA with the policy's own starting weights as reference: no copy, the base plus a frozen adapter.
         self._ref_adapter = self.lora is not None and self.ref_source == model_path
         self.step = 0
+        self.holdings = Holdings(f"learner rank {rank}", LEARNER_PARTS)  # cluster.colocate's hand-overs
         self._store = None
         self._ref_cache: dict[tuple, tuple[float, float]] = {}
 
@@ -169,6 +171,7 @@ class LearnerEngine:
 
     # ------------------------------------------------------------------------------------------- training
     def train_dpo(self, pairs: list, global_pairs: int) -> dict[str, float]:
+        self.holdings.require("train")
         started = time.perf_counter()
         batches, truncation, error = [], TruncationCounts(), None
         try:
@@ -194,6 +197,7 @@ class LearnerEngine:
         return self._finish_step(sums, truncation, started, global_pairs)
 
     def train_sft(self, examples: list) -> dict[str, float]:
+        self.holdings.require("train")
         started = time.perf_counter()
         batches, truncation, error = [], TruncationCounts(), None
         try:
@@ -312,11 +316,13 @@ class LearnerEngine:
 
         return lora.base_named_parameters(self.hf_model, remove_duplicate)
 
-    def iter_params_for_sync(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """Full policy parameters by HF name, in a stable order, yielded on rank 0 only; all ranks must iterate it
-        together (the ZeRO-3 gathers are collective). Copy or send each tensor before asking for the next."""
+    def iter_params_for_sync(self, every_rank: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
+        """Full policy parameters by HF name, in a stable order, yielded on rank 0 only (on every rank with
+        `every_rank`: the ipc transport); all ranks must iterate it together (the ZeRO-3 gathers are collective).
+        Copy or send each tensor before asking for the next."""
+        self.holdings.require("send its weights", ("weights",))
         for name, tensor in self._iter_policy():
-            if self.rank == 0:
+            if every_rank or self.rank == 0:
                 yield name, tensor
 
     def gather_state_for_sync(self) -> dict[str, torch.Tensor] | None:
@@ -339,6 +345,7 @@ class LearnerEngine:
         """Freeze the current policy as the reference (after stage-1 SFT). LoRA: the trained adapter is copied
         into the reference adapter (base weights shared, so reference == policy exactly), or, into a separate
         reference copy, the merged weights."""
+        self.holdings.require("copy the policy into the reference")
         if self._ref_adapter:
             from rayscale.learner import lora  # local: peft is optional and heavy
 
@@ -371,6 +378,7 @@ class LearnerEngine:
     def score_greedy(self, prompts: list[str], continuations: list[list[int]]) -> dict[str, Any]:
         """The policy's argmax and top-2 logit gap along each continuation (rayscale.sync.output_check): what a
         rollout engine on the same weights must have generated greedily. Collective (every rank forwards)."""
+        self.holdings.require("score the output check", ("weights",))
         self.policy.eval()  # LoRA dropout off (the model's own is always 0); the next step sets train() again
         scored = output_check.score_greedy(self.hf_model, self.tokenizer, prompts, continuations)
         return {"scores": scored, "dtype": "bfloat16" if self.bf16 else "float32"}
@@ -393,6 +401,7 @@ class LearnerEngine:
     # ------------------------------------------------------------------------------------------- checkpoints
     def export_hf(self, out_dir: str) -> None:
         """The policy as a Hugging Face directory (config, safetensors, tokenizer) any from_pretrained loads."""
+        self.holdings.require("export the policy")
         state = self.gather_state_for_sync()
         if self.rank == 0:
             self._save_hf(self.hf_model, state, out_dir)
@@ -406,6 +415,7 @@ class LearnerEngine:
     def save_checkpoint(self, ckpt_dir: str) -> None:
         """<dir>/deepspeed (engine, optimizer, scheduler, per-rank ZeRO shards), <dir>/hf (policy export),
         <dir>/reference (only when the reference came from the policy), <dir>/learner_state.json."""
+        self.holdings.require("save a checkpoint")
         root = Path(ckpt_dir)
         self.policy.save_checkpoint(str(root / "deepspeed"), tag=DS_TAG, client_state={"learner_step": self.step})
         self.export_hf(str(root / "hf"))
@@ -423,6 +433,7 @@ class LearnerEngine:
         dist.barrier()
 
     def load_checkpoint(self, ckpt_dir: str) -> dict[str, Any]:
+        self.holdings.require("load a checkpoint")
         root = Path(ckpt_dir)
         state_file = root / CHECKPOINT_STATE
         if not state_file.is_file():
@@ -458,6 +469,45 @@ class LearnerEngine:
         source = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32,
                                                       trust_remote_code=self.trust_remote_code)
         self._copy_into_reference((name, p.data) for name, p in self._named_parameters(source))
+
+    # ------------------------------------------------------------------------------------------- colocation
+    def offload(self, parts: list[str]) -> dict[str, Any]:
+        """cluster.colocate: give this rank's share of the GPU to the rollout engine beside it. "states": optimizer
+        states, fp32 master weights and gradients; "weights": the bf16 weights and a whole-copy reference. To
+        pinned host memory through DeepSpeed's offload_states; `reload` brings everything back before training.
+        On a CPU rank nothing moves (its memory is host memory), but the hand-over is kept all the same."""
+        self.holdings.release(parts)
+        return {**self.holdings.report(), "moved": self._move_states(set(parts), "cpu")}
+
+    def reload(self) -> dict[str, Any]:
+        moved = self._move_states(set(self.holdings.parts) - self.holdings.held, "cuda")
+        self.holdings.take()
+        return {**self.holdings.report(), "moved": moved}
+
+    def _move_states(self, parts: set[str], to: str) -> list[str]:
+        if not self.device.startswith("cuda") or not parts:
+            return []  # a CPU rank: nothing to free, the hand-over is bookkeeping only
+        from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum as State  # local: heavy
+
+        moved = []
+        # DeepSpeed moves ZeRO-1/2/3 optimizer buffers (not ZeRO-0's plain optimizer, not states it already
+        # offloads itself: learner.offload=params)
+        movable = self.cfg.zero_stage > 0 and self.cfg.offload != "params"
+        if movable and to == "cpu":
+            states = {"states": [State.optim_states, State.hp_params, State.lp_grads, State.contiguous_grad_buffer],
+                      "weights": [State.lp_params]}
+            include = [x for part in sorted(parts) for x in states[part]]
+            self.policy.offload_states(include=include, pin_memory=True)
+            moved += [x.value for x in include]
+        elif movable:
+            self.policy.reload_states()
+            moved.append("deepspeed states")
+        whole_reference = not self._ref_adapter and self.cfg.ref_mode != "zero3"
+        if "weights" in parts and whole_reference:
+            self.ref.to("cpu" if to == "cpu" else self._comm_device)
+            moved.append("reference")
+        torch.cuda.empty_cache()
+        return moved
 
     def shutdown(self) -> None:
         if dist.is_initialized():

@@ -5,8 +5,11 @@
     init_sync_group(master_addr, master_port, world_size, rank, backend, timeout_s)
     receive_weights(version, verify) -> SyncReport-like dict      (broadcast transport)
     init_native_transfer(...), receive_native(version, verify)     (vllm_native transport: vLLM only)
-    load_buckets(buckets)                                          (object-store transport)
+    load_buckets(buckets)                                          (object-store and CPU ipc transports)
+    load_cuda_handles(items, verify)     (GPU ipc transport: vLLM only, opened in its workers)
+    device                      where its weights live (a GPU ipc bucket is opened there)
     state_checksums() -> {name: checksum}
+    sleep(level) -> dict, wake_up(tags) -> dict   free / take back device memory (cluster.colocate), with a report
     dtype                       the engine's compute dtype ("float32", "bfloat16", ...), for output checks
     close_sync_group()
 """
@@ -35,6 +38,10 @@ class HFBackend:
     @property
     def dtype(self) -> str:
         return str(next(self.engine.model.parameters()).dtype).removeprefix("torch.")
+
+    @property
+    def device(self):
+        return self.engine.device
 
     def generate(self, requests, version: int):
         return self.engine.generate(requests, version)
@@ -70,15 +77,29 @@ class HFBackend:
     def state_checksums(self) -> dict[str, int]:
         return state_checksums(self.engine.model.state_dict().items())
 
+    # ---- cluster.colocate: HF generate keeps no KV cache between calls, so what it can give back is the
+    # allocator's cached blocks; its weights stay (the twin serves small models)
+    def sleep(self, level: int) -> dict:
+        import torch  # local: as everywhere in this module, the backend's own process
+
+        if self.engine.device.type != "cuda":
+            return {"slept": False, "reason": "HF generate on the CPU holds no device memory"}
+        torch.cuda.empty_cache()
+        return {"slept": True, "freed": "cached allocator blocks"}
+
+    def wake_up(self, tags: list[str]) -> dict:
+        return {"woke": list(tags)}
+
 
 def make_backend(model_path: str, cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
-                 trust_remote_code: bool = False, weight_transfer: str | None = None):
-    """`weight_transfer`: the vLLM weight-transfer engine of the vllm_native sync transport (None: not used)."""
+                 trust_remote_code: bool = False, weight_transfer: str | None = None, colocated: bool = False):
+    """`weight_transfer`: the vLLM weight-transfer engine of the vllm_native sync transport (None: not used).
+    `colocated`: the worker shares its device with a learner rank (cluster.colocate), so vLLM is built to sleep."""
     if cfg.backend == "hf":
         if weight_transfer is not None:
             raise ValueError("sync.transport: vllm_native syncs through vLLM's weight-transfer API and needs "
                              "rollout.backend: vllm; with the hf backend use broadcast or object_store")
         return HFBackend(HFEngine.from_path(model_path, cfg, dtype, worker_index, trust_remote_code))
     if cfg.backend == "vllm":
-        return VLLMEngine(model_path, cfg, worker_index, trust_remote_code, weight_transfer)
+        return VLLMEngine(model_path, cfg, worker_index, trust_remote_code, weight_transfer, colocated)
     raise ValueError(f"unknown rollout backend {cfg.backend!r}; expected hf or vllm")

@@ -39,9 +39,10 @@ CUDA_ONLY_TRANSFER = ("nccl", "ipc")  # vLLM's built-in weight-transfer engines 
 
 
 def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool = False,
-             worker_extension_cls: str | None = None, weight_transfer: str | None = None):
+             worker_extension_cls: str | None = None, weight_transfer: str | None = None, sleep_mode: bool = False):
     """A `vllm.LLM` for `v`, on whatever device this process has. Every vLLM engine in rayscale is made here.
-    `weight_transfer`: the vLLM weight-transfer engine to build it with (`weight_transfer_config`), None for none."""
+    `weight_transfer`: the vLLM weight-transfer engine to build it with (`weight_transfer_config`), None for none.
+    `sleep_mode`: build it able to sleep (`enable_sleep_mode`; GPU only, the caller checks)."""
     cpu = on_cpu()
     if cpu and weight_transfer in CUDA_ONLY_TRANSFER:  # vLLM would build it, then sync nothing (issue #57022)
         raise ValueError(f"vLLM's {weight_transfer!r} weight transfer needs CUDA and this engine runs on the CPU; "
@@ -61,6 +62,8 @@ def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool 
         kwargs["kv_cache_memory_bytes"] = int(kv_gb * (1 << 30))
     if worker_extension_cls:
         kwargs["worker_extension_cls"] = worker_extension_cls
+    if sleep_mode:
+        kwargs["enable_sleep_mode"] = True
     if weight_transfer:
         from vllm.config import WeightTransferConfig  # vllm: as above
 
@@ -88,11 +91,13 @@ def _model_context(model_path: str, trust_remote_code: bool) -> int:
 
 class VLLMEngine:
     def __init__(self, model_path: str, cfg: RolloutConfig, seed_salt: int = 0, trust_remote_code: bool = False,
-                 weight_transfer: str | None = None):
+                 weight_transfer: str | None = None, colocated: bool = False):
         self.cfg = cfg
         self.weight_transfer = weight_transfer  # vLLM's weight-transfer engine (vllm_native transport) or None
+        # Sleep mode frees GPU memory through vLLM's CUDA allocator hooks; vLLM on CPU has none to free.
+        self.can_sleep = colocated and not on_cpu()
         self.llm = make_llm(model_path, cfg.vllm, cfg.seed + seed_salt, trust_remote_code, EXTENSION,
-                            weight_transfer)
+                            weight_transfer, sleep_mode=self.can_sleep)
         self.tokenizer = self.llm.get_tokenizer()
         self.sync_ranks = self.llm.get_world_size(include_dp=False)
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
@@ -182,5 +187,34 @@ class VLLMEngine:
         self.llm.collective_rpc("rayscale_load_staged")
         self.llm.reset_prefix_cache()
 
+    def load_cuda_handles(self, items: list, verify: bool) -> None:
+        """The GPU ipc transport: CUDA IPC handles of the learner rank's buckets (rayscale.sync.shared), opened by
+        vLLM's workers themselves, which share that GPU; the handles cross collective_rpc as pickled bytes."""
+        self.llm.collective_rpc("rayscale_begin_staging")
+        for meta_json, (_, handle) in items:
+            self.llm.collective_rpc("rayscale_stage_cuda_handle", args=(meta_json, handle, verify))
+        self.llm.collective_rpc("rayscale_load_staged")
+        self.llm.reset_prefix_cache()
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu") if on_cpu() else torch.device("cuda", 0)
+
     def state_checksums(self) -> dict[str, int]:
         return self.llm.collective_rpc("rayscale_state_checksums")[0]
+
+    # ---- cluster.colocate: vLLM's sleep mode (KV cache freed; level 1 keeps the weights in host memory, level 2
+    # frees them too, rewritten by the next sync), and waking in two steps, weights before the KV cache, so the
+    # learner can be offloaded in between (vLLM RFC #15254: OOM at wake_up when both hold their memory)
+    def sleep(self, level: int) -> dict:
+        if not self.can_sleep:
+            return {"slept": False, "reason": "vLLM on the CPU has no sleep mode: weights and KV cache stay"}
+        self.llm.reset_prefix_cache()  # cached blocks refer to a KV cache that is about to be freed
+        self.llm.sleep(level=level)
+        return {"slept": True, "level": level}
+
+    def wake_up(self, tags: list[str]) -> dict:
+        if not self.can_sleep:
+            return {"woke": [], "reason": "vLLM on the CPU never slept"}
+        self.llm.wake_up(tags=list(tags))
+        return {"woke": list(tags)}

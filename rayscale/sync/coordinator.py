@@ -8,7 +8,8 @@
     weight_sync.close()                                                   # at shutdown
 
 It chooses the transport (`broadcast`: a process group of learner rank 0 and every rollout worker, built, keyed and
-torn down here; `object_store`: the same buckets through Ray; `vllm_native`: the broadcast's group and buckets,
+torn down here; `object_store`: the same buckets through Ray; `ipc` (cluster.colocate): each learner rank's
+buckets to the worker in its own bundle through shared memory (rayscale.sync.shared); `vllm_native`: the broadcast's group and buckets,
 received by the vLLM weight-transfer engine `sync.native_backend` names, through vLLM's own weight-update API),
 retries a broadcast once when it failed cleanly
 (`SyncError`: every member finished the stream), replaces rollout workers that died during a sync (through the
@@ -33,7 +34,7 @@ from rayscale.sync.receiver import SyncError
 
 log = logging.getLogger(__name__)
 
-TRANSPORTS = ("broadcast", "object_store", "vllm_native")
+TRANSPORTS = ("broadcast", "object_store", "vllm_native", "ipc")
 def _one_of(error: RayActorError, actors: list) -> bool:
     """Whether the actor that `error` reports dead is one of `actors`."""
     return error.actor_id is not None and error.actor_id in {a._actor_id.hex() for a in actors}
@@ -42,13 +43,14 @@ def _one_of(error: RayActorError, actors: list) -> bool:
 class WeightSync:
     """Pushes the learner's weights to a RolloutManager's workers. Every `sync.*` setting is read here, once.
 
-    `rollout_gpus`: GPUs per rollout worker (`sync.backend: auto` picks NCCL when they hold any). The attributes
+    `rollout_gpus`: GPUs per rollout worker (`sync.backend: auto` picks NCCL when they hold any); `colocated`:
+    every worker runs in its learner rank's bundle (`sync.transport: auto` picks ipc). The attributes
     (`transport`, `backend`, `bucket_bytes`, `verify`, `timeout_s`, `vllm_weight_transfer`) are what the rest of
     the run is handed."""
 
-    def __init__(self, cfg: SyncConfig | None = None, rollout_gpus: float = 0.0):
+    def __init__(self, cfg: SyncConfig | None = None, rollout_gpus: float = 0.0, colocated: bool = False):
         cfg = cfg or SyncConfig()
-        self.transport: str = cfg.transport
+        self.transport: str = cfg.resolve_transport(colocated)  # colocated: cluster.colocate
         self.backend: str = cfg.resolve_backend(rollout_gpus)
         self.bucket_bytes: int = cfg.bucket_bytes  # the learner's one bucket size: give it to LearnerGroup
         self.verify: bool = cfg.verify
@@ -78,8 +80,12 @@ class WeightSync:
         try:
             if transport == "object_store":
                 report = self._send_via_object_store(senders, version, rollout.workers)
+            elif transport == "ipc":
+                report = self._recovering(lambda workers: self._send_in_place(senders, version, workers),
+                                          senders, rollout, version)
             else:
-                report = self._broadcast_recovering(senders, rollout, version, transport)
+                report = self._recovering(lambda workers: self._broadcast(senders, workers, version, transport),
+                                          senders, rollout, version)
         finally:
             self._pushing = False
         self.version, self._senders, self.last_report = version, senders, report
@@ -130,20 +136,20 @@ class WeightSync:
         self.catch_up(self._senders, workers, self.version)
 
     # ------------------------------------------------------------------ transports
-    def _broadcast_recovering(self, senders: list, rollout, version: int, transport: str) -> dict:
-        """broadcast or vllm_native: the same stream from the senders; the workers receive it themselves or
-        through vLLM's weight-transfer engine."""
+    def _recovering(self, send, senders: list, rollout, version: int) -> dict:
+        """`send(workers)` (broadcast, vllm_native or ipc), retried once when it failed cleanly (`SyncError`: every
+        member finished, the data was wrong), and redone after replacing a worker that died in it."""
         try:
-            return self._broadcast(senders, rollout.workers, version, transport)
+            return send(rollout.workers)
         except SyncError as e:  # every member finished the stream: the group is fine, the data was not
             log.warning("weight sync %d failed (%s); retrying once", version, e)
-            return self._broadcast(senders, rollout.workers, version, transport)
+            return send(rollout.workers)
         except RayActorError as e:  # a worker (or its node) died mid-sync: replace it, sync all again
             if _one_of(e, senders):
                 raise
             log.warning("a rollout worker died during weight sync %d (%s); replacing it", version, e)
             rollout.replace_dead_workers()
-            return self._broadcast(senders, rollout.workers, version, transport)
+            return send(rollout.workers)
 
     def _broadcast(self, senders: list, workers: list, version: int, transport: str) -> dict:
         self._ensure_group(senders[0], workers, transport)
@@ -165,6 +171,21 @@ class WeightSync:
         self._get([w.load_weights_from_refs.remote(version, refs, self.verify) for w in workers])
         nbytes = sum(BucketMeta.from_json(meta).nbytes for meta, _ in refs)
         return {"version": version, "buckets": len(refs), "bytes": nbytes, "transport": "object_store"}
+
+    def _send_in_place(self, senders: list, version: int, workers: list) -> dict:
+        """ipc (cluster.colocate): rank i's weights to worker i, which runs in rank i's bundle, through shared
+        memory (rayscale.sync.shared): the node's object store on CPU, CUDA IPC on GPU. Every rank sends."""
+        if len(senders) != len(workers):
+            raise ValueError(f"sync.transport ipc pairs learner rank i with rollout worker i: {len(senders)} "
+                             f"sender(s) for {len(workers)} worker(s); pass every rank (LearnerGroup.ranks)")
+        shared = self._get([s.send_weights.remote(version, "ipc", self.verify) for s in senders])
+        try:
+            self._get([w.load_shared_weights.remote(version, items, self.verify)
+                       for w, items in zip(workers, shared)])
+        finally:  # the senders' GPU buckets lived on for the handles only
+            self._get([s.release_shared_weights.remote() for s in senders])
+        nbytes = sum(BucketMeta.from_json(meta).nbytes for meta, _ in shared[0])
+        return {"version": version, "buckets": len(shared[0]), "bytes": nbytes, "transport": "ipc"}
 
     # ------------------------------------------------------------------ the broadcast group
     def _ensure_group(self, sender, workers: list, transport: str) -> None:

@@ -2,13 +2,15 @@
 
 It relies on three things of the class it is mixed into: `self.rank`, `self.bucket_bytes` (the bucket size, given
 to the learner once at construction: the same one its ZeRO-3 gathers use), and a generator
-`self.iter_params_for_sync()` yielding `(name, full_tensor)` on rank 0 (under ZeRO-3 every rank runs it, because
-gathering a partitioned parameter is a collective). Everything else lives here; what to send when is decided by
-the controller's coordinator (rayscale.sync.coordinator.WeightSync).
+`self.iter_params_for_sync(every_rank=False)` yielding `(name, full_tensor)` on rank 0, or on every rank with
+`every_rank` (under ZeRO-3 every rank runs it, because gathering a partitioned parameter is a collective).
+Everything else lives here; what to send when is decided by the controller's coordinator
+(rayscale.sync.coordinator.WeightSync).
 """
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 
 import torch
@@ -17,6 +19,7 @@ from rayscale.sync.buckets import Bucket, bucket_to_bytes, checksum, iter_bucket
 from rayscale.sync.group import Backend, SyncGroup, host_store
 from rayscale.sync.protocol import send_stream
 from rayscale.sync.receiver import SyncError
+from rayscale.sync.shared import share
 
 
 class BufferPool:
@@ -82,6 +85,7 @@ class WeightSenderMixin:
     _sync_group: SyncGroup | None = None
     _sync_store = None
     _sync_pools: dict | None = None
+    _shared_buffers: list = []  # the ipc transport's GPU buckets, alive until every worker loaded them
 
     def sync_endpoint(self, world_size: int, timeout_s: float = 300.0) -> tuple[str, int]:
         """Rank 0 opens the rendezvous store on its node's IP and an OS-chosen free port, for the workers to join."""
@@ -105,8 +109,12 @@ class WeightSenderMixin:
     def send_weights(self, version: int, transport: str = "broadcast", verify: bool = False):
         """broadcast: streams buckets of `self.bucket_bytes` to the group and returns a report (dict).
         object_store: returns [(bucket metadata JSON, ObjectRef of its bytes)] for `load_weights_from_refs`.
-        Ranks other than 0 return None after taking part in the gathers."""
+        Ranks other than 0 return None after taking part in the gathers.
+        ipc: EVERY rank returns [(metadata JSON, payload)] for the worker in its own bundle
+        (`load_shared_weights`; rayscale.sync.shared), and holds its buffers until `release_shared_weights`."""
         bucket_bytes = self.bucket_bytes
+        if transport == "ipc":
+            return self._share_buckets(bucket_bytes, verify)
         params = self.iter_params_for_sync()
         if self.rank != 0:
             for _ in params:
@@ -132,7 +140,28 @@ class WeightSenderMixin:
             return report.summary()
         if transport == "object_store":
             return self._put_buckets(params, bucket_bytes, verify)
-        raise ValueError(f"unknown sync transport {transport!r}; expected broadcast or object_store")
+        raise ValueError(f"unknown sync transport {transport!r}; expected broadcast, object_store or ipc")
+
+    def _share_buckets(self, bucket_bytes: int, verify: bool) -> list:
+        """The ipc transport: buckets on the device the weights live on, shared in place (rayscale.sync.shared).
+        GPU buckets stay referenced here until `release_shared_weights`: the handles point into them."""
+        self.release_shared_weights()
+        params = self.iter_params_for_sync(every_rank=True)
+        first = next(params, None)
+        if first is None:
+            return []
+        out, held = [], []
+        device = first[1].device  # the weights' own: the rank's GPU, or the CPU
+        for bucket in iter_buckets(itertools.chain([first], params), bucket_bytes, device,
+                                   zero_copy=self.sync_zero_copy):
+            out.append(share(bucket, verify))
+            if bucket.flat.is_cuda:  # CPU buckets were copied into the object store
+                held.append(bucket.flat)
+        self._shared_buffers = held
+        return out
+
+    def release_shared_weights(self) -> None:
+        self._shared_buffers = []
 
     def _put_buckets(self, params, bucket_bytes: int, verify: bool) -> list:
         import ray  # local: as in sync_endpoint

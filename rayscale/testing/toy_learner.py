@@ -50,7 +50,7 @@ class ToyLearner(WeightSenderMixin):
         """Tests only: change the layout behind the coordinator's back (a real learner's size is fixed)."""
         self.bucket_bytes = int(bucket_bytes)
 
-    def iter_params_for_sync(self):
+    def iter_params_for_sync(self, every_rank: bool = False):  # one rank: every rank is rank 0
         seen: set[int] = set()
         for name, tensor in self.model.state_dict().items():
             if tensor.data_ptr() in seen:  # a tied weight (lm_head = embed_tokens): the receiver ties it back
