@@ -100,6 +100,8 @@ def figures(sync_rows: list[dict[str, Any]], async_rows: list[dict[str, Any]], *
     bps = _rate(synced, lambda r: r["sync/bytes"], lambda r: _t(r, "sync"))
     out["sync_gb_per_s"] = bps / 1e9 if bps is not None else None
     out["sync_bytes"] = synced[-1]["sync/bytes"] if synced else None
+    handed = [r for r in s if "hand_over" in r.get("time", {})]  # cluster.colocate: engines sleep, learner reloads
+    out["hand_over_s"] = sum(_t(r, "hand_over") for r in handed) / len(handed) if handed else None
     out["iteration_s_sync"] = sum(iteration_seconds(r, False) for r in s) / len(s) if s else None
     out["iteration_s_async"] = sum(iteration_seconds(r, True) for r in a) / len(a) if a else None
     sy, asy = out["iteration_s_sync"], out["iteration_s_async"]
@@ -134,6 +136,8 @@ def format_table(f: dict[str, Any]) -> str:
         ("learner", f["learner_tokens_per_s"], "tokens/s", f"{n['learned']} sync iterations that trained"),
         ("weight sync", f["sync_s"], "s", f"{n['synced']} syncs"),
         ("weight sync", f["sync_gb_per_s"], "GB/s", f"{mb}{n['synced']} syncs"),
+        *([("hand-over to learner", f["hand_over_s"], "s", f"{sync_from}, cluster.colocate (the way back is "
+            "in weight sync)")] if f.get("hand_over_s") is not None else []),
         ("iteration, sync", f["iteration_s_sync"], "s", sync_from),
         ("iteration, async", f["iteration_s_async"], "s", async_from),
         ("async speedup", f["async_speedup"], "x", "iteration sync / async"),

@@ -69,8 +69,8 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "bench",
         help="measure each stage's throughput on this cluster, model and config (runs the real loop)",
-        description="Run the trainer for --iterations in sync mode, then in async mode (eval and checkpoints off, "
-        "in a temporary run directory unless --run-dir) and print one table: rollout tokens/s (total and per "
+        description="Run the trainer for --iterations in sync mode, then in async mode (not under cluster.colocate, "
+        "whose phases alternate; eval and checkpoints off, in a temporary run directory unless --run-dir) and print one table: rollout tokens/s (total and per "
         "engine), verifier responses/s, teacher requests/s, learner tokens/s, weight-sync seconds and GB/s, "
         "iteration seconds sync vs async. The first iteration of each mode is warm-up and excluded. CONFIG and "
         "key.sub=value as for `train`. See docs/loop.md, 'Measuring throughput'.",

@@ -38,6 +38,18 @@ def row(it, *, rollout=2.0, verify=1.0, correction=0.5, train=4.0, wait=0.0, syn
     return r
 
 
+def test_a_colocated_bench_has_a_hand_over_and_no_async_mode():
+    rows = [row(i) for i in (1, 2, 3)]
+    for r, seconds in zip(rows, (9.0, 0.2, 0.4)):
+        r["time"]["hand_over"] = seconds
+    f = figures(rows, [], num_workers=1, updates_per_iteration=1, strategy="correction")
+    assert f["hand_over_s"] == pytest.approx(0.3) and f["iteration_s_async"] is None
+    table = format_table(f)
+    assert "hand-over to learner" in table and "0.300" in table
+    assert "hand-over" not in format_table(figures([row(1), row(2)], [], num_workers=1, updates_per_iteration=1,
+                                                   strategy="correction"))
+
+
 def test_figures_from_rows_exclude_the_warmup_and_sum_work_over_seconds():
     warm = row(1, rollout=50.0, verify=50.0, correction=50.0, train=50.0, sync=50.0)  # would spoil every figure
     sync_rows = [{"iteration": 0, "eval/greedy_acc": 0.5}, warm, row(2), row(3, rollout=3.0, train=6.0)]
