@@ -82,7 +82,9 @@ class Setup:
 
     def sync(self, transport: str) -> dict:
         self.version += 1
-        return self.weight_sync.push(self.learner.ranks, self.rollout, self.version, transport)
+        # ipc pairs rank i with worker i (cluster.colocate); one worker here, and ZeRO-2's rank 0 holds everything
+        senders = self.learner.ranks[:len(self.rollout.workers)] if transport == "ipc" else self.learner.ranks
+        return self.weight_sync.push(senders, self.rollout, self.version, transport)
 
     def shutdown(self) -> None:
         if self.rollout.workers:  # once: the SmolLM2 fixture frees the tiny setup early
@@ -98,8 +100,9 @@ def tiny(local_ray, tiny_dir):
     s.shutdown()
 
 
-# vllm_native: vLLM's own weight-transfer API with the engine rayscale registers in vLLM's worker (vllm_transfer.py)
-@pytest.mark.parametrize("transport", ["broadcast", "object_store", "vllm_native"])
+# vllm_native: vLLM's own weight-transfer API with the engine rayscale registers in vLLM's worker (vllm_transfer.py);
+# ipc: the colocated hand-over through the node's shared-memory object store (rayscale.sync.shared)
+@pytest.mark.parametrize("transport", ["broadcast", "object_store", "vllm_native", "ipc"])
 def test_dpo_step_then_sync_makes_vllm_generate_what_the_learner_generates(tiny, transport):
     assert tiny.engine_greedy() == tiny.learner_greedy()  # both start from the same directory
     tiny.step()
