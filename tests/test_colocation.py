@@ -7,6 +7,8 @@ wrong; the GPU variant (real sleep, DeepSpeed offload_states, CUDA IPC) is in te
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from rayscale.colocation import ENGINE_PARTS, LEARNER_PARTS, ColocationError, Holdings, Turns
@@ -181,6 +183,10 @@ def test_colocated_actors_share_the_learners_placement_group(local_ray, tiny_mod
             learner.shutdown()
     finally:
         remove_placement_groups(placements)
+        # Ray frees killed actors' and removed groups' CPUs asynchronously: the next test's fit check needs them
+        deadline = time.monotonic() + 60
+        while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
+            time.sleep(0.2)
 
 
 @pytest.mark.ray
