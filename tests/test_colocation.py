@@ -153,6 +153,26 @@ def test_a_colocated_plan_reserves_one_bundle_per_rank_holding_both_actors():
 
 # ------------------------------------------------------------------ on Ray: placement, and the loop itself
 @pytest.mark.ray
+def test_a_bucket_handed_over_in_memory_is_checked_against_the_senders_sum(local_ray):
+    import json
+
+    import torch
+
+    from rayscale.sync.buckets import iter_buckets
+    from rayscale.sync.receiver import SyncError
+    from rayscale.sync.shared import open_shared, share
+
+    bucket = next(iter_buckets([("w", torch.arange(6, dtype=torch.float32))], 1 << 20))
+    meta_json, payload = share(bucket, verify=True)  # a CPU bucket: into the node's object store
+    got = open_shared(meta_json, payload, torch.device("cpu"), verify=True)
+    assert torch.equal(got.flat, torch.arange(6, dtype=torch.float32))
+    wrong = json.dumps({**json.loads(meta_json), "checksum": json.loads(meta_json)["checksum"] + 1})
+    with pytest.raises(SyncError, match="bucket 0: checksum mismatch after the hand-over"):
+        open_shared(wrong, payload, torch.device("cpu"), verify=True)
+    open_shared(wrong, payload, torch.device("cpu"), verify=False)  # unchecked unless sync.verify
+
+
+@pytest.mark.ray
 def test_colocated_actors_share_the_learners_placement_group(local_ray, tiny_model_dir):
     import ray
     from ray.util import placement_group_table

@@ -19,7 +19,6 @@ from rayscale.actors.placement import RolePlacement, actor_location, place_one_r
 from rayscale.colocation import ENGINE_PARTS, Holdings
 from rayscale.config import RoleResources, RolloutConfig
 from rayscale.rollout.scheduling import balance
-from rayscale.sync.buckets import bucket_from_bytes, checksum
 from rayscale.sync.receiver import SyncError
 from rayscale.sync.shared import is_cuda_handle, open_shared
 from rayscale.types import RolloutRequest, Sample
@@ -99,7 +98,7 @@ class RolloutWorker:
         self.holdings.require("receive weights", ("weights",))
         self.version = _NO_WEIGHTS
         # one bucket in memory at a time
-        self.backend.load_buckets(_checked((bucket_from_bytes(m, ray.get(ref)) for m, ref in refs), verify))
+        self.backend.load_buckets(open_shared(m, ref, self.backend.device, verify) for m, ref in refs)
         self.version = version
 
     def load_shared_weights(self, version: int, items: list, verify: bool = False) -> None:
@@ -110,8 +109,7 @@ class RolloutWorker:
         if items and is_cuda_handle(items[0][1]) and hasattr(self.backend, "load_cuda_handles"):
             self.backend.load_cuda_handles(items, verify)
         else:
-            device = self.backend.device
-            self.backend.load_buckets(_checked((open_shared(m, p, device) for m, p in items), verify))
+            self.backend.load_buckets(open_shared(m, p, self.backend.device, verify) for m, p in items)
         self.version = version
 
     def get_state_checksum(self) -> dict[str, int]:
@@ -123,14 +121,6 @@ class RolloutWorker:
     def invalidate(self) -> None:
         """Its weights failed the output check: refuse to generate until the next sync."""
         self.version = _NO_WEIGHTS
-
-
-def _checked(buckets, verify: bool):
-    """The buckets, each compared with the checksum its sender computed (`sync.verify`) before it is loaded."""
-    for bucket in buckets:
-        if verify and bucket.meta.checksum is not None and checksum(bucket.flat) != bucket.meta.checksum:
-            raise SyncError(f"bucket {bucket.meta.index}: checksum mismatch after the hand-over")
-        yield bucket
 
 
 RolloutWorkerActor = ray.remote(RolloutWorker)

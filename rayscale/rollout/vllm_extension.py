@@ -21,7 +21,6 @@ import torch
 from rayscale.sync.buckets import (
     BucketMeta,
     bucket_from_bytes,
-    checksum,
     dtype_from_name,
     dtype_name,
     state_checksums,
@@ -29,7 +28,6 @@ from rayscale.sync.buckets import (
 )
 from rayscale.sync.group import SyncGroup
 from rayscale.sync.protocol import SyncReport, iter_received
-from rayscale.sync.receiver import SyncError
 from rayscale.sync.shared import open_cuda
 
 ENGINE_NAME = "rayscale"  # the vLLM weight-transfer engine rayscale registers (`sync.native_backend: rayscale`)
@@ -156,10 +154,7 @@ class SyncWorkerExtension:
         """The GPU ipc transport: a bucket copied out of the learner rank's memory on this worker's GPU."""
         if self._rayscale_staged is None:
             raise RuntimeError("stage_cuda_handle before begin_staging")
-        bucket = open_cuda(meta_json, handle, self.device)
-        if verify and bucket.meta.checksum is not None and checksum(bucket.flat) != bucket.meta.checksum:
-            raise SyncError(f"bucket {bucket.meta.index}: checksum mismatch after the CUDA IPC hand-over")
-        self._rayscale_staged.append(bucket)
+        self._rayscale_staged.append(open_cuda(meta_json, handle, self.device, verify))
 
     def rayscale_load_staged(self) -> None:
         staged, self._rayscale_staged = self._rayscale_staged or [], None

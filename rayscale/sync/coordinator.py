@@ -35,6 +35,12 @@ from rayscale.sync.receiver import SyncError
 log = logging.getLogger(__name__)
 
 TRANSPORTS = ("broadcast", "object_store", "vllm_native", "ipc")
+def _handed_over(version: int, items: list, transport: str) -> dict:
+    """The report of a sync whose buckets went as [(metadata JSON, payload)] (object_store, ipc: one rank's)."""
+    nbytes = sum(BucketMeta.from_json(meta).nbytes for meta, _ in items)
+    return {"version": version, "buckets": len(items), "bytes": nbytes, "transport": transport}
+
+
 def _one_of(error: RayActorError, actors: list) -> bool:
     """Whether the actor that `error` reports dead is one of `actors`."""
     return error.actor_id is not None and error.actor_id in {a._actor_id.hex() for a in actors}
@@ -169,8 +175,7 @@ class WeightSync:
     def _send_via_object_store(self, senders: list, version: int, workers: list) -> dict:
         refs = self._get([s.send_weights.remote(version, "object_store", self.verify) for s in senders])[0]
         self._get([w.load_weights_from_refs.remote(version, refs, self.verify) for w in workers])
-        nbytes = sum(BucketMeta.from_json(meta).nbytes for meta, _ in refs)
-        return {"version": version, "buckets": len(refs), "bytes": nbytes, "transport": "object_store"}
+        return _handed_over(version, refs, "object_store")
 
     def _send_in_place(self, senders: list, version: int, workers: list) -> dict:
         """ipc (cluster.colocate): rank i's weights to worker i, which runs in rank i's bundle, through shared
@@ -184,8 +189,7 @@ class WeightSync:
                        for w, items in zip(workers, shared)])
         finally:  # the senders' GPU buckets lived on for the handles only
             self._get([s.release_shared_weights.remote() for s in senders])
-        nbytes = sum(BucketMeta.from_json(meta).nbytes for meta, _ in shared[0])
-        return {"version": version, "buckets": len(shared[0]), "bytes": nbytes, "transport": "ipc"}
+        return _handed_over(version, shared[0], "ipc")
 
     # ------------------------------------------------------------------ the broadcast group
     def _ensure_group(self, sender, workers: list, transport: str) -> None:

@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import torch
 
-from rayscale.sync.buckets import Bucket, bucket_to_bytes, checksum, iter_buckets
+from rayscale.sync.buckets import Bucket, iter_buckets
 from rayscale.sync.group import Backend, SyncGroup, host_store
 from rayscale.sync.protocol import send_stream
 from rayscale.sync.receiver import SyncError
@@ -164,16 +164,12 @@ class WeightSenderMixin:
         self._shared_buffers = []
 
     def _put_buckets(self, params, bucket_bytes: int, verify: bool) -> list:
-        import ray  # local: as in sync_endpoint
 
         pool = self._pool("cpu")
         refs = []
         for bucket in iter_buckets(params, bucket_bytes, "cpu", pool.alloc):
-            if verify:
-                bucket.meta.checksum = checksum(bucket.flat)
-            meta_json, raw = bucket_to_bytes(bucket)
-            refs.append((meta_json, ray.put(raw)))
-            pool.release(bucket)  # ray.put copied it into the object store
+            refs.append(share(bucket, verify))  # a CPU bucket: its bytes into the object store (ray.put)
+            pool.release(bucket)  # ray.put copied it
         return refs
 
     def _pool(self, device) -> BufferPool:

@@ -1,4 +1,6 @@
-"""The `ipc` sync transport: each learner rank hands its weights to the rollout worker in its own bundle
+"""Buckets handed over in memory: the `ipc` sync transport (and the object store's, which is its CPU case).
+
+The `ipc` transport: each learner rank hands its weights to the rollout worker in its own bundle
 (`cluster.colocate`), so no byte of them crosses a network.
 
 Wire format, per bucket (`rayscale.sync.buckets`: one flat tensor of `bucket_bytes` and its metadata JSON):
@@ -22,6 +24,7 @@ from typing import Any
 import torch
 
 from rayscale.sync.buckets import Bucket, BucketMeta, bucket_from_bytes, bucket_to_bytes, checksum
+from rayscale.sync.receiver import SyncError
 
 CUDA_IPC = "cuda_ipc"
 
@@ -44,17 +47,24 @@ def is_cuda_handle(payload: Any) -> bool:
     return isinstance(payload, tuple) and len(payload) == 2 and payload[0] == CUDA_IPC
 
 
-def open_cuda(meta_json: str, handle: bytes, device: torch.device) -> Bucket:
+def open_cuda(meta_json: str, handle: bytes, device: torch.device, verify: bool = False) -> Bucket:
     """A bucket copied out of the sender's device memory onto `device` (the same GPU, under colocation)."""
     rebuild, args = pickle.loads(handle)  # torch's rebuild_cuda_tensor and the handle; ours, from share()
     flat = rebuild(*args).to(device, copy=True)  # our own copy: the sender frees its buffer after the sync
-    return Bucket(BucketMeta.from_json(meta_json), flat)
+    return _checked(Bucket(BucketMeta.from_json(meta_json), flat), verify)
 
 
-def open_shared(meta_json: str, payload: Any, device: torch.device) -> Bucket:
-    """The bucket a payload stands for: mapped from the object store (CPU) or copied from an IPC handle (GPU)."""
+def open_shared(meta_json: str, payload: Any, device: torch.device, verify: bool = False) -> Bucket:
+    """The bucket a payload stands for (what `share` made, or an object-store transport's ObjectRef): mapped from
+    the object store (CPU) or copied from an IPC handle (GPU); with `verify`, checked against the sender's sum."""
     if is_cuda_handle(payload):
-        return open_cuda(meta_json, payload[1], device)
+        return open_cuda(meta_json, payload[1], device, verify)
     import ray  # local: as in share()
 
-    return bucket_from_bytes(meta_json, ray.get(payload))
+    return _checked(bucket_from_bytes(meta_json, ray.get(payload)), verify)
+
+
+def _checked(bucket: Bucket, verify: bool) -> Bucket:
+    if verify and bucket.meta.checksum is not None and checksum(bucket.flat) != bucket.meta.checksum:
+        raise SyncError(f"bucket {bucket.meta.index}: checksum mismatch after the hand-over")
+    return bucket
