@@ -10,6 +10,7 @@ Everything else (placement groups, actors) assumes Ray is connected and never st
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import socket
@@ -22,18 +23,22 @@ from rayscale.config import RayscaleConfig
 from rayscale.plan import ClusterUnavailable, plan_placement, require_fit
 
 
-def start_or_join(cfg: RayscaleConfig, check_fit: bool = True, log_to_driver: bool = True) -> None:
+def start_or_join(cfg: RayscaleConfig, check_fit: bool = True, log_to_driver: bool = True,
+                  runtime_env: dict | None = None) -> None:
     """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one, then (for a
     training run) check that every role's actors fit before any is started: a shortfall fails at once, naming the
-    role, never a hang. `log_to_driver=False` keeps the actors' output out of this process (`rayscale bench`)."""
+    role, never a hang. `log_to_driver=False` keeps the actors' output out of this process (`rayscale bench`).
+    `runtime_env`: the job's (a training run's: `rayscale.logs.runtime_env`, actors' output into the run
+    directory); with one, Ray's own INFO lines are left out of the console too."""
     plan = plan_placement(cfg)
     if not ray.is_initialized():
+        quiet = {"runtime_env": runtime_env, "logging_level": logging.WARNING} if runtime_env else {}
         if cfg.cluster.address:
-            ray.init(address=cfg.cluster.address, log_to_driver=log_to_driver)
+            ray.init(address=cfg.cluster.address, log_to_driver=log_to_driver, **quiet)
         else:
             # Ray's CPUs are scheduling tokens, not cores: a local run declares enough for its own plan.
             ray.init(address="local", num_cpus=local_num_cpus(cfg), include_dashboard=False,
-                     log_to_driver=log_to_driver)
+                     log_to_driver=log_to_driver, **quiet)
     if check_fit and not cfg.cluster.autoscaling:
         require_fit(plan, cluster_nodes())
 

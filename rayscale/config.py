@@ -460,6 +460,9 @@ class TrackingConfig(_Strict):
     plots: bool = True
     # Pairs per iteration written to <run_dir>/pairs.jsonl (and a wandb Table): what the learner is taught.
     log_pairs: int = Field(8, ge=0)
+    # false: the actors' own output (vLLM, DeepSpeed, progress bars) goes to <run_dir>/logs/, the console keeps
+    # rayscale's lines, warnings and errors (rayscale.logs); true: everything on the console. RAYSCALE_VERBOSE=1 too.
+    verbose: bool = False
 
 
 class CheckpointConfig(_Strict):

@@ -28,7 +28,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayError
 
-from rayscale import checkpointing, cluster
+from rayscale import checkpointing, cluster, logs
 from rayscale.actors.learner import LearnerGroup, LearnerGroupError
 from rayscale.actors.placement import RolePlacement, place_roles, remove_placement_groups
 from rayscale.actors.rollout import RolloutManager
@@ -115,7 +115,7 @@ class Trainer:
 
         Every role is placed once, from the plan `rayscale status` and `--dry-run` print; actors (also restarted
         ones, and stage 1's) go into their role's placement groups, which outlive restarts and go at the end."""
-        cluster.start_or_join(self.cfg)
+        cluster.start_or_join(self.cfg, runtime_env=logs.runtime_env(self.run_dir, self.cfg.tracking.verbose))
         self.placements = place_roles(self.cfg)
         resume = self.cfg.checkpoint.resume
         try:
@@ -500,6 +500,12 @@ class StopRequest:
               "(send it again to stop at once)", flush=True)
 
 
+def actor_log_note(cfg: RayscaleConfig, run_dir: Path) -> str:
+    if logs.verbose_requested(cfg.tracking.verbose):
+        return "on this console (tracking.verbose)"
+    return f"{logs.log_dir(run_dir)}/ (tracking.verbose=true or RAYSCALE_VERBOSE=1 shows them here)"
+
+
 def _digest(ids) -> str:
     """A short fingerprint of the prompts an iteration drew, so runs and resumes can be compared row by row."""
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
@@ -517,6 +523,11 @@ def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     print(f"data          : {cfg.data.source} train={len(inputs.train)} held-out={len(inputs.eval)}")
     print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
           f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")
+    print(f"actor logs    : {actor_log_note(cfg, inputs.run_dir)}")
+    if cfg.rollout.backend == "vllm" and not cfg.cluster.rollout.num_gpus:
+        # Said once here instead of by vLLM in every engine (its warnings go to the actor logs).
+        print("vLLM on CPU   : chunked prefill off (a seeded request's prompt must not be split over engine "
+              "steps); weights are cast to the engine's dtype on load")
     if dry_run:
         print(plan_text(cfg))
         print("dry run: configuration valid, nothing started")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,6 +21,8 @@ CONFIG = Path(__file__).resolve().parents[1] / "launch" / "configs" / "smollm2-c
 SMALL = ["algo.iterations=2", "algo.prompts_per_iteration=4", "algo.samples_per_prompt=2", "algo.eval_every=0",
          "rollout.max_new_tokens=160", "learner.max_seq_len=448", "checkpoint.every=0", "tracking.wandb=false"]
 KEY_ENV = "RAYSCALE_TEST_TEACHER_KEY"
+# One record of vLLM's logger: "INFO 12-07 18:50:29 [llm.py:338] ..." (also behind Ray's "(RolloutWorker pid=..)")
+VLLM_RECORD = re.compile(r"\b(DEBUG|INFO|WARNING) \d\d-\d\d \d\d:\d\d:\d\d \[")
 
 
 def train(run_dir: Path, smollm2_dir: str, shared_data: Path, *extra: str) -> list[dict]:
@@ -31,6 +34,12 @@ def train(run_dir: Path, smollm2_dir: str, shared_data: Path, *extra: str) -> li
     print(r.stdout)  # the run's own console lines, for the record (pytest -s shows them)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "Traceback" not in r.stdout
+    # The quiet console (rayscale.logs): vLLM's records and progress bars are in the actor logs, not here.
+    console = r.stdout + r.stderr
+    assert len(VLLM_RECORD.findall(console)) <= 3, console[:4000]
+    assert "Attempted to load weight" not in console
+    engine_logs = "".join(p.read_text(errors="replace") for p in (run_dir / "logs").glob("worker-*.log"))
+    assert len(VLLM_RECORD.findall(engine_logs)) > 10  # ...where they are kept in full
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["iteration"] for row in rows] == [1, 2]
     for row in rows:
