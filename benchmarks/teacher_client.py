@@ -17,13 +17,17 @@ import asyncio
 import json
 import multiprocessing as mp
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the checkout: its tests/ fakes (the chat server)
+
 from rayscale.config import OpenAITeacherConfig
 from rayscale.teacher.openai_client import OpenAIChatClient
-from rayscale.testing.chat_server import FakeChatServer
+from tests.chat_server import FakeChatServer
 
 CONCURRENCY = 32
 LATENCY_S = 0.2

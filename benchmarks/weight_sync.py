@@ -117,7 +117,7 @@ def run(args) -> dict:
     from rayscale.actors.rollout import RolloutManager
     from rayscale.models import make_tiny_model
     from rayscale.sync.coordinator import WeightSync
-    from rayscale.testing.toy_learner import ToyLearner
+    from tests.toy_learner import ToyLearner
 
     # On GPUs: --backend nccl (a GPU each: two or more), or --device cuda with gloo (both share one GPU; buckets
     # staged through host memory, as a one-GPU run syncs)

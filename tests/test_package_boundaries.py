@@ -1,7 +1,8 @@
-"""Production code must not depend on the test helpers (`rayscale.testing`) nor on aiohttp (a test-only extra).
+"""Production code must not depend on the test helpers (`tests.*`: fakes such as the toy learner and the loopback
+chat server live there, not in the package) nor on aiohttp (a test-only extra).
 
-Every module of `rayscale/` outside `rayscale/testing/` is parsed with `ast`; every `import` and `from ... import`
-anywhere in it (function bodies included: lazy imports count) is checked, relative imports resolved first.
+Every module of `rayscale/` is parsed with `ast`; every `import` and `from ... import` anywhere in it (function
+bodies included: lazy imports count) is checked, relative imports resolved first.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rayscale"
-FORBIDDEN = ("rayscale.testing", "aiohttp")
+FORBIDDEN = ("tests", "rayscale.testing", "aiohttp")
 
 
 def _module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -52,14 +53,23 @@ def _is_forbidden(name: str) -> bool:
 
 
 def _production_modules() -> list[Path]:
-    testing = PACKAGE / "testing"
-    return sorted(p for p in PACKAGE.rglob("*.py") if testing not in p.parents)
+    return sorted(PACKAGE.rglob("*.py"))
 
 
 def test_production_modules_found():
     modules = {_module_name(p) for p in _production_modules()}
     assert {"rayscale.controller", "rayscale.sync.sender", "rayscale.teacher.openai_client"} <= modules
-    assert not any(m.startswith("rayscale.testing") for m in modules)
+
+
+def test_the_installed_package_carries_no_test_code():
+    """What `pip install` puts in site-packages: the packages setuptools finds under pyproject's rule."""
+    import tomllib
+    from setuptools import find_packages
+
+    rule = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
+    shipped = find_packages(str(PACKAGE.parent), **rule)
+    assert "rayscale" in shipped and "rayscale.sync" in shipped
+    assert not [p for p in shipped if p == "tests" or p.startswith("tests.") or "testing" in p.split(".")], shipped
 
 
 @pytest.mark.parametrize("path", _production_modules(), ids=lambda p: _module_name(p))
@@ -69,12 +79,12 @@ def test_production_does_not_import_test_helpers(path):
 
 
 @pytest.mark.parametrize("source", [
-    "import rayscale.testing.chat_server",
-    "from rayscale.testing import toy_learner",
-    "from rayscale import testing",
+    "import tests.chat_server",
+    "from tests.toy_learner import ToyLearner",
+    "from tests import chat_server",
     "def f():\n    from aiohttp import web\n",
     "import aiohttp.web as web",
-    "from ..testing.toy_learner import ToyLearner",  # relative, from rayscale/sync/x.py
+    "from ..testing.toy_learner import ToyLearner",  # relative, from rayscale/sync/x.py (the old place)
 ])
 def test_checker_catches_forbidden_imports(tmp_path, source):
     """The checker itself: each of these, written into a production module, is caught."""
@@ -197,7 +207,7 @@ def test_ray_free_check_catches_a_lazy_actor_import(tmp_path):
 # a module that must not load it, or to break a real import cycle, and then says so on its own line:
 #     import torch  # torch: only the HF backend needs it
 # Files still being cleaned (their owners are on it): each entry is a path under rayscale/. Shrink this list.
-LOCAL_IMPORTS_TO_CLEAN = {"testing/chat_server.py", "testing/toy_learner.py"}
+LOCAL_IMPORTS_TO_CLEAN: set[str] = set()
 
 
 def _local_imports_without_reason(path: Path) -> list[tuple[int, str]]:

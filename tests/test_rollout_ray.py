@@ -55,7 +55,7 @@ def weight_sync():
 
 @pytest.fixture(scope="module")
 def learner(cluster, model_dir, weight_sync):
-    from rayscale.testing.toy_learner import ToyLearner
+    from tests.toy_learner import ToyLearner
 
     actor = ray.remote(ToyLearner).options(num_cpus=1, resources={"node0": 0.1}).remote(
         model_dir, lr=0.5, bucket_bytes=weight_sync.bucket_bytes)

@@ -18,7 +18,7 @@ from rayscale.teacher.records import (
     CorrectionRequest,
 )
 from rayscale.teacher.teacher import make_teacher
-from rayscale.testing.chat_server import FakeChatServer
+from tests.chat_server import FakeChatServer
 
 KEY_ENV = "RAYSCALE_TEST_TEACHER_KEY"
 

@@ -13,7 +13,7 @@ import pytest
 
 from rayscale.config import OpenAITeacherConfig
 from rayscale.teacher.openai_client import OpenAIChatClient, parse_retry_after
-from rayscale.testing.chat_server import FakeChatServer
+from tests.chat_server import FakeChatServer
 
 KEY_ENV = "RAYSCALE_TEST_TEACHER_KEY"
 KEY = "sk-test-DISTINCTIVE-9f3c1b7e5a"
