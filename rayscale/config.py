@@ -151,6 +151,9 @@ class TeacherConfig(_Strict):
     openai: OpenAITeacherConfig = OpenAITeacherConfig()
     local: LocalTeacherConfig = LocalTeacherConfig()
     prompts_dir: str | None = None  # override the packaged prompt templates
+    # A run stops (exit 3, with the reasons) when more than this share of an iteration's teacher requests get no
+    # answer (failed requests, a lost teacher actor); 1 = never. Each failure is counted as teacher/failed/<reason>.
+    max_failed_fraction: float = Field(0.5, ge=0, le=1)
 
 
 # --------------------------------------------------------------------------------------------------- verifier
@@ -468,6 +471,16 @@ class CheckpointConfig(_Strict):
     keep_last: int = Field(2, ge=1)
     max_restarts: int = Field(2, ge=0)  # learner-group failures survived by restarting from the last checkpoint
     dir: str | None = None  # default: <run_dir>/checkpoints
+    # With resume=never in a run directory that already holds a run (checkpoints, metrics.jsonl): delete that run
+    # first. Off: such a start is refused (exit 2) instead of mixing two runs (rayscale.run_dir).
+    overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _overwrite_starts_over(self) -> CheckpointConfig:
+        if self.overwrite and self.resume != "never":
+            raise ValueError(f"checkpoint.overwrite=true deletes the run held in the run directory, so it starts "
+                             f"over: set checkpoint.resume=never too (now {self.resume})")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------- root

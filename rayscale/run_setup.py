@@ -9,6 +9,8 @@ from pathlib import Path
 from rayscale.config import ConfigError, RayscaleConfig
 from rayscale.data import Problem, load_problems
 from rayscale.models import make_tiny_model
+from rayscale.run_dir import claim as run_dir_claim
+from rayscale.writing import make_run_dir
 
 
 @dataclass
@@ -78,10 +80,13 @@ def load_splits(cfg: RayscaleConfig) -> tuple[list[Problem], list[Problem]]:
 
 
 def prepare_run(cfg: RayscaleConfig, build_model: bool = True) -> RunInputs:
+    """Everything checked before anything is written; `build_model=False` (`--dry-run`) writes nothing at all."""
     sources = {key: check_model_source(path, key) for key, path in model_sources(cfg).items()}
     train, held_out = load_splits(cfg)  # a bad data file fails before anything is written or built
     run_dir = Path(cfg.tracking.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir_claim(cfg, dry_run=not build_model)  # one run per run directory
+    if build_model:
+        make_run_dir(run_dir)
     model_path = resolve_model_path(cfg, run_dir) if build_model else (cfg.model.path or str(run_dir / "tiny_model"))
     return RunInputs(run_dir=run_dir, model_path=model_path,
                      model_source=sources.get("model.path", "the tiny model, built here"), train=train, eval=held_out)
