@@ -439,7 +439,9 @@ class RoleResources(_Strict):
 
 class ClusterConfig(_Strict):
     address: str | None = None  # None = start a local Ray; "auto" = join the running cluster (ray job submit)
-    num_cpus: int | None = None  # for a local Ray only
+    # For a local Ray only: the CPUs it declares. Unset: the plan's CPUs, at least the machine's cores; a plan
+    # asking over 4x the cores is refused (it would crawl), over 1x warned; setting this says it is meant.
+    num_cpus: int | None = None
     # Placement groups that cannot be placed within this time fail with the roles still pending.
     placement_timeout_s: float = Field(120.0, gt=0)
     # True when the cluster grows on demand (Ray autoscaler, KubeRay autoscaling): a plan bigger than the nodes up
@@ -504,6 +506,12 @@ class RayscaleConfig(_Strict):
             raise ValueError("algo.weak_to_strong.overrule_at must be >= skip_below")
         if w2s.weak_model and w2s.weak_answers_file:
             raise ValueError("algo.weak_to_strong: give weak_model or weak_answers_file, not both")
+        pairless = _pairless_strategies(self.algo)
+        if pairless:
+            raise ValueError(f"algo.samples_per_prompt=1 with algo.strategy {', '.join(pairless)}: these pair a "
+                             "right with a wrong sample of the same prompt, so no pair can ever be built; set "
+                             "algo.samples_per_prompt to 2 or more (4: the default), or use correction or "
+                             "step_controlled, which pair one sample with its own continuation")
         if self.sync.transport == "vllm_native":
             if self.rollout.backend != "vllm":
                 raise ValueError(f"sync.transport: vllm_native syncs through vLLM's weight-transfer API; it needs "
@@ -518,6 +526,18 @@ class RayscaleConfig(_Strict):
             if colocation_problem:
                 raise ValueError(f"cluster.colocate: {colocation_problem}")
         return self
+
+
+# Strategies that compare two samples of one prompt: with one sample per prompt they never build a pair.
+TWO_SAMPLE_STRATEGIES = ("outcome", "weak_to_strong")
+
+
+def _pairless_strategies(algo: AlgoConfig) -> list[str]:
+    """The strategies of `algo` that can build no pair at its samples_per_prompt (none: every one can)."""
+    if algo.samples_per_prompt > 1:
+        return []
+    used = [algo.strategy] if isinstance(algo.strategy, str) else [n for n, w in algo.strategy.items() if w > 0]
+    return [n for n in used if n in TWO_SAMPLE_STRATEGIES]
 
 
 def _colocation_problem(cfg: RayscaleConfig) -> str | None:

@@ -15,11 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import os
 import random
 import shutil
-import signal
-import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -45,10 +42,12 @@ from rayscale.data import Problem
 from rayscale.data.cursor import PromptCursor
 from rayscale.data.loaders import iter_jsonl
 from rayscale.evaluation import accuracy_on
+from rayscale.failures import StopRequest
 from rayscale.models import load_tokenizer
 from rayscale.plan import plan_text
 from rayscale.prompts import format_solution, render_prompt
 from rayscale.run_setup import RunInputs, prepare_run
+from rayscale.sanity import check_prompt_lengths
 from rayscale.sync.coordinator import WeightSync
 from rayscale.teacher.openai_client import probe_endpoint
 from rayscale.teacher.records import TEACHER_UNAVAILABLE, Correction, CorrectionRequest
@@ -92,6 +91,7 @@ class Trainer:
         self.run_dir = inputs.run_dir
         self.ckpt_dir = Path(cfg.checkpoint.dir or self.run_dir / "checkpoints")
         self.tokenizer = load_tokenizer(inputs.model_path, cfg.model.trust_remote_code)
+        check_prompts_fit(cfg, self.tokenizer, inputs.train)
         w2s = cfg.algo.weak_to_strong
         self.weak_answers_file: dict[str, str] | None = (
             {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(w2s.weak_answers_file)}
@@ -494,32 +494,14 @@ class Trainer:
         checkpointing.prune(self.ckpt_dir, self.cfg.checkpoint.keep_last, self.run_id)
 
 
-class StopRequest:
-    """SIGTERM (what `ray job stop` sends) or Ctrl-C: finish the current stage, checkpoint, exit cleanly.
-
-    A second signal stops at once. Handlers can only be installed from the main thread; elsewhere (a test
-    driving the trainer from a thread) the request simply never arrives.
-    """
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-
-    @classmethod
-    def install(cls) -> StopRequest:
-        stop = cls()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, stop._handle)
-        return stop
-
-    def _handle(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
-        if self.requested:  # at once: no stage finishes, no checkpoint (the last one written stays)
-            print(f"\nreceived {name} again: stopping now, without a checkpoint", flush=True)
-            os._exit(failures.STOPPED.get(name, failures.STOPPED["SIGINT"]))
-        self.requested = name
-        print(f"\nreceived {self.requested}: finishing the current stage, then writing a checkpoint "
-              "(send it again to stop at once)", flush=True)
+def check_prompts_fit(cfg: RayscaleConfig, tokenizer, problems: list[Problem], sample: int = 256) -> None:
+    """Refuse a learner.max_seq_len no prompt fits in (ConfigError), warn once when some do not."""
+    prompts = [render_prompt(tokenizer, p.question, cfg.data.prompt_style, cfg.data.use_chat_template)
+               for p in problems[:sample]]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    warning = check_prompt_lengths(lengths, cfg.learner.max_seq_len, cfg.rollout.max_new_tokens)
+    if warning:
+        print(f"warning: {warning}", flush=True)
 
 
 def check_teacher_failures(it: int, stats: dict[str, Any], teacher_cfg) -> None:
@@ -555,6 +537,8 @@ def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
           f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")
     if dry_run:
+        if Path(inputs.model_path, "config.json").is_file():  # the tiny model is not built by a dry run
+            check_prompts_fit(cfg, load_tokenizer(inputs.model_path, cfg.model.trust_remote_code), inputs.train)
         print(plan_text(cfg))
         print("dry run: configuration valid, nothing started")
         return 0

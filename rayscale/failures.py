@@ -14,7 +14,9 @@ checkpoint.max_restarts, a teacher request failing) is reported on the console a
 
 from __future__ import annotations
 
+import os
 import signal
+import threading
 
 FINISHED = 0
 BAD_INPUT = 2
@@ -41,12 +43,14 @@ def death_cause(err: BaseException) -> str | None:
         return "its node died"
     if isinstance(err, rex.WorkerCrashedError):
         return "its worker process crashed (killed by a signal, or it segfaulted)"
-    if isinstance(err, rex.RayActorError):
+    if isinstance(err, rex.RayActorError):  # Ray says how in the message: its worker's exit type and detail
         text = str(err)
-        if "OutOfMemory" in text or "out of memory" in text.lower() or "memory monitor" in text.lower():
+        if "NODE_OUT_OF_MEMORY" in text or "running low on memory" in text:
             return "killed by Ray's out-of-memory killer (the node ran low on memory)"
-        if "node" in text.lower() and ("died" in text.lower() or "dead" in text.lower()):
+        if getattr(err, "preempted", False) or "node has died" in text or "NODE_DIED" in text:
             return "its node died"
+        if "SYSTEM_ERROR" in text:
+            return "its worker process died (killed by a signal, the kernel's OOM killer, or a crash)"
         return "the actor died (killed, or its process exited)"
     return None
 
@@ -68,7 +72,38 @@ def learner_failure(err: BaseException, max_restarts: int) -> RunFailure:
     cause = getattr(err, "cause", None)
     tried = f"after {max_restarts} restart(s) from the last checkpoint (checkpoint.max_restarts)"
     if cause and "memory" in cause:
-        return RunFailure("learner", f"a learner rank was {cause.split(' (')[0]} {tried}", LEARNER_MEMORY_FIX)
-    return RunFailure("learner", f"{err} {tried}",
-                      f"{'A rank ' + cause + '. ' if cause else ''}The rank's own error is in the Ray worker logs "
-                      "(/tmp/ray/session_latest/logs); raise checkpoint.max_restarts to retry more often")
+        return RunFailure("learner", f"a learner rank was {cause}, {tried}", LEARNER_MEMORY_FIX)
+    if cause and "worker process died" in cause:
+        return RunFailure("learner", f"a learner rank's process died ({cause}), {tried}",
+                          "If the kernel's OOM killer took it (`dmesg`), the rank needs less memory: "
+                          + LEARNER_MEMORY_FIX[0].lower() + LEARNER_MEMORY_FIX[1:])
+    return RunFailure("learner", f"{err}, {tried}", "The rank's own error is in the Ray worker logs "
+                      "(/tmp/ray/session_latest/logs/worker-*.err); raise checkpoint.max_restarts to retry more")
+
+
+class StopRequest:
+    """SIGTERM (what `ray job stop` sends) or Ctrl-C: finish the current stage, checkpoint, exit 143 or 130.
+
+    A second signal stops at once. Handlers can only be installed from the main thread; elsewhere (a test
+    driving the trainer from a thread) the request simply never arrives.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+
+    @classmethod
+    def install(cls) -> StopRequest:
+        stop = cls()
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, stop._handle)
+        return stop
+
+    def _handle(self, signum, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.requested:  # at once: no stage finishes, no checkpoint (the last one written stays)
+            print(f"\nreceived {name} again: stopping now, without a checkpoint", flush=True)
+            os._exit(STOPPED.get(name, STOPPED["SIGINT"]))
+        self.requested = name
+        print(f"\nreceived {self.requested}: finishing the current stage, then writing a checkpoint "
+              "(send it again to stop at once)", flush=True)
