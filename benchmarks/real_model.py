@@ -56,7 +56,7 @@ RUN = [
     "rollout.vllm.enforce_eager=true", "learner.num_ranks=1", "learner.micro_batch_size=16", "learner.lr=1e-5",
     "cluster.learner.num_cpus=0.5",
     "algo.eval_samples=2", "tracking.wandb=false", "checkpoint.every=0", "sync.verify=false",
-    "checkpoint.resume=never",
+    "checkpoint.resume=never", "checkpoint.overwrite=true",
 ]
 SFT = ["algo.sft.source=gold", "algo.sft.steps=40", "algo.sft.batch_size=16", "algo.sft.lr=2e-5"]
 ARM = ["algo.sft.source=none", "algo.eval_at_start=false"]  # the arms start from the SFT model, scored once

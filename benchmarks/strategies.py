@@ -65,7 +65,7 @@ def main() -> int:
     # Stage 1 once: an SFT-only run (zero iterations) leaves <run_dir>/sft_model and its held-out accuracy.
     sft_dir = out / "sft"
     cfg = load_config(None, [*base, f"tracking.run_dir={sft_dir}", "algo.iterations=0", "algo.eval_every=1",
-                             "checkpoint.resume=never"])
+                             "checkpoint.resume=never", "checkpoint.overwrite=true"])
     cluster.start_or_join(cfg)
     started = time.perf_counter()
     if not (args.reuse_sft and (sft_dir / "sft_model").is_dir() and (sft_dir / "metrics.jsonl").is_file()):
@@ -83,7 +83,7 @@ def main() -> int:
             cfg = load_config(None, [
                 *base, f"tracking.run_dir={run_dir}", f"model.path={sft_dir / 'sft_model'}",
                 "algo.sft.source=none", f"algo.iterations={args.iterations}", f"algo.eval_every={args.iterations}",
-                f"algo.strategy={strategy}", f"algo.seed={seed}", "checkpoint.resume=never",
+                f"algo.strategy={strategy}", f"algo.seed={seed}", "checkpoint.resume=never", "checkpoint.overwrite=true",
             ])
             started = time.perf_counter()
             Trainer(cfg, prepare_run(cfg)).run()

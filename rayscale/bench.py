@@ -159,7 +159,7 @@ def mode_config(cfg: RayscaleConfig, run_dir: Path, iterations: int, async_rollo
     """The user's config as the bench runs it: N iterations, eval, checkpoints, wandb and plots off, in run_dir."""
     d = cfg.model_dump()
     d["algo"].update(iterations=iterations, async_rollout=async_rollout, eval_every=0)
-    d["checkpoint"].update(every=0, resume="never", keep_last=1, dir=str(run_dir / "checkpoints"))
+    d["checkpoint"].update(every=0, resume="never", overwrite=True, keep_last=1, dir=str(run_dir / "checkpoints"))
     d["tracking"].update(run_dir=str(run_dir), wandb=False, plots=False)
     return RayscaleConfig.model_validate(d)
 

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from rayscale.config import ConfigError, VerifierConfig, load_config, to_yaml
 from rayscale.data.loaders import DataError
+from rayscale.failures import BAD_INPUT, FAILED, STOPPED, RunFailure
 from rayscale.plan import (
     ClusterUnavailable,
     PlacementError,
@@ -23,6 +24,7 @@ from rayscale.plan import (
 )
 from rayscale.pretrained import MODELS, PretrainedError, convert
 from rayscale.verify.batch import process_backend, verify_file
+from rayscale.writing import os_error_message
 
 # Errors a user can fix: printed as one clear message, exit status 2, never a traceback.
 USER_ERRORS: tuple[type[Exception], ...] = (ConfigError, DataError, FileNotFoundError, PlacementError,
@@ -301,14 +303,25 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # Exit statuses: rayscale.failures (0 finished, 2 bad input, 3 a failure the run could not survive, 130/143
+    # stopped by SIGINT/SIGTERM), documented in docs/fault_tolerance.md.
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as e:
         print(f"rayscale {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return BAD_INPUT
+    except RunFailure as e:
+        print(f"rayscale {args.command}: error: {e}", file=sys.stderr)
+        return FAILED
+    except OSError as e:  # a full disk, an unwritable path: named, never a traceback
+        if os_error_message(e) is None:
+            raise
+        message, status = os_error_message(e)
+        print(f"rayscale {args.command}: error: {message}", file=sys.stderr)
+        return status
     except KeyboardInterrupt:
         print(f"rayscale {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return STOPPED["SIGINT"]
 
 
 if __name__ == "__main__":

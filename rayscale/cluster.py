@@ -21,6 +21,7 @@ import ray
 from rayscale.actors.placement import cluster_nodes
 from rayscale.config import RayscaleConfig
 from rayscale.plan import ClusterUnavailable, plan_placement, require_fit
+from rayscale.sanity import check_local_cpus
 
 
 def start_or_join(cfg: RayscaleConfig, check_fit: bool = True, log_to_driver: bool = True,
@@ -36,7 +37,11 @@ def start_or_join(cfg: RayscaleConfig, check_fit: bool = True, log_to_driver: bo
         if cfg.cluster.address:
             ray.init(address=cfg.cluster.address, log_to_driver=log_to_driver, **quiet)
         else:
-            # Ray's CPUs are scheduling tokens, not cores: a local run declares enough for its own plan.
+            # Ray's CPUs are scheduling tokens, not cores: a local run declares enough for its own plan, within
+            # reason (rayscale.sanity.check_local_cpus refuses a plan that would crawl, warns on one that shares).
+            warning = check_local_cpus(plan.total().get("CPU", 0), os.cpu_count() or 1, cfg.cluster.num_cpus)
+            if warning:
+                print(f"warning: {warning}", flush=True)
             ray.init(address="local", num_cpus=local_num_cpus(cfg), include_dashboard=False,
                      log_to_driver=log_to_driver, **quiet)
     if check_fit and not cfg.cluster.autoscaling:

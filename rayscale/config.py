@@ -151,6 +151,9 @@ class TeacherConfig(_Strict):
     openai: OpenAITeacherConfig = OpenAITeacherConfig()
     local: LocalTeacherConfig = LocalTeacherConfig()
     prompts_dir: str | None = None  # override the packaged prompt templates
+    # A run stops (exit 3, with the reasons) when more than this share of an iteration's teacher requests get no
+    # answer (failed requests, a lost teacher actor); 1 = never. Each failure is counted as teacher/failed/<reason>.
+    max_failed_fraction: float = Field(0.5, ge=0, le=1)
 
 
 # --------------------------------------------------------------------------------------------------- verifier
@@ -436,7 +439,9 @@ class RoleResources(_Strict):
 
 class ClusterConfig(_Strict):
     address: str | None = None  # None = start a local Ray; "auto" = join the running cluster (ray job submit)
-    num_cpus: int | None = None  # for a local Ray only
+    # For a local Ray only: the CPUs it declares. Unset: the plan's CPUs, at least the machine's cores; a plan
+    # asking over 4x the cores is refused (it would crawl), over 1x warned; setting this says it is meant.
+    num_cpus: int | None = None
     # Placement groups that cannot be placed within this time fail with the roles still pending.
     placement_timeout_s: float = Field(120.0, gt=0)
     # True when the cluster grows on demand (Ray autoscaler, KubeRay autoscaling): a plan bigger than the nodes up
@@ -471,6 +476,16 @@ class CheckpointConfig(_Strict):
     keep_last: int = Field(2, ge=1)
     max_restarts: int = Field(2, ge=0)  # learner-group failures survived by restarting from the last checkpoint
     dir: str | None = None  # default: <run_dir>/checkpoints
+    # With resume=never in a run directory that already holds a run (checkpoints, metrics.jsonl): delete that run
+    # first. Off: such a start is refused (exit 2) instead of mixing two runs (rayscale.run_dir).
+    overwrite: bool = False
+
+    @model_validator(mode="after")
+    def _overwrite_starts_over(self) -> CheckpointConfig:
+        if self.overwrite and self.resume != "never":
+            raise ValueError(f"checkpoint.overwrite=true deletes the run held in the run directory, so it starts "
+                             f"over: set checkpoint.resume=never too (now {self.resume})")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------- root
@@ -494,6 +509,12 @@ class RayscaleConfig(_Strict):
             raise ValueError("algo.weak_to_strong.overrule_at must be >= skip_below")
         if w2s.weak_model and w2s.weak_answers_file:
             raise ValueError("algo.weak_to_strong: give weak_model or weak_answers_file, not both")
+        pairless = _pairless_strategies(self.algo)
+        if pairless:
+            raise ValueError(f"algo.samples_per_prompt=1 with algo.strategy {', '.join(pairless)}: these pair a "
+                             "right with a wrong sample of the same prompt, so no pair can ever be built; set "
+                             "algo.samples_per_prompt to 2 or more (4: the default), or use correction or "
+                             "step_controlled, which pair one sample with its own continuation")
         if self.sync.transport == "vllm_native":
             if self.rollout.backend != "vllm":
                 raise ValueError(f"sync.transport: vllm_native syncs through vLLM's weight-transfer API; it needs "
@@ -508,6 +529,18 @@ class RayscaleConfig(_Strict):
             if colocation_problem:
                 raise ValueError(f"cluster.colocate: {colocation_problem}")
         return self
+
+
+# Strategies that compare two samples of one prompt: with one sample per prompt they never build a pair.
+TWO_SAMPLE_STRATEGIES = ("outcome", "weak_to_strong")
+
+
+def _pairless_strategies(algo: AlgoConfig) -> list[str]:
+    """The strategies of `algo` that can build no pair at its samples_per_prompt (none: every one can)."""
+    if algo.samples_per_prompt > 1:
+        return []
+    used = [algo.strategy] if isinstance(algo.strategy, str) else [n for n, w in algo.strategy.items() if w > 0]
+    return [n for n in used if n in TWO_SAMPLE_STRATEGIES]
 
 
 def _colocation_problem(cfg: RayscaleConfig) -> str | None:

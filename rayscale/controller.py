@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import random
-import signal
-import threading
+import shutil
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +28,7 @@ from typing import Any
 import ray
 from ray.exceptions import RayActorError, RayError
 
-from rayscale import checkpointing, cluster, logs
+from rayscale import checkpointing, cluster, failures, logs, writing
 from rayscale.actors.learner import LearnerGroup, LearnerGroupError
 from rayscale.actors.placement import RolePlacement, place_roles, remove_placement_groups
 from rayscale.actors.rollout import RolloutManager
@@ -42,12 +42,15 @@ from rayscale.data import Problem
 from rayscale.data.cursor import PromptCursor
 from rayscale.data.loaders import iter_jsonl
 from rayscale.evaluation import accuracy_on
+from rayscale.failures import StopRequest
 from rayscale.models import load_tokenizer
 from rayscale.plan import plan_text
 from rayscale.prompts import format_solution, render_prompt
 from rayscale.run_setup import RunInputs, prepare_run
+from rayscale.sanity import check_prompt_lengths
 from rayscale.sync.coordinator import WeightSync
-from rayscale.teacher.records import Correction, CorrectionRequest
+from rayscale.teacher.openai_client import probe_endpoint
+from rayscale.teacher.records import TEACHER_UNAVAILABLE, Correction, CorrectionRequest
 from rayscale.tracking import Tracker
 from rayscale.types import PreferencePair, RolloutRequest, SFTExample
 from rayscale.verify import extract_answer
@@ -88,6 +91,7 @@ class Trainer:
         self.run_dir = inputs.run_dir
         self.ckpt_dir = Path(cfg.checkpoint.dir or self.run_dir / "checkpoints")
         self.tokenizer = load_tokenizer(inputs.model_path, cfg.model.trust_remote_code)
+        check_prompts_fit(cfg, self.tokenizer, inputs.train)
         w2s = cfg.algo.weak_to_strong
         self.weak_answers_file: dict[str, str] | None = (
             {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(w2s.weak_answers_file)}
@@ -108,6 +112,7 @@ class Trainer:
         self.policy_path = inputs.model_path  # the policy the rollout workers and learner start from
         self.cursor: PromptCursor | None = None
         self.version = 0  # the policy version the rollout workers hold
+        self.run_id = uuid.uuid4().hex[:12]  # a resumed run takes its checkpoint's: keep_last prunes only its own
 
     # ------------------------------------------------------------------------------------------------ the loop
     def run(self) -> int:
@@ -115,6 +120,8 @@ class Trainer:
 
         Every role is placed once, from the plan `rayscale status` and `--dry-run` print; actors (also restarted
         ones, and stage 1's) go into their role's placement groups, which outlive restarts and go at the end."""
+        if self.cfg.teacher.backend == "openai":  # an endpoint that does not answer: exit 2 before anything starts
+            probe_endpoint(self.cfg.teacher.openai)
         cluster.start_or_join(self.cfg, runtime_env=logs.runtime_env(self.run_dir, self.cfg.tracking.verbose))
         self.placements = place_roles(self.cfg)
         resume = self.cfg.checkpoint.resume
@@ -124,7 +131,7 @@ class Trainer:
                     return self.run_from(checkpointing.find_resume_state(resume, self.ckpt_dir))
                 except LearnerGroupError as e:
                     if restart > self.cfg.checkpoint.max_restarts:
-                        raise
+                        raise failures.learner_failure(e, self.cfg.checkpoint.max_restarts) from e
                     print(f"learner group failed ({e}); restarting from the last checkpoint "
                           f"(restart {restart} of {self.cfg.checkpoint.max_restarts})", flush=True)
                     self.tracker.finish()
@@ -140,6 +147,7 @@ class Trainer:
         cfg = self.cfg
         self.tracker = Tracker(cfg, self.run_dir, resume=state is not None)
         if state is not None:
+            self.run_id = state.run_id  # the same run, continued
             self.tracker.truncate_after(state.iteration)
             print(f"resuming from {state.path} (iteration {state.iteration}, policy v{state.policy_version})")
 
@@ -209,9 +217,12 @@ class Trainer:
             self.save(done, cursor_done)  # the final state, unless the loop just saved it
         plots = self.tracker.finish()
         if stop.requested:
+            status = failures.STOPPED[stop.requested]
             print(f"stopped by {stop.requested} after iteration {done}: checkpoint written to "
                   f"{checkpointing.checkpoint_path(self.ckpt_dir, done)}; rerun with checkpoint.resume=auto "
-                  "to continue", flush=True)
+                  f"to continue (exit status {status})", flush=True)
+            self.shutdown()
+            return status
         else:
             self.turns.to_learner(self.rollout, self.learner)  # colocated: the export needs the whole learner
             self.learner.export_hf(self.run_dir / "final_model")
@@ -295,7 +306,7 @@ class Trainer:
             print(f"teacher failed ({type(e).__name__}); restarting it, {len(items)} corrections lost", flush=True)
             ray.kill(self.teacher, no_restart=True)
             self.start_teacher()
-            return [Correction.rejected(it.prompt_id, "teacher_unavailable") for it in items]
+            return [Correction.rejected(it.prompt_id, TEACHER_UNAVAILABLE) for it in items]
 
     # ------------------------------------------------------------------------------------------------ actors
     def start_support_actors(self) -> None:
@@ -390,6 +401,7 @@ class Trainer:
             pairs.extend(built)
             stats[f"pairs/{name}"] = len(built)
         stats["pairs"] = len(pairs)
+        check_teacher_failures(it, stats, self.cfg.teacher)
         return Experience(it, pairs, stats, cursor_state, timer.times)
 
     def grade(self, batch: list[Problem], samples) -> list[list[P.Graded]]:
@@ -464,40 +476,47 @@ class Trainer:
         return PromptCursor.from_state(len(self.inputs.train), self.cfg.algo.seed, state.cursor)
 
     def save(self, it: int, cursor_state: dict[str, int]) -> None:
+        """The learner's checkpoint, then the manifest and controller.json (last: what makes it complete). A
+        failed save is removed; a full disk or an unwritable path ends the run naming it (exit 3)."""
         path = checkpointing.checkpoint_path(self.ckpt_dir, it)
-        with self.turns.learner_holds(self.rollout, self.learner, self.sync_weights, self.weight_sync.verify):
-            self.learner.save_checkpoint(path / "learner")
-        checkpointing.write_state(path, checkpointing.ControllerState(
-            iteration=it, policy_version=self.version, cursor=cursor_state, start_model=self.policy_path,
-            path=str(path), learner_dir=str(path / "learner"),
-        ))
-        checkpointing.prune(self.ckpt_dir, self.cfg.checkpoint.keep_last)
+        shutil.rmtree(path, ignore_errors=True)  # a save of this iteration from before a resume to an older one
+        try:
+            with self.turns.learner_holds(self.rollout, self.learner, self.sync_weights, self.weight_sync.verify):
+                self.learner.save_checkpoint(path / "learner")
+            checkpointing.write_state(path, checkpointing.new_state(
+                it, self.version, cursor_state, self.policy_path, path, self.run_id), run_dir=self.run_dir)
+        except Exception as e:
+            shutil.rmtree(path, ignore_errors=True)  # never left half-written
+            failure = writing.write_failure(f"checkpoint of iteration {it}", path, e)
+            if failure is None:
+                raise
+            raise failure from None
+        checkpointing.prune(self.ckpt_dir, self.cfg.checkpoint.keep_last, self.run_id)
 
 
-class StopRequest:
-    """SIGTERM (what `ray job stop` sends) or Ctrl-C: finish the current stage, checkpoint, exit cleanly.
+def check_prompts_fit(cfg: RayscaleConfig, tokenizer, problems: list[Problem], sample: int = 256) -> None:
+    """Refuse a learner.max_seq_len no prompt fits in (ConfigError), warn once when some do not."""
+    prompts = [render_prompt(tokenizer, p.question, cfg.data.prompt_style, cfg.data.use_chat_template)
+               for p in problems[:sample]]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    warning = check_prompt_lengths(lengths, cfg.learner.max_seq_len, cfg.rollout.max_new_tokens)
+    if warning:
+        print(f"warning: {warning}", flush=True)
 
-    A second signal stops at once. Handlers can only be installed from the main thread; elsewhere (a test
-    driving the trainer from a thread) the request simply never arrives.
-    """
 
-    def __init__(self) -> None:
-        self.requested: str | None = None
-
-    @classmethod
-    def install(cls) -> StopRequest:
-        stop = cls()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, stop._handle)
-        return stop
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
-        print(f"\nreceived {self.requested}: finishing the current stage, then writing a checkpoint "
-              "(send it again to stop at once)", flush=True)
+def check_teacher_failures(it: int, stats: dict[str, Any], teacher_cfg) -> None:
+    """Stop a run whose teacher failed more than `teacher.max_failed_fraction` of an iteration's requests (exit 3
+    with the reasons): pairs would silently come only from what little got through."""
+    asked = stats.get("correction/requests", 0)
+    failed = {k.removeprefix("teacher/failed/"): v for k, v in stats.items() if k.startswith("teacher/failed/")}
+    if asked and sum(failed.values()) / asked > teacher_cfg.max_failed_fraction:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1]))
+        raise failures.RunFailure(
+            f"teacher ({teacher_cfg.backend})",
+            f"{sum(failed.values())} of {asked} correction requests in iteration {it} got no answer ({reasons}), "
+            f"more than teacher.max_failed_fraction={teacher_cfg.max_failed_fraction:g}",
+            "Check the teacher server (its log, its rate limits: teacher.openai.concurrency, timeout_s), or raise "
+            "teacher.max_failed_fraction to train on what gets through")
 
 
 def actor_log_note(cfg: RayscaleConfig, run_dir: Path) -> str:
@@ -529,6 +548,8 @@ def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
         print("vLLM on CPU   : chunked prefill off (a seeded request's prompt must not be split over engine "
               "steps); weights are cast to the engine's dtype on load")
     if dry_run:
+        if Path(inputs.model_path, "config.json").is_file():  # the tiny model is not built by a dry run
+            check_prompts_fit(cfg, load_tokenizer(inputs.model_path, cfg.model.trust_remote_code), inputs.train)
         print(plan_text(cfg))
         print("dry run: configuration valid, nothing started")
         return 0

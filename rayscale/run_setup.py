@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 from rayscale.config import ConfigError, RayscaleConfig
 from rayscale.data import Problem, load_problems
 from rayscale.models import make_tiny_model
+from rayscale.run_dir import claim as run_dir_claim
+from rayscale.writing import make_run_dir
 
 
 @dataclass
@@ -39,6 +42,11 @@ def check_model_source(path: str, key: str) -> str:
                               "`rayscale model smollm2-135m DIR`, `rayscale make-tiny-model DIR` or save_pretrained")
         if not any(any(local.glob(pattern)) for pattern in WEIGHT_PATTERNS):
             raise ConfigError(f"{key}={path}: no weights (*.safetensors or *.bin) beside config.json")
+        for weights in sorted(local.glob("*.safetensors")):
+            problem = safetensors_problem(weights)
+            if problem:
+                raise ConfigError(f"{key}={path}: {weights.name} is damaged ({problem}); copy or convert the model "
+                                  "again")
         if not any((local / name).is_file() for name in TOKENIZER_FILES):
             raise ConfigError(f"{key}={path}: no tokenizer ({', '.join(TOKENIZER_FILES)}); save it beside the "
                               "weights: AutoTokenizer.from_pretrained(SOURCE).save_pretrained(DIR)")
@@ -46,6 +54,28 @@ def check_model_source(path: str, key: str) -> str:
     if path.startswith(("/", ".", "~")) or not _HUB_ID.fullmatch(path):
         raise ConfigError(f"{key}={path}: no such directory")
     return "hub id, loaded from the hub (or its cache) at start-up"
+
+
+def safetensors_problem(file: Path) -> str | None:
+    """Why a safetensors file cannot load (None: its header reads and the file holds every tensor it lists). Reads
+    the header only: 8 bytes of header length, the JSON header, then compares the data's end with the file size."""
+    size = file.stat().st_size
+    try:
+        with open(file, "rb") as f:
+            head = f.read(8)
+            if len(head) < 8:
+                return f"{size} bytes: shorter than a safetensors header"
+            n = int.from_bytes(head, "little")
+            if n > size - 8:
+                return f"its header says {n} bytes of header, the file has {size} (truncated?)"
+            header = json.loads(f.read(n))
+        ends = [t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"]
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as e:
+        return f"unreadable header ({type(e).__name__})"
+    need = 8 + n + max(ends, default=0)
+    if size < need:
+        return f"{size} bytes where its tensors need {need}: truncated"
+    return None
 
 
 def model_sources(cfg: RayscaleConfig) -> dict[str, str]:
@@ -78,10 +108,13 @@ def load_splits(cfg: RayscaleConfig) -> tuple[list[Problem], list[Problem]]:
 
 
 def prepare_run(cfg: RayscaleConfig, build_model: bool = True) -> RunInputs:
+    """Everything checked before anything is written; `build_model=False` (`--dry-run`) writes nothing at all."""
     sources = {key: check_model_source(path, key) for key, path in model_sources(cfg).items()}
     train, held_out = load_splits(cfg)  # a bad data file fails before anything is written or built
     run_dir = Path(cfg.tracking.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir_claim(cfg, dry_run=not build_model)  # one run per run directory
+    if build_model:
+        make_run_dir(run_dir)
     model_path = resolve_model_path(cfg, run_dir) if build_model else (cfg.model.path or str(run_dir / "tiny_model"))
     return RunInputs(run_dir=run_dir, model_path=model_path,
                      model_source=sources.get("model.path", "the tiny model, built here"), train=train, eval=held_out)

@@ -109,6 +109,9 @@ class Tracker:
         for key, label, fmt in CONSOLE_KEYS:
             if row.get(key) is not None:
                 parts.append(f"{label} {fmt.format(row[key])}")
+        failed = {k.removeprefix("teacher/failed/"): v for k, v in row.items() if k.startswith("teacher/failed/") and v}
+        if failed:  # never silent: a teacher that fails shows on every line it fails on
+            parts.append("teacher failed " + " ".join(f"{k} {v}" for k, v in sorted(failed.items())))
         times = row.get("time", {})
         if times:
             parts.append("| " + " ".join(f"{k} {v:.1f}s" for k, v in times.items()))

@@ -42,5 +42,5 @@ def test_checkpoint_state_round_trip_resume_and_prune(tmp_path):
     assert C.find_resume_state(str(C.checkpoint_path(tmp_path, 2)), tmp_path).cursor == {"epoch": 0, "position": 2}
     C.prune(tmp_path, keep_last=2)
     assert [p.name for p in C.complete_checkpoints(tmp_path)] == ["iter_000002", "iter_000003"]
-    with pytest.raises(FileNotFoundError, match="not a rayscale checkpoint"):
+    with pytest.raises(C.CheckpointError, match="not a rayscale checkpoint"):
         C.find_resume_state(str(tmp_path / "iter_000004"), tmp_path)

@@ -17,6 +17,9 @@ CASES = [
     (r"\boxed{1} then a long explanation that separates the two boxes clearly \boxed{4}", "4"),
     (r"\boxed{5} \boxed{5}", "5"),
     (r"\boxed{unclosed and then \boxed{3}", "3"),
+    (r"\boxed{\boxed{3}}", "3"),  # a box around a box: the inner one's content, not `\boxed{3}, 3`
+    (r"\fbox{\boxed{3}}", "3"),
+    (r"$\boxed{2}$ and $\boxed{\boxed{3}}$", "2, 3"),
     ("Janet sells 9 eggs.\n#### 18", "18"),
     ("#### 1,000", "1,000"),
     ("The answer is 3.5.", "3.5"),
@@ -66,3 +69,9 @@ def test_megabyte_responses_are_linear(text, status, pred):
     assert result.correct is False and result.status == status, result.reason
     if pred is not None:
         assert result.pred == pred
+
+
+def test_nested_box_grades_a_right_answer_right():
+    for text in (r"\boxed{\boxed{3}}", r"\fbox{\boxed{3}}"):
+        result = verify_response("3", text)
+        assert result.correct and result.pred == "3", (text, result)

@@ -15,6 +15,7 @@ import ray
 from rayscale.actors.placement import RolePlacement, actor_location, place_one_role, remove_placement_groups
 from rayscale.algos.batching import pair_text_size, sft_text_size, shard_evenly, validate_pairs, validate_sft
 from rayscale.config import DEFAULT_BUCKET_BYTES, AlgoConfig, LearnerConfig, RoleResources
+from rayscale.failures import death_cause
 from rayscale.learner.engine import LearnerEngine
 from rayscale.sync.sender import WeightSenderMixin
 from rayscale.types import PreferencePair, SFTExample
@@ -38,7 +39,12 @@ class LearnerRank(WeightSenderMixin, LearnerEngine):
 
 
 class LearnerGroupError(RuntimeError):
-    """A rank failed while the others were still inside a collective; the group was shut down."""
+    """A rank died, or failed while the others were still inside a collective; the group was shut down.
+    `cause`: why the rank died, when Ray says (out of memory, a signal, its node), for the run's final message."""
+
+    def __init__(self, message: str, cause: str | None = None):
+        super().__init__(message)
+        self.cause = cause
 
 
 class LearnerGroup:
@@ -143,14 +149,17 @@ class LearnerGroup:
                 ray.get(done[0])
             except Exception as err:
                 rank = refs.index(done[0])
+                died = death_cause(err)  # out of memory, a signal, its node: each kind of death, not just ray.kill
                 _, stuck = ray.wait(pending, num_returns=len(pending), timeout=self.failure_grace_s)
                 if stuck:
                     self._kill()
-                    raise LearnerGroupError(f"learner rank {rank} failed in {method} while {len(stuck)} other "
-                                            f"rank(s) waited in a collective; the group was shut down") from err
-                if isinstance(err, ray.exceptions.RayActorError):  # a rank (or its node) is gone: so is the group
+                    raise LearnerGroupError(f"learner rank {rank} {'died (' + died + ')' if died else 'failed'} in "
+                                            f"{method} while {len(stuck)} other rank(s) waited in a collective; the "
+                                            "group was shut down", cause=died) from err
+                if died:  # a rank (or its node) is gone: so is the group
                     self._kill()
-                    raise LearnerGroupError(f"learner rank {rank} died in {method}; the group was shut down") from err
+                    raise LearnerGroupError(f"learner rank {rank} died in {method} ({died}); the group was shut "
+                                            "down", cause=died) from err
                 raise
         return ray.get(refs)
 

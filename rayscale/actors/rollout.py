@@ -13,17 +13,18 @@ import os
 from collections.abc import Callable
 
 import ray
-from ray.exceptions import RayActorError
 
 from rayscale.actors.placement import RolePlacement, actor_location, place_one_role, remove_placement_groups
 from rayscale.colocation import ENGINE_PARTS, Holdings
 from rayscale.config import RoleResources, RolloutConfig
+from rayscale.failures import actor_death_errors, death_cause
 from rayscale.rollout.scheduling import balance
 from rayscale.sync.receiver import SyncError
 from rayscale.sync.shared import is_cuda_handle, open_shared
 from rayscale.types import RolloutRequest, Sample
 
 log = logging.getLogger(__name__)
+ACTOR_DEATHS = actor_death_errors()
 
 _NO_WEIGHTS = -1  # version of a worker whose last sync failed half way: it must not generate
 
@@ -177,7 +178,7 @@ class RolloutManager:
         for i, ref in enumerate(probes):
             try:
                 ray.get(ref, timeout=probe_timeout_s)
-            except (RayActorError, ray.exceptions.GetTimeoutError):
+            except (*ACTOR_DEATHS, ray.exceptions.GetTimeoutError):  # killed, out of memory, node lost, stuck
                 dead.append(i)
         for i in dead:
             self.restart_worker(i)
@@ -194,8 +195,8 @@ class RolloutManager:
         for w, ref in pending.items():
             try:
                 results = ray.get(ref)
-            except RayActorError:
-                log.warning("rollout worker %d died during generate; replacing it", w)
+            except ACTOR_DEATHS as e:  # killed, out of memory, its node lost: replaced the same way
+                log.warning("rollout worker %d died during generate (%s); replacing it", w, death_cause(e))
                 self.restart_worker(w)
                 results = ray.get(self.workers[w].generate.remote([requests[i] for i in shards[w]]))
             for i, samples in zip(shards[w], results):

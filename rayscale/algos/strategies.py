@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rayscale.algos import pairs as P
+from rayscale.teacher.records import failure_reason
 from rayscale.types import PreferencePair, RolloutRequest, Sample, VerifyResult
 
 if TYPE_CHECKING:
@@ -96,6 +97,9 @@ def correction(ctx: StrategyContext, group: Group, rng: random.Random, iteration
         if not c.accepted:
             key = f"teacher_rejected/{c.reject_reason}"
             stats[key] = stats.get(key, 0) + 1
+            failed = failure_reason(c.reject_reason, c.meta)
+            if failed:  # no answer at all: counted by the backend's reason (the controller's stop rule reads it)
+                stats[f"teacher/failed/{failed}"] = stats.get(f"teacher/failed/{failed}", 0) + 1
             continue
         pair = P.correction_pair(g.sample, c.wrong_step, "\n".join(c.corrected_steps), cfg.span)
         if pair is not None:

@@ -222,3 +222,24 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+def probe_endpoint(cfg: OpenAITeacherConfig, timeout_s: float = 10.0) -> None:
+    """Fail fast, before a run starts anything, when `teacher.openai.base_url` does not answer or refuses the key:
+    a ConfigError naming the URL and the error (exit 2). Any other answer (also 404: not every server lists its
+    models) means something is listening; the requests' own failures are counted per reason during the run."""
+    from rayscale.config import ConfigError  # the error the CLI turns into exit status 2
+
+    url = cfg.base_url.rstrip("/") + "/models"
+    try:
+        response = httpx.get(url, auth=_BearerAuth(cfg.api_key_env), timeout=min(timeout_s, cfg.timeout_s))
+    except httpx.TimeoutException:
+        raise ConfigError(f"teacher.openai.base_url={cfg.base_url}: no answer from {url} within "
+                          f"{min(timeout_s, cfg.timeout_s):g} s; start the server or fix the URL") from None
+    except httpx.HTTPError as e:  # refused, unresolvable host, reset
+        raise ConfigError(f"teacher.openai.base_url={cfg.base_url}: cannot reach {url} ({type(e).__name__}: "
+                          f"{e}); start the server (docs/teacher.md) or fix the URL") from None
+    if response.status_code in (401, 403):
+        raise ConfigError(f"teacher.openai.base_url={cfg.base_url}: {url} answered HTTP {response.status_code}: "
+                          f"the key is missing or refused; export it in the variable named by "
+                          f"teacher.openai.api_key_env ({cfg.api_key_env})")

@@ -25,10 +25,23 @@ WRONG_FINAL_ANSWER = "wrong_final_answer"  # ...or one that does not verify agai
 NO_GOLD_STEPS = "no_gold_steps"  # the oracle needs a gold step-by-step solution
 BAD_ITEM = "bad_item"  # the request itself is malformed (missing problem / solution)
 
+TEACHER_UNAVAILABLE = "teacher_unavailable"  # the teacher actor died with the batch (the controller restarts it)
+INTERNAL_ERROR = "internal_error"  # a bug in a backend cost the batch
+# Rejections where the teacher gave no answer at all (as opposed to an answer that failed a check).
+NO_ANSWER = (REQUEST_FAILED, TEACHER_UNAVAILABLE, INTERNAL_ERROR)
+
 REJECT_REASONS = (
     REQUEST_FAILED, UNPARSEABLE, NO_ERROR_FOUND, BAD_STEP_INDEX, EMPTY_CORRECTION, NO_FINAL_ANSWER,
     WRONG_FINAL_ANSWER, NO_GOLD_STEPS, BAD_ITEM,
 )
+
+
+def failure_reason(reject_reason: str | None, meta: dict) -> str | None:
+    """Why the teacher gave no answer for an item: the backend's reason for a failed request (`http_429`,
+    `timeout`, `connection`, `malformed_json`...), else the rejection's (None: it answered, or was not asked)."""
+    if reject_reason not in NO_ANSWER:
+        return None
+    return meta.get("backend_error") or reject_reason
 
 
 @dataclass(frozen=True)

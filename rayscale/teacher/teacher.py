@@ -25,6 +25,7 @@ from rayscale.teacher.prompting import PromptTemplate, load_templates, prompt_va
 from rayscale.teacher.records import (
     BAD_ITEM,
     BAD_STEP_INDEX,
+    INTERNAL_ERROR,
     NO_ERROR_FOUND,
     NO_FINAL_ANSWER,
     REQUEST_FAILED,
@@ -40,7 +41,6 @@ from rayscale.text import split_steps
 from rayscale.verify import extract_answer, is_equivalent
 
 log = logging.getLogger(__name__)
-INTERNAL_ERROR = "internal_error"
 _ANSWER_IS = re.compile(r"the\s+(?:final\s+)?answer\s+is", re.IGNORECASE)
 
 

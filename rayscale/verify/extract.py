@@ -63,6 +63,9 @@ def _boxed_answer(text: str) -> str | None:
             end_limit = scan_limit = start  # an unclosed box: look further left
             continue
         content, end = found
+        if gap_start is not None and end > gap_start:  # `\\boxed{\\boxed{3}}`: it encloses the box already
+            gap_start = end_limit = start               # taken, whose content is the answer; keep walking left
+            continue
         if gap_start is not None:  # a box to the left of one already taken: join only across a separator gap
             gap = text[end:gap_start]
             if _BOX_GAP.fullmatch(gap) is None or len(gap) > 40:
