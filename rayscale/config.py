@@ -204,7 +204,9 @@ class LearnerConfig(_Strict):
     num_ranks: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the rank got a GPU, else cpu
     zero_stage: Literal[0, 1, 2, 3] = 2
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
+    # auto: fp32 on CPU, bf16 on GPU. bf16-autocast: fp32 weights, gradients and Adam states, the forward's matmuls
+    # in bf16 under torch.autocast (the CPU's AMX units); log-probs in fp32 (docs/learner.md, "precision").
+    precision: Literal["auto", "fp32", "bf16", "bf16-autocast"] = "auto"
     lr: float = Field(3e-4, gt=0)  # chosen on the synthetic dev split (docs/strategies.md), never on test
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
