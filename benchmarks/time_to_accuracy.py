@@ -50,10 +50,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-RAYSCALE_ARMS = {  # arm -> its settings on top of benchmarks/real_model.py's shared ones
-    "correction": ["algo.strategy=correction"],
+# arm -> its settings on top of benchmarks/real_model.py's shared ones. In sync mode the learner and the rollout
+# engine take turns, so the learner computes on both cores (learner.threads=2; Ray's default from its 0.5 CPU is
+# 1 thread); async overlaps them, one core each.
+RAYSCALE_ARMS = {
+    "correction": ["algo.strategy=correction", "learner.threads=2"],
     "correction_async": ["algo.strategy=correction", "algo.async_rollout=true"],
-    "outcome": ["algo.strategy=outcome"],
+    "outcome": ["algo.strategy=outcome", "learner.threads=2"],
 }
 TRL_ARMS = ("trl_grpo", "trl_online_dpo")
 ARMS = (*RAYSCALE_ARMS, *TRL_ARMS)
@@ -154,9 +157,10 @@ def shared_overrides(model: str, quick: bool) -> list[str]:
     """benchmarks/real_model.py's task and run settings, then this benchmark's."""
     import real_model as rm
 
-    return [f"model.path={model}", *rm.TASK, *rm.RUN, *rm.SFT, *(rm.QUICK if quick else []),
+    return [f"model.path={model}", *rm.TASK, *rm.RUN, *rm.SFT,
             f"algo.prompts_per_iteration={PROMPTS_PER_STEP}", f"algo.samples_per_prompt={SAMPLES_PER_PROMPT}",
-            f"rollout.max_new_tokens={MAX_NEW_TOKENS}", f"rollout.temperature={TEMPERATURE}"]
+            f"rollout.max_new_tokens={MAX_NEW_TOKENS}", f"rollout.temperature={TEMPERATURE}",
+            *(rm.QUICK if quick else [])]
 
 
 def load(overrides: list[str]):
@@ -427,8 +431,7 @@ def score_and_report(setup: Setup, arms: list[str], choices: dict, reuse: bool) 
     peers = [a for a in arms if a in TRL_ARMS]
     report.update(compare(report, peers))
     report["setup"] = {"budget_s": setup.budget_s, "mark_s": setup.every_s, "split": setup.split,
-                       "problems": setup.eval_size, "prompts_per_step": PROMPTS_PER_STEP,
-                       "samples_per_prompt": SAMPLES_PER_PROMPT, "max_new_tokens": MAX_NEW_TOKENS,
+                       "problems": setup.eval_size, **batch_shape(setup.shared),
                        "eval": f"greedy + {EVAL_SAMPLES} samples at T={EVAL_TEMPERATURE}", "start": setup.sft_model,
                        "rayscale_settings": RAYSCALE_SETTINGS}
     for arm in arms:
@@ -448,6 +451,16 @@ def compare(report: dict, peers: list[str]) -> dict:
     speedup = theirs / ours if ours and theirs is not None else None  # ours == 0: the start already had it
     return {"peer_best": best, "peer_best_time_s": theirs, "ours_time_s": ours, "speedup_vs_peer_best": speedup,
             "final_vs_peer_best": paired_difference(report[OURS]["_final"], report[best]["_final"])}
+
+
+def batch_shape(shared: list[str]) -> dict[str, Any]:
+    """What every arm trains on per step (the one config both kinds of arm read)."""
+    try:
+        cfg = load(shared)
+    except Exception:  # noqa: BLE001 - a report without the shape beats no report
+        return {}
+    return {"prompts_per_step": cfg.algo.prompts_per_iteration, "samples_per_prompt": cfg.algo.samples_per_prompt,
+            "max_new_tokens": cfg.rollout.max_new_tokens, "temperature": cfg.rollout.temperature}
 
 
 def print_table(report: dict, arms: list[str]) -> None:
@@ -570,23 +583,26 @@ def trl_arm(arm: str, clock: MarkClock, arm_dir: Path, shared: list[str], sft_mo
                 control.should_training_stop = True
             return control
 
+    # the batch shape of the rayscale arms (the same config): prompts per step, samples each, lengths, temperature
+    prompts, samples = cfg.algo.prompts_per_iteration, cfg.algo.samples_per_prompt
+    new_tokens, temperature = cfg.rollout.max_new_tokens, cfg.rollout.temperature
     if arm == "trl_grpo":
         from trl import GRPOConfig, GRPOTrainer
 
-        per_device = 8  # completions per micro-batch; 4 of them make one step of 32 prompts x 4 samples
+        per_device = min(8, prompts * samples)  # completions per micro-batch; accumulated to one step's batch
         args = GRPOConfig(**common, per_device_train_batch_size=per_device,
-                          gradient_accumulation_steps=PROMPTS_PER_STEP * SAMPLES_PER_PROMPT // per_device,
-                          num_generations=SAMPLES_PER_PROMPT, max_completion_length=MAX_NEW_TOKENS,
-                          temperature=TEMPERATURE, **({"beta": beta} if beta is not None else {}))
+                          gradient_accumulation_steps=prompts * samples // per_device,
+                          num_generations=samples, max_completion_length=new_tokens,
+                          temperature=temperature, **({"beta": beta} if beta is not None else {}))
         trainer = GRPOTrainer(model=model, reward_funcs=verifier_reward, args=args, train_dataset=data,
                               processing_class=tokenizer, callbacks=[Marks()])
     else:
         from trl.experimental.online_dpo import OnlineDPOConfig, OnlineDPOTrainer
 
-        per_device = 8  # prompts per micro-batch (2 completions each); 4 of them make one step of 32 prompts
+        per_device = min(8, prompts)  # prompts per micro-batch (2 completions each: OnlineDPO's fixed pair)
         args = OnlineDPOConfig(**common, per_device_train_batch_size=per_device,
-                               gradient_accumulation_steps=PROMPTS_PER_STEP // per_device,
-                               max_new_tokens=MAX_NEW_TOKENS, temperature=TEMPERATURE,
+                               gradient_accumulation_steps=prompts // per_device,
+                               max_new_tokens=new_tokens, temperature=temperature,
                                **({"beta": [beta]} if beta is not None else {}))
         trainer = OnlineDPOTrainer(model=model, reward_funcs=verifier_reward, args=args, train_dataset=data,
                                    processing_class=tokenizer, callbacks=[Marks()])

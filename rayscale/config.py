@@ -214,6 +214,9 @@ class LearnerConfig(_Strict):
     total_steps: int | None = Field(None, gt=0)  # optimizer steps the linear/cosine decay spans
     grad_clip: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(32, ge=1)  # pairs (DPO) or sequences (SFT) per rank per forward
+    # torch threads per CPU rank; 0 = Ray's (floor of cluster.learner.num_cpus, at least 1). More than its CPUs pays
+    # where the learner does not overlap the rollouts (sync mode): they take turns on the same cores.
+    threads: int = Field(0, ge=0)
     # Recompute each layer's activations in the backward pass instead of keeping them: memory for ~30% more time.
     gradient_checkpointing: bool = False
     # ZeRO-Offload to host memory on GPU ranks: "optimizer" (Adam states and the step on the CPU; ZeRO 1-3),

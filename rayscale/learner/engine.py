@@ -104,6 +104,8 @@ class LearnerEngine:
         from rayscale.models import load_tokenizer  # local: transformers is heavy
 
         self.tokenizer = load_tokenizer(self.model_path, self.trust_remote_code)
+        if self.cfg.threads and not cuda:  # learner.threads: Ray set floor(num_cpus) through OMP_NUM_THREADS
+            torch.set_num_threads(self.cfg.threads)
         torch.manual_seed(self.cfg.seed)
         ds_config = dsc.policy_config(self.cfg, self.device)
         if self.cfg.offload != "none" and not dsc.offloads(self.cfg, self.device):
