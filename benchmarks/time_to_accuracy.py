@@ -51,12 +51,14 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 # arm -> its settings on top of benchmarks/real_model.py's shared ones. In sync mode the learner and the rollout
-# engine take turns, so the learner computes on both cores (learner.threads=2; Ray's default from its 0.5 CPU is
-# 1 thread); async overlaps them, one core each.
+# engine take turns, so each computes on both cores (Ray gives an actor floor(num_cpus) threads, at least 1: the
+# recipe's 1 CPU engine and 0.5 CPU learner would each run on one core, leaving the other idle); async overlaps
+# them, one core each, as the recipe places them.
+SYNC_THREADS = ["learner.threads=2", "cluster.rollout.num_cpus=2"]
 RAYSCALE_ARMS = {
-    "correction": ["algo.strategy=correction", "learner.threads=2"],
+    "correction": ["algo.strategy=correction", *SYNC_THREADS],
     "correction_async": ["algo.strategy=correction", "algo.async_rollout=true"],
-    "outcome": ["algo.strategy=outcome", "learner.threads=2"],
+    "outcome": ["algo.strategy=outcome", *SYNC_THREADS],
 }
 TRL_ARMS = ("trl_grpo", "trl_online_dpo")
 ARMS = (*RAYSCALE_ARMS, *TRL_ARMS)
