@@ -256,9 +256,9 @@ def make_start(shared: list[str], sft_dir: Path) -> str:
 
     model = sft_dir / "sft_model"
     if not (model / "config.json").is_file():
-        from rayscale import cluster
-
         import ray
+
+        from rayscale import cluster
 
         cfg = load([*shared, f"tracking.run_dir={sft_dir}"])
         cluster.start_or_join(cfg)
@@ -414,7 +414,6 @@ def scores_of(rows: list[dict]) -> dict[str, Any]:
 
 def score_and_report(setup: Setup, arms: list[str], choices: dict, reuse: bool) -> dict:
     """Every saved policy of every arm, and the start (t = 0, the same for all), through `score_policy`."""
-    from rayscale.confidence import paired_difference
 
     start = scores_of(score_policy(setup, setup.sft_model, setup.out / "scores" / "start.jsonl", reuse, setup.split))
     report: dict[str, Any] = {}
@@ -530,10 +529,10 @@ def run_worker(args) -> int:
 
 def rayscale_arm(arm: str, clock: MarkClock, arm_dir: Path, shared: list[str], sft_model: str, lr: float,
                  split: str) -> tuple[float | None, int]:
+    import real_model as rm
+
     from rayscale.controller import Trainer
     from rayscale.run_setup import prepare_run
-
-    import real_model as rm
 
     cfg = load([*shared, *rm.ARM, *RAYSCALE_SETTINGS, *RAYSCALE_ARMS[arm], f"model.path={sft_model}",
                 f"tracking.run_dir={arm_dir / 'run'}", "algo.iterations=100000", "algo.eval_every=0",
