@@ -577,8 +577,10 @@ def trl_arm(arm: str, clock: MarkClock, arm_dir: Path, shared: list[str], sft_mo
     first_step: list[float] = []
 
     class Marks(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            first_step[:1] = [clock.elapsed()]  # start-up: everything before the first step began
+
         def on_step_end(self, args, state, control, **kwargs):
-            first_step[:1] = first_step[:1] or [clock.elapsed()]
             clock.save(trainer.save_model, arm_dir, steps=state.global_step)
             if clock.over():
                 control.should_training_stop = True
