@@ -58,3 +58,37 @@ def test_bf16_autocast_loss_and_gradients_match_fp32_within_bf16_rounding(tiny_m
 def test_fp32_has_no_autocast():
     assert LearnerEngine(0, 1, "m", LearnerConfig(precision="fp32"), AlgoConfig()).autocast is None
     assert LearnerEngine(0, 1, "m", LearnerConfig(precision="bf16-autocast"), AlgoConfig()).autocast == torch.bfloat16
+
+
+def test_length_bucketed_micro_batches_give_the_padded_batch_loss(tiny_model_dir):
+    """The learner's micro-batches (length-sorted buckets, each padded only to its own longest row) score every pair
+    as one batch padded to the longest row of all does: same per-pair loss, so the same mean loss."""
+    from transformers import AutoModelForCausalLM
+
+    from rayscale.algos.batching import micro_batches
+
+    tok = load_tokenizer(tiny_model_dir)
+    engine = LearnerEngine(0, 1, tiny_model_dir, LearnerConfig(precision="fp32"), AlgoConfig())
+    policy = TargetLogps(AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation="sdpa")).eval()
+    pairs = _pairs(7)
+    pairs[3].chosen += "\n" + "1+1=2\n" * 6  # one long row: the single batch pads every other row to it
+    encoded, _ = encode_pairs(tok, pairs, 256)
+    key = {id(e): i for i, e in enumerate(encoded)}
+
+    def per_pair(batches) -> dict[int, torch.Tensor]:
+        out = {}
+        with torch.no_grad():
+            for rows in batches:
+                b = collate(rows, tok.pad_token_id)
+                seq, counts, n = engine._sequence_logps(policy, b)
+                ref = 0.9 * seq  # a reference of the pair alone (not of its place in a batch): loss != log 2
+                loss, _ = preference_loss(seq[:n], seq[n:], ref[:n], ref[n:], counts[:n], counts[n:], LossParams())
+                out.update({key[id(r)]: loss[i] for i, r in enumerate(rows)})
+        return out
+
+    buckets = micro_batches(encoded, 2)
+    assert len(buckets) == 4 and {len(r) for r in buckets} == {1, 2}
+    padded, bucketed = per_pair([encoded]), per_pair(buckets)
+    assert sorted(padded) == sorted(bucketed) == list(range(7))
+    for i in range(7):
+        torch.testing.assert_close(bucketed[i], padded[i], rtol=1e-5, atol=1e-5)
