@@ -349,7 +349,7 @@ def evaluator(setup: Setup):
         from rayscale.actors.placement import place_roles
         from rayscale.actors.verifier import VerifierPool
 
-        cfg = load(setup.shared)
+        cfg = load([*setup.shared, "cluster.rollout.num_cpus=2"])  # off the clock: both cores to the engine
         cluster.start_or_join(cfg, check_fit=False)
         placements = place_roles(cfg, roles=("rollout", "verifier"))
         _EVALUATOR.update(cfg=cfg, placements=placements,
