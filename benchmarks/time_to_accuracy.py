@@ -318,6 +318,7 @@ def sweep(setup: Setup, arms: list[str], lrs: list[float], budget_s: float, reus
     from rayscale.confidence import bootstrap_ci
 
     root = setup.out / "sweep"
+    root.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {}
     for arm in arms:
         for lr in lrs:

@@ -130,3 +130,30 @@ def test_the_trl_reward_agrees_with_rayscale_verify_on_labelled_gsm8k(tta, share
     assert 0.2 < sum(rewards) / len(rewards) < 0.8  # both verdicts occur: the comparison can fail
     # conversational completions (TRL's chat format) are graded on their text
     assert tta.verifier_reward([], [[{"role": "assistant", "content": "so \\boxed{18}"}]], ["18"]) == [1.0]
+
+
+def test_the_sweep_picks_each_arms_best_dev_setting_and_async_takes_corrections(tta, tmp_path, monkeypatch):
+    setup = tta.Setup(tmp_path, "sft", [], "test", 10, 600, 120, "python")
+    runs = []
+
+    def fake_run_arm(setup_, arm, arm_dir, choice, budget_s, reuse, split=None):
+        runs.append((arm, choice["lr"], choice["beta"], split, budget_s))
+        return {"saves": [{"dir": str(arm_dir / "mark_02"), "steps": 5}]}
+
+    best = {"correction": 1e-5, "outcome": 3e-5, "trl_grpo": 3e-6, "trl_online_dpo": 1e-5}
+
+    def fake_score(setup_, model_dir, out_file, reuse, split, modes=("greedy", "sampled")):
+        assert split == "dev" and modes == ("greedy",)  # choices on the dev split, never on test
+        arm, name = Path(model_dir).parts[-3:-1]
+        lr = float(name.split("_")[0][2:])
+        right = 8 if lr == best[arm] and not name.endswith("beta0") else 3
+        return [{"mode": "greedy", "id": str(i), "correct": i < right} for i in range(10)]
+
+    monkeypatch.setattr(tta, "run_arm", fake_run_arm)
+    monkeypatch.setattr(tta, "score_policy", fake_score)
+    tta.sweep(setup, list(tta.SWEPT), [3e-6, 1e-5, 3e-5], 240, reuse=False)
+    assert len(runs) == 3 * 3 + 3 * len(tta.SWEEP_GRPO_BETAS) and {r[3:] for r in runs} == {("dev", 240)}
+    choices = tta.chosen(tmp_path / "sweep" / "sweep.json", list(tta.ARMS))
+    assert choices["correction"] == {"lr": 1e-5, "beta": None} and choices["outcome"]["lr"] == 3e-5
+    assert choices["trl_grpo"] == {"lr": 3e-6, "beta": 0.04} and choices["trl_online_dpo"]["lr"] == 1e-5
+    assert choices["correction_async"] == choices["correction"]
