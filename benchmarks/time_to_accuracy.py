@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def make_start(shared: list[str], sft_dir: Path) -> str:
-    """benchmarks/real_model.py's start: its SFT stage (40 gold steps; --quick 4), reused when already there."""
+    """benchmarks/real_model.py's start: its SFT stage (40 gold steps; --quick 4), reused when already there (and
+    made where real_model.py looks for it, its run directory's sft_model)."""
     import real_model as rm
 
     model = sft_dir / "sft_model"
@@ -262,10 +263,10 @@ def make_start(shared: list[str], sft_dir: Path) -> str:
 
         from rayscale import cluster
 
-        cfg = load([*shared, f"tracking.run_dir={sft_dir}"])
+        cfg = load([*shared, f"tracking.run_dir={sft_dir}", "algo.iterations=0", "algo.eval_every=0"])
         cluster.start_or_join(cfg)
         try:
-            rm.score_start(cfg, reuse=True)
+            rm.run(cfg)  # stage 1 only: the start is scored by this benchmark's evaluator, not real_model's
         finally:
             ray.shutdown()  # each arm starts its own cluster, as a user's command would
     print(f"start: {model}", flush=True)
