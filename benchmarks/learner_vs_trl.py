@@ -11,7 +11,11 @@ as num_tokens. Steady state: the first `--warmup` steps of each side are not tim
 `--model DIR` trains a real HF model instead of the tiny one (e.g. SmolLM2-135M-Instruct: `rayscale model
 smollm2-135m DIR`); the pairs are the same text, tokenized by that model's tokenizer.
 
-JSON keys: ratio_vs_trl, rayscale_tokens_per_s, trl_tokens_per_s, and the setup.
+Memory: each side's peak resident memory (the OS's high-water mark of its own process: the learner rank's actor,
+TRL in a fresh child process), `peak_mem_ratio_vs_trl` = rayscale / TRL.
+
+JSON keys: ratio_vs_trl, rayscale_tokens_per_s, trl_tokens_per_s, peak_mem_ratio_vs_trl, rayscale_peak_rss_bytes,
+trl_peak_rss_bytes, and the setup.
 """
 
 from __future__ import annotations
@@ -62,14 +66,14 @@ def pair_tokens(tokenizer, pair: PreferencePair) -> int:
 
 
 def run_rayscale(model_dir: str, pairs: list, batch: int, warmup: int, threads: int, zero_stage: int,
-                 lr: float, device: str = "cpu") -> dict:
+                 lr: float, device: str = "cpu", precision: str = "fp32") -> dict:
     import ray
 
     from rayscale.actors.learner import LearnerGroup
 
     gpus = int(device == "cuda")  # the rank's device follows its GPU; fp32 on both devices, as TRL here
     cfg = LearnerConfig(num_ranks=1, zero_stage=zero_stage, micro_batch_size=batch, lr=lr, max_seq_len=1024,
-                        ref_mode="replicated", precision="fp32")
+                        ref_mode="replicated", precision=precision)
     ray.init(address="local", num_cpus=threads, include_dashboard=False, log_to_driver=False,
              **({"num_gpus": gpus} if gpus else {}))
     try:
@@ -84,14 +88,31 @@ def run_rayscale(model_dir: str, pairs: list, batch: int, warmup: int, threads: 
                     tokens += metrics["tokens"]
                     seconds += elapsed
             info = group.info[0]
+            memory = group.memory()[0]
     finally:
         ray.shutdown()
     return {"tokens_per_s": tokens / seconds, "tokens": tokens, "seconds": seconds, "threads": info["threads"],
-            "last_loss": metrics["loss"], "device": info["device"]}
+            "last_loss": metrics["loss"], "device": info["device"], "peak_rss_bytes": memory["peak_rss_bytes"]}
+
+
+def run_trl_process(*args, **kwargs) -> dict:
+    """run_trl in a fresh process, so its peak memory is the trainer's alone (as a learner rank's is its own)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(_trl_with_peak, *args, **kwargs).result()
+
+
+def _trl_with_peak(*args, **kwargs) -> dict:
+    import resource
+
+    result = run_trl(*args, **kwargs)
+    return {**result, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
 
 def run_trl(model_dir: str, pairs: list, batch: int, warmup: int, threads: int, lr: float, out_dir: str,
-            device: str = "cpu") -> dict:
+            device: str = "cpu", precision: str = "fp32") -> dict:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, TrainerCallback
@@ -105,7 +126,7 @@ def run_trl(model_dir: str, pairs: list, batch: int, warmup: int, threads: int, 
     ref = AutoModelForCausalLM.from_pretrained(model_dir, attn_implementation="sdpa")
     args = DPOConfig(output_dir=out_dir, per_device_train_batch_size=batch, max_steps=len(pairs) // batch,
                      learning_rate=lr, lr_scheduler_type="constant", beta=0.1, loss_type=["sigmoid"],
-                     report_to="none", use_cpu=device == "cpu", bf16=False, activation_checkpointing=False,
+                     report_to="none", use_cpu=device == "cpu", bf16=precision != "fp32", activation_checkpointing=False,
                      max_length=None,
                      save_strategy="no", logging_steps=10**6, disable_tqdm=True, dataloader_num_workers=0, seed=0)
 
@@ -143,7 +164,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--zero-stage", type=int, default=LearnerConfig().zero_stage, choices=[0, 1, 2, 3])
     parser.add_argument("--model", metavar="DIR", help="an HF model directory to train instead of the tiny model")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="both trainers on the CPU or on one GPU (fp32 either way)")
+                        help="both trainers on the CPU or on one GPU")
+    parser.add_argument("--precision", choices=["fp32", "bf16-autocast"], default="fp32",
+                        help="both sides: fp32, or fp32 weights with bf16 autocast (rayscale learner.precision="
+                             "bf16-autocast; TRL bf16=True, which autocasts the same way)")
     args = parser.parse_args(argv)
     if args.model and not (Path(args.model) / "config.json").is_file():
         parser.error(f"--model {args.model}: no HF model there (config.json missing); build SmolLM2 with "
@@ -171,23 +195,32 @@ def main(argv: list[str] | None = None) -> dict:
 
         params = num_parameters(AutoModelForCausalLM.from_pretrained(model_dir))
         print(f"model: {params / 1e6:.1f}M parameters; {len(pairs)} pairs, batch {batch}, {warmup} warm-up + "
-              f"{steps} timed steps per side, {args.threads} threads, fp32 {args.device}; "
+              f"{steps} timed steps per side, {args.threads} threads, {args.precision} {args.device}; "
               f"mean pair tokens {sum(lengths) / len(lengths):.0f}", flush=True)
-        ours = run_rayscale(model_dir, pairs, batch, warmup, args.threads, args.zero_stage, lr, args.device)
+        ours = run_rayscale(model_dir, pairs, batch, warmup, args.threads, args.zero_stage, lr, args.device,
+                            args.precision)
         print(f"rayscale: {ours['tokens_per_s']:.0f} tokens/s", flush=True)
-        trl = run_trl(model_dir, pairs, batch, warmup, args.threads, lr, str(Path(tmp) / "trl"), args.device)
+        trl = run_trl_process(model_dir, pairs, batch, warmup, args.threads, lr, str(Path(tmp) / "trl"), args.device,
+                              args.precision)
         print(f"trl:      {trl['tokens_per_s']:.0f} tokens/s", flush=True)
 
     ratio = ours["tokens_per_s"] / trl["tokens_per_s"]
+    mem_ratio = ours["peak_rss_bytes"] / trl["peak_rss_bytes"]
     rows = [(f"rayscale learner (1 rank, ZeRO-{args.zero_stage})", ours), ("TRL DPOTrainer", trl)]
-    print(f"\n{'trainer':<36}{'tokens/s':>10}{'tokens':>10}{'seconds':>10}{'threads':>9}")
+    print(f"\n{'trainer':<36}{'tokens/s':>10}{'tokens':>10}{'seconds':>10}{'threads':>9}{'peak GB':>9}")
     for name, r in rows:
-        print(f"{name:<36}{r['tokens_per_s']:>10.0f}{r['tokens']:>10.0f}{r['seconds']:>10.1f}{r['threads']:>9}")
+        print(f"{name:<36}{r['tokens_per_s']:>10.0f}{r['tokens']:>10.0f}{r['seconds']:>10.1f}{r['threads']:>9}"
+              f"{r['peak_rss_bytes'] / 1e9:>9.2f}")
     print(f"\nratio_vs_trl = {ratio:.2f}  (target >= 1.1)")
+    print(f"peak_mem_ratio_vs_trl = {mem_ratio:.2f}  (peak resident memory of the learner rank's process / of TRL's "
+          f"process; target <= 1.0)")
     figures = {
         "ratio_vs_trl": ratio,
         "rayscale_tokens_per_s": ours["tokens_per_s"],
         "trl_tokens_per_s": trl["tokens_per_s"],
+        "peak_mem_ratio_vs_trl": mem_ratio,
+        "rayscale_peak_rss_bytes": ours["peak_rss_bytes"],
+        "trl_peak_rss_bytes": trl["peak_rss_bytes"],
         "model": args.model or "tiny",
         "model_parameters": params,
         "batch_pairs": batch,
@@ -196,7 +229,7 @@ def main(argv: list[str] | None = None) -> dict:
         "threads": args.threads,
         "zero_stage": args.zero_stage,
         "mean_pair_tokens": sum(lengths) / len(lengths),
-        "precision": "fp32",
+        "precision": args.precision,
         "device": args.device,
         "devices": {"rayscale": ours["device"], "trl": trl["device"]},
         "quick": args.quick,

@@ -34,6 +34,7 @@ from tqdm import tqdm
 
 from rayscale.config import ConfigError, RayscaleConfig
 from rayscale.plan import PlacementError, plan_placement, require_fit
+from rayscale.timing import critical_path_s
 
 WARMUP = 1  # iterations of each mode excluded from every figure
 COLLECT_STAGES = ("rollout", "verify")  # timed in collect(), with one stage per pair strategy (named after it)
@@ -68,11 +69,17 @@ def collect_stages(row: dict[str, Any]) -> set[str]:
 def iteration_seconds(row: dict[str, Any], async_rollout: bool) -> float:
     """Wall seconds of one iteration: every stage in sync mode; in async mode only the loop's own stages, since the
     collect stages in the row ran in the background beside the previous iteration's training."""
-    times = row.get("time", {})
-    if not async_rollout:
-        return float(sum(times.values()))
-    skip = collect_stages(row)
-    return float(sum(v for k, v in times.items() if k not in skip))
+    return critical_path_s(row.get("time", {}), collect_stages(row), collected_ahead=async_rollout)
+
+
+def stage_breakdown(rows: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean seconds per iteration of every stage in `time` (overhead included), over `rows` (a sync run's: its
+    stages sum to the iteration's wall time)."""
+    stages: dict[str, float] = {}
+    for r in rows:
+        for k, v in r.get("time", {}).items():
+            stages[k] = stages.get(k, 0.0) + float(v) / len(rows)
+    return stages
 
 
 def strategy_names(strategy: str | dict[str, float]) -> list[str]:
@@ -102,6 +109,7 @@ def figures(sync_rows: list[dict[str, Any]], async_rows: list[dict[str, Any]], *
     out["sync_bytes"] = synced[-1]["sync/bytes"] if synced else None
     handed = [r for r in s if "hand_over" in r.get("time", {})]  # cluster.colocate: engines sleep, learner reloads
     out["hand_over_s"] = sum(_t(r, "hand_over") for r in handed) / len(handed) if handed else None
+    out["stages_sync"] = stage_breakdown(s)
     out["iteration_s_sync"] = sum(iteration_seconds(r, False) for r in s) / len(s) if s else None
     out["iteration_s_async"] = sum(iteration_seconds(r, True) for r in a) / len(a) if a else None
     sy, asy = out["iteration_s_sync"], out["iteration_s_async"]
@@ -149,6 +157,10 @@ def format_table(f: dict[str, Any]) -> str:
         lines.append("  ".join([r[0].ljust(widths[0]), r[1].rjust(widths[1]), r[2].ljust(widths[2]), r[3]]).rstrip())
         if i == 0:
             lines.append("  ".join("-" * w for w in widths))
+    if stages := f.get("stages_sync"):
+        total = sum(stages.values()) or 1.0
+        lines.append("sync iteration, mean s (share): " + ", ".join(
+            f"{k} {v:.2f} ({100 * v / total:.1f}%)" for k, v in sorted(stages.items(), key=lambda kv: -kv[1])))
     lines.append(f"first {n['warmup_excluded']} iteration of each mode excluded as warm-up; stage figures from the "
                  "sync run (no stage overlaps another)")
     return "\n".join(lines)

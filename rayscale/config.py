@@ -207,7 +207,9 @@ class LearnerConfig(_Strict):
     num_ranks: int = Field(2, ge=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda when the rank got a GPU, else cpu
     zero_stage: Literal[0, 1, 2, 3] = 2
-    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: fp32 on CPU, bf16 on GPU
+    # auto: fp32 on CPU, bf16 on GPU. bf16-autocast: fp32 weights, gradients and Adam states, the forward's matmuls
+    # in bf16 under torch.autocast (the CPU's AMX units); log-probs in fp32 (docs/learner.md, "precision").
+    precision: Literal["auto", "fp32", "bf16", "bf16-autocast"] = "auto"
     lr: float = Field(3e-4, gt=0)  # chosen on the synthetic dev split (docs/strategies.md), never on test
     weight_decay: float = Field(0.0, ge=0)
     warmup_steps: int = Field(0, ge=0)
@@ -215,6 +217,9 @@ class LearnerConfig(_Strict):
     total_steps: int | None = Field(None, gt=0)  # optimizer steps the linear/cosine decay spans
     grad_clip: float = Field(1.0, gt=0)
     micro_batch_size: int = Field(32, ge=1)  # pairs (DPO) or sequences (SFT) per rank per forward
+    # torch threads per CPU rank; 0 = Ray's (floor of cluster.learner.num_cpus, at least 1). More than its CPUs pays
+    # where the learner does not overlap the rollouts (sync mode): they take turns on the same cores.
+    threads: int = Field(0, ge=0)
     # Recompute each layer's activations in the backward pass instead of keeping them: memory for ~30% more time.
     gradient_checkpointing: bool = False
     # ZeRO-Offload to host memory on GPU ranks: "optimizer" (Adam states and the step on the CPU; ZeRO 1-3),

@@ -51,6 +51,7 @@ from rayscale.sanity import check_prompt_lengths
 from rayscale.sync.coordinator import WeightSync
 from rayscale.teacher.openai_client import probe_endpoint
 from rayscale.teacher.records import TEACHER_UNAVAILABLE, Correction, CorrectionRequest
+from rayscale.timing import iteration_times
 from rayscale.tracking import Tracker
 from rayscale.types import PreferencePair, RolloutRequest, SFTExample
 from rayscale.verify import extract_answer
@@ -173,6 +174,7 @@ class Trainer:
         next_exp: Experience | None = None
         with ThreadPoolExecutor(max_workers=1) as background:
             for it in range(first, last + 1):
+                iteration_started, collected_ahead = time.perf_counter(), next_exp is not None
                 exp = next_exp or self.collect(it)
                 if stop.requested:  # nothing of iteration `it` has touched the policy yet
                     break
@@ -196,7 +198,7 @@ class Trainer:
                         self.version += 1
                     self.turns.to_rollout(self.rollout, self.learner, self._sync_after(bool(learn)),
                                           generates=self.weight_sync.verify)
-                row = self.iteration_row(exp, learn, timer)
+                row = self.iteration_row(exp, learn)
                 if self.turns.enabled:
                     row["colocate"] = self.turns.last
                 self.tracker.log_pairs(it, exp.pairs)
@@ -204,13 +206,14 @@ class Trainer:
                 if cfg.algo.eval_every and (it % cfg.algo.eval_every == 0 or it == last):
                     with timer("eval"):
                         row.update(self.evaluate(it))
-                row["time"] = {**exp.times, **timer.times}
+                row["iteration_s"] = time.perf_counter() - iteration_started  # the wall time, every stage in it
+                row["time"] = iteration_times(exp.times, timer.times, row["iteration_s"], collected_ahead)
                 self.tracker.log(row)
                 print(self.tracker.console_line(row), flush=True)
                 done, cursor_done = it, exp.cursor_state
                 if cfg.checkpoint.every and it % cfg.checkpoint.every == 0:
                     self.save(done, cursor_done)
-                if stop.requested:
+                if stop.requested or self.finished_early(row):
                     break
         just_saved = done >= first and cfg.checkpoint.every and done % cfg.checkpoint.every == 0
         if stop.requested or (done >= first and not just_saved):
@@ -230,6 +233,12 @@ class Trainer:
                   f"metrics in {self.tracker.metrics_path}; plots: {', '.join(str(p) for p in plots)}", flush=True)
         self.shutdown()
         return 0
+
+    def finished_early(self, row: dict[str, Any]) -> bool:
+        """Asked after each iteration's row is logged: True ends the run there as a finished one (final checkpoint
+        and export). Never, here; a subclass may stop on its own budget (benchmarks/time_to_accuracy.py: wall
+        clock)."""
+        return False
 
     # ------------------------------------------------------------------------------------------------ stage 1
     def stage1_sft(self) -> str:
@@ -444,16 +453,14 @@ class Trainer:
             metrics = self.learner.train_dpo(pairs)
         return metrics
 
-    def iteration_row(self, exp: Experience, learn: dict[str, Any] | None, timer: StageTimer) -> dict[str, Any]:
+    def iteration_row(self, exp: Experience, learn: dict[str, Any] | None) -> dict[str, Any]:
         row: dict[str, Any] = {"iteration": exp.iteration, "policy_version": self.version, **exp.stats}
         for k, v in (learn or {}).items():
             row[f"learner/{k}"] = v
-        total = sum(exp.times.values()) + sum(timer.times.values())
         row["tokens_per_s"] = exp.stats["tokens"] / max(exp.times.get("rollout", 0.0), 1e-9)
         if learn:  # this iteration synced: the bytes it sent (rayscale bench's GB/s)
             row["sync/bytes"] = self.weight_sync.last_report.get("bytes")
             row["sync/transport"] = self.weight_sync.last_report.get("transport")
-        row["iteration_s"] = total
         return row
 
     # ------------------------------------------------------------------------------------------------ eval

@@ -98,7 +98,8 @@ def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
     for r in rows[1:]:
         assert r["samples"] == 8 * 4
         assert r["pairs"] == r[f"pairs/{strategy}"]  # every pair is this strategy's
-        assert {"rollout", "verify", "train", "sync"} <= set(r["time"])
+        assert {"rollout", "verify", "train", "sync", "overhead"} <= set(r["time"])
+        assert sum(r["time"].values()) == pytest.approx(r["iteration_s"], rel=1e-9)  # stages + overhead = wall
         assert "eval/greedy_acc" in r and "eval/sampled_acc" in r
         assert r["staleness"] == 0  # sync mode: every rollout on the latest weights
     # The strategy built pairs and the learner stepped on them: without this, a run that builds none passes.
@@ -135,7 +136,10 @@ def test_async_rollout_overlaps_training_and_logs_to_wandb_offline(local_ray, tm
                "tracking.wandb=true")
     assert [r["iteration"] for r in rows] == [0, 1, 2, 3]
     for r in rows[1:]:
-        assert {"train", "wait_rollout", "sync"} <= set(r["time"])
+        assert {"train", "wait_rollout", "sync", "overhead"} <= set(r["time"])
+    for r in rows[2:]:  # collected ahead: the loop's own stages + overhead = wall (the first collected inline)
+        ahead = {"rollout", "verify", "outcome"}
+        assert sum(v for k, v in r["time"].items() if k not in ahead) == pytest.approx(r["iteration_s"], rel=1e-9)
     # one step off-policy: iteration t+1 was collected while iteration t trained, so it never saw t's update
     assert rows[1]["staleness"] == 0
     for t in (2, 3):

@@ -111,6 +111,10 @@ class LearnerGroup:
     def export_hf(self, out_dir: str) -> None:
         self._call_all("export_hf", str(out_dir))
 
+    def memory(self) -> list[dict[str, int]]:
+        """Per rank, in rank order: resident and peak process memory (bytes; benchmarks/learner_vs_trl.py)."""
+        return self._call_all("memory")
+
     # ------------------------------------------------------------------------------------------- colocation
     def offload(self, parts: list[str]) -> list[dict[str, Any]]:
         """cluster.colocate (rayscale.colocation.Turns): every rank gives `parts` of its device memory up."""

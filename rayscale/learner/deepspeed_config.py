@@ -12,6 +12,14 @@ def use_bf16(cfg: LearnerConfig, device: str) -> bool:
     return cfg.precision == "bf16"
 
 
+def autocast_dtype(cfg: LearnerConfig):
+    """bf16-autocast: the dtype the forward passes (policy and reference) run their matmuls in; None = no autocast.
+    DeepSpeed's own bf16 stays off: weights, gradients and optimizer states are fp32."""
+    import torch  # local: the config dicts above need no torch
+
+    return torch.bfloat16 if cfg.precision == "bf16-autocast" else None
+
+
 def offloads(cfg: LearnerConfig, device: str) -> bool:
     """Offload moves GPU state to host memory; a CPU rank has nothing to move (its config is left as it is)."""
     return cfg.offload != "none" and device.startswith("cuda")

@@ -63,6 +63,13 @@ class LearnerEngine:
         self.holdings = Holdings(f"learner rank {rank}", LEARNER_PARTS)  # cluster.colocate's hand-overs
         self._store = None
         self._ref_cache: dict[tuple, tuple[float, float]] = {}
+        self.autocast = dsc.autocast_dtype(self.cfg)  # bf16-autocast: the forwards' matmuls in bf16, weights fp32
+        # True while the reference holds exactly the policy's weights (the start, when both load the same
+        # directory; right after set_reference_from_policy): the next step's reference log-probs are then the
+        # policy's own, taken from its forward instead of a second pass. Cleared by every optimizer step.
+        self._ref_is_policy = self.ref_source == model_path
+        # ... unless the policy's training forward is noisy (LoRA dropout; the model's own dropout is always off)
+        self._ref_shares_forward = self.lora is None or self.lora.dropout == 0
 
     # ------------------------------------------------------------------------------------------- setup
     def create_store(self, host: str) -> int:
@@ -97,6 +104,8 @@ class LearnerEngine:
         from rayscale.models import load_tokenizer  # local: transformers is heavy
 
         self.tokenizer = load_tokenizer(self.model_path, self.trust_remote_code)
+        if self.cfg.threads and not cuda:  # learner.threads: Ray set floor(num_cpus) through OMP_NUM_THREADS
+            torch.set_num_threads(self.cfg.threads)
         torch.manual_seed(self.cfg.seed)
         ds_config = dsc.policy_config(self.cfg, self.device)
         if self.cfg.offload != "none" and not dsc.offloads(self.cfg, self.device):
@@ -181,12 +190,16 @@ class LearnerEngine:
             error = e
         self._agree(error)
 
-        refs = self._reference_logps(batches) if self.loss_params.needs_reference else [None] * len(batches)
+        own_reference = self.loss_params.needs_reference and self._ref_is_policy and self._ref_shares_forward
+        refs = (self._reference_logps(batches) if self.loss_params.needs_reference and not own_reference
+                else [None] * len(batches))
         sums: dict[str, float] = defaultdict(float)
         self.policy.train()
         for batch, ref in zip(batches, refs):
             b = batch.to(self._comm_device)
             seq, counts, n = self._sequence_logps(self.policy, b)
+            if own_reference:  # the reference is the policy as it is now: its scores are this forward's
+                ref = seq.detach()
             ref_c, ref_r = (ref[:n], ref[n:]) if ref is not None else (None, None)
             loss, metrics = preference_loss(seq[:n], seq[n:], ref_c, ref_r, counts[:n], counts[n:], self.loss_params)
             # Sum over this rank's pairs / its pair count; DeepSpeed averages ranks of equal size: the global mean.
@@ -212,7 +225,8 @@ class LearnerEngine:
         self.policy.train()
         for batch in batches:
             b = batch.to(self._comm_device)
-            nll = -self.policy(**batch_inputs(b)).sum()
+            with self._forward_precision():
+                nll = -self.policy(**batch_inputs(b)).sum()
             # Token mean over the *global* batch: x world_size undoes DeepSpeed's average over ranks.
             self.policy.backward(nll * self.world_size / global_targets)
             sums["loss"] += nll.item()
@@ -223,10 +237,26 @@ class LearnerEngine:
         pad = self.tokenizer.pad_token_id
         return [collate(mb, pad, with_rejected) for mb in micro_batches(encoded, self.cfg.micro_batch_size)]
 
-    @staticmethod
-    def _sequence_logps(model, b: PackedBatch) -> tuple[torch.Tensor, torch.Tensor, int]:
-        seq = segment_sums(model(**batch_inputs(b)), b.target_seq, b.num_seqs)
+    def _sequence_logps(self, model, b: PackedBatch) -> tuple[torch.Tensor, torch.Tensor, int]:
+        with self._forward_precision():
+            logps = model(**batch_inputs(b))  # float32 whatever the matmuls ran in (TargetLogps)
+        seq = segment_sums(logps, b.target_seq, b.num_seqs)
         return seq, b.seq_token_counts(), b.num_rows
+
+    def _forward_precision(self):
+        """learner.precision=bf16-autocast: the forward under torch.autocast (bf16 matmuls: AMX on a CPU, tensor
+        cores on a GPU); its backward follows the dtypes the forward recorded. Otherwise a no-op context."""
+        device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+        return torch.autocast(device_type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None)
+
+    def memory(self) -> dict[str, int]:
+        """This rank's process memory: resident now and the peak since it started (the OS's high-water mark)."""
+        import resource  # local: POSIX only, and only benchmarks ask
+
+        rss = 0
+        with open("/proc/self/statm") as f:  # Linux; 0 elsewhere
+            rss = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        return {"rss_bytes": rss, "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
 
     @torch.no_grad()
     def _reference_logps(self, batches: list[PackedBatch]) -> list[torch.Tensor]:
@@ -253,6 +283,7 @@ class LearnerEngine:
         lr = float(self.policy.get_lr()[0])
         self.policy.step()
         self.step += 1
+        self._ref_is_policy = False
         grad_norm = self.policy.get_global_grad_norm()
         keys = sorted(set(sums) | set(truncation.as_metrics()))
         local = {**sums, **truncation.as_metrics()}
@@ -354,6 +385,7 @@ class LearnerEngine:
         else:
             self._copy_into_reference(self._iter_policy())
         self.ref_source = None
+        self._ref_is_policy = True
 
     def _copy_into_reference(self, source: Iterable[tuple[str, torch.Tensor]]) -> None:
         import deepspeed  # local: heavy, reads DS_ACCELERATOR on first import
@@ -461,6 +493,7 @@ class LearnerEngine:
                 self._load_reference_weights(ref_path)
         self.ref_source = None if ref_dir in ("reference", REFERENCE_ADAPTER) else ref_dir
         self._ref_cache.clear()
+        self._ref_is_policy = False  # a resumed policy has moved from its reference (a checkpoint is after a step)
         return state
 
     def _load_reference_weights(self, path: str) -> None:
