@@ -234,7 +234,7 @@ def _raw_broadcast_vllm(actor, nbytes: int) -> float:
 def _install_timers(actor) -> None:
     """In the rollout actor (the in-process CPU engine: the actor is vLLM's worker process): wrap the steps of a
     sync with timers; each sync appends its figures to `actor._bench_parts`."""
-    import rayscale.rollout.vllm_extension as ext
+    import rayscale.wire.vllm_load as ext
 
     parts: list[dict] = []
     actor._bench_parts = parts
@@ -308,7 +308,7 @@ def run_vllm(args) -> dict:
     from rayscale.actors.rollout import RolloutManager
     from rayscale.pretrained import ensure
     from rayscale.sync.coordinator import WeightSync
-    from rayscale.sync.receiver import SyncError
+    from rayscale.wire.receiver import SyncError
 
     model_dir = str(ensure("smollm2-135m"))
     store = 512 << 20

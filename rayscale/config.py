@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from rayscale.sync import transports
+
 
 class ConfigError(ValueError):
     """A configuration problem a user can fix; the CLI prints it and exits with status 2."""
@@ -271,25 +273,6 @@ class LearnerConfig(_Strict):
 DEFAULT_BUCKET_BYTES = 64 << 20
 
 
-NATIVE_ENGINES = {"auto": "rayscale"}  # sync.native_backend -> the vLLM engine name (rayscale.rollout.vllm_extension)
-
-
-def native_engine(native_backend: str, rollout_gpus: float) -> str:
-    """The vLLM weight-transfer engine of `sync.native_backend`, refused where it cannot sync: vLLM's built-in
-    `nccl`/`ipc` need CUDA (elsewhere vLLM's NCCL transfer silently does nothing, vLLM issue #57022), and their
-    sending side is vLLM's own trainer engine, which a rayscale learner does not run. Checked when a config loads
-    (RayscaleConfig) and again by the coordinator (rayscale.sync.coordinator.WeightSync) that reads it."""
-    engine = NATIVE_ENGINES.get(native_backend, native_backend)
-    if engine in ("nccl", "ipc"):
-        where = ("the rollout workers hold no GPU (cluster.rollout.num_gpus: 0), and on a non-CUDA platform vLLM's "
-                 "transfer silently does nothing (vLLM issue #57022)" if rollout_gpus <= 0 else
-                 "its sending side is vLLM's trainer engine, which rayscale's learner does not run")
-        raise ValueError(f"sync.native_backend: {engine} cannot sync here: {where}. Use sync.native_backend: "
-                         "rayscale (or auto): rayscale's buckets through vLLM's weight-transfer API, over "
-                         "sync.backend (gloo, or nccl between GPUs)")
-    return engine
-
-
 class SyncConfig(_Strict):
     """Read by one place only: rayscale.sync.coordinator.WeightSync (the controller's, sender-side)."""
 
@@ -299,7 +282,8 @@ class SyncConfig(_Strict):
     transport: Literal["auto", "broadcast", "object_store", "vllm_native", "ipc"] = "auto"
     backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: nccl when rollout workers hold GPUs, else gloo
     # The vLLM weight-transfer engine of `vllm_native`: `rayscale` (registered by rayscale inside vLLM's workers:
-    # the broadcast buckets over the `backend` group, CPU or GPU; auto picks it), or vLLM's CUDA-only `nccl`/`ipc`
+    # the broadcast buckets over the `backend` group, CPU or GPU; auto picks it); vLLM's CUDA-only `nccl`/`ipc` are
+    # refused when the config loads (rayscale.sync.transports.VLLMNativeTransport says why)
     native_backend: Literal["auto", "rayscale", "nccl", "ipc"] = "auto"
     bucket_size_mb: float = Field(DEFAULT_BUCKET_BYTES / (1 << 20), gt=0)
     # Checksum every bucket on both sides, then make every engine generate greedily from probe prompts and
@@ -520,15 +504,9 @@ class RayscaleConfig(_Strict):
                              "right with a wrong sample of the same prompt, so no pair can ever be built; set "
                              "algo.samples_per_prompt to 2 or more (4: the default), or use correction or "
                              "step_controlled, which pair one sample with its own continuation")
-        if self.sync.transport == "vllm_native":
-            if self.rollout.backend != "vllm":
-                raise ValueError(f"sync.transport: vllm_native syncs through vLLM's weight-transfer API; it needs "
-                                 f"rollout.backend: vllm (not {self.rollout.backend}), or use sync.transport: "
-                                 "broadcast")
-            native_engine(self.sync.native_backend, self.cluster.rollout.num_gpus)
-        if self.sync.transport == "ipc" and not self.cluster.colocate:
-            raise ValueError("sync.transport: ipc hands each learner rank's weights to the rollout worker in its own "
-                             "bundle through shared memory; it needs cluster.colocate: true (or use broadcast)")
+        sync_problem = transports.problem(self)  # the chosen transport's capability check: here, once
+        if sync_problem:
+            raise ValueError(sync_problem)
         if self.cluster.colocate:
             colocation_problem = _colocation_problem(self)
             if colocation_problem:

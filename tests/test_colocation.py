@@ -158,18 +158,19 @@ def test_a_bucket_handed_over_in_memory_is_checked_against_the_senders_sum(local
 
     import torch
 
-    from rayscale.sync.buckets import iter_buckets
-    from rayscale.sync.receiver import SyncError
-    from rayscale.sync.shared import open_shared, share
+    from rayscale.sync.transports import IPCTransport
+    from rayscale.wire.buckets import iter_buckets
+    from rayscale.wire.handover import stamp, to_bytes
+    from rayscale.wire.receiver import SyncError
 
-    bucket = next(iter_buckets([("w", torch.arange(6, dtype=torch.float32))], 1 << 20))
-    meta_json, payload = share(bucket, verify=True)  # a CPU bucket: into the node's object store
-    got = open_shared(meta_json, payload, torch.device("cpu"), verify=True)
+    bucket = stamp(next(iter_buckets([("w", torch.arange(6, dtype=torch.float32))], 1 << 20)), verify=True)
+    meta_json, payload = IPCTransport._put(*to_bytes(bucket))  # a CPU bucket: into the node's object store
+    got = IPCTransport._fetched(meta_json, payload, verify=True)
     assert torch.equal(got.flat, torch.arange(6, dtype=torch.float32))
     wrong = json.dumps({**json.loads(meta_json), "checksum": json.loads(meta_json)["checksum"] + 1})
     with pytest.raises(SyncError, match="bucket 0: checksum mismatch after the hand-over"):
-        open_shared(wrong, payload, torch.device("cpu"), verify=True)
-    open_shared(wrong, payload, torch.device("cpu"), verify=False)  # unchecked unless sync.verify
+        IPCTransport._fetched(wrong, payload, verify=True)
+    IPCTransport._fetched(wrong, payload, verify=False)  # unchecked unless sync.verify
 
 
 @pytest.mark.ray

@@ -199,7 +199,7 @@ def test_a_rollout_engine_on_the_synced_weights_generates_like_the_lora_policy(t
     from rayscale.rollout.backends import HFBackend
     from rayscale.rollout.hf_engine import HFEngine
     from rayscale.sync import output_check
-    from rayscale.sync.buckets import iter_buckets
+    from rayscale.wire.buckets import iter_buckets
 
     engine, _, _ = trained
     rollout_cfg = RolloutConfig(device="cpu", temperature=0.0, max_new_tokens=GREEDY_TOKENS)

@@ -121,7 +121,13 @@ NO_HEAVY = [  # none of HEAVY
 ]
 NO_RAY = [  # torch is theirs, Ray is their actor's (rayscale.actors.*); backends pulls in every engine module
     "rayscale.rollout.backends", "rayscale.rollout.vllm_extension",
+    # the wire of weight sync: vLLM's worker processes load it, and they must not load Ray
+    "rayscale.wire", "rayscale.wire.buckets", "rayscale.wire.group", "rayscale.wire.protocol",
+    "rayscale.wire.receiver", "rayscale.wire.handover", "rayscale.wire.vllm_load",
+    # the transports' capability checks run when a config loads: neither Ray nor torch until a half runs
+    "rayscale.config", "rayscale.sync.transports",
 ]
+NO_HEAVY += ["rayscale.config", "rayscale.sync.transports"]
 
 
 # Run in the fresh interpreter: import the module, and say for each of HEAVY it loaded which rayscale line did it.
@@ -170,7 +176,8 @@ def test_heavy_import_check_sees_ray():
 
 # Stricter for the code Ray actors only wrap: no Ray anywhere in it, not even inside a function (the Ray shells are
 # rayscale/actors/*, and rayscale/cluster.py connects). `rayscale verify` ran Ray through verify/batch.py this way.
-RAY_FREE = ["verify/*.py", "teacher/*.py", "data/*.py", "rollout/*.py", "text.py", "prompts.py", "tracking.py",
+RAY_FREE = ["verify/*.py", "teacher/*.py", "data/*.py", "rollout/*.py", "wire/*.py", "text.py",
+            "prompts.py", "tracking.py",
             "pretrained.py", "models.py", "run_setup.py", "learner/deepspeed_config.py"]
 RAY_CODE = ("ray", "rayscale.actors", "rayscale.cluster")
 

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from rayscale.config import AlgoConfig, LearnerConfig, RoleResources, RolloutConfig, SyncConfig, VLLMConfig
-from rayscale.sync.buckets import state_checksums
 from rayscale.types import PreferencePair, RolloutRequest
+from rayscale.wire.buckets import state_checksums
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 
@@ -166,7 +166,7 @@ def test_colocated_vllm_sleeps_for_the_learner_and_takes_its_weights_by_cuda_ipc
         "sync.bucket_size_mb=0.25"])
     placements = place_roles(cfg, roles=("learner", "rollout"))
     weight_sync = WeightSync(cfg.sync, rollout_gpus=1, colocated=True)
-    assert weight_sync.transport == "ipc"
+    assert weight_sync.transport.name == "ipc"
     manager = learner = None
     try:
         manager = RolloutManager(str(model_dir), cfg.rollout, placement=placements["rollout"], colocated=True)

@@ -13,6 +13,8 @@ pytestmark = pytest.mark.ray
 
 ray = pytest.importorskip("ray")
 
+import torch  # noqa: E402
+
 from rayscale.config import RoleResources, RolloutConfig, SyncConfig, TinyModelConfig  # noqa: E402
 from rayscale.types import RolloutRequest  # noqa: E402
 from tests.ray_faults import kill_and_wait_dead  # noqa: E402
@@ -153,3 +155,30 @@ def test_close_forgets_the_last_sync_and_the_next_push_builds_a_new_group(manage
     ray.get(learner.train_step.remote(STEP_TEXT))
     weight_sync.push(learner, manager, 6)
     _assert_workers_equal_learner(manager, learner, 6)
+
+
+def _learner_state(learner) -> dict:
+    return ray.get(learner.__ray_call__.remote(lambda self: {n: t.detach().clone() for n, t in
+                                                             self.model.state_dict().items()}))
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "object_store", "ipc"])
+def test_a_sync_restores_scrambled_engines_exactly(manager, learner, weight_sync, transport):
+    """Scramble-and-restore (tests/scramble.py): noise into every worker's weights, one sync, then every tensor of
+    every worker is the learner's, the tied embedding / LM head included. ipc pairs one sender per worker; the
+    stand-in learner plays every rank."""
+    from tests.scramble import engine_weights, mismatches, scramble
+
+    state = _learner_state(learner)
+    assert state["lm_head.weight"].data_ptr() == state["model.embed_tokens.weight"].data_ptr()  # tied
+    specs = [(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in state.items()]
+    assert ray.get([w.__ray_call__.remote(scramble, specs, 11) for w in manager.workers]) == [len(specs)] * 2
+    scrambled = ray.get(manager.workers[0].__ray_call__.remote(engine_weights))
+    assert len(mismatches(scrambled, state, torch.float32)) == len(scrambled)  # the noise reached every tensor
+    version = weight_sync.version + 1
+    senders = [learner] * len(manager.workers) if transport == "ipc" else learner
+    weight_sync.push(senders, manager, version, transport=transport)
+    for w in manager.workers:
+        engine = ray.get(w.__ray_call__.remote(engine_weights))
+        assert set(engine) == set(state) and mismatches(engine, state, torch.float32) == []
+    assert manager.policy_versions() == [version] * 2

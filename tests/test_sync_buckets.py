@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayscale.sync.buckets import (
+from rayscale.wire.buckets import (
     BucketPacker,
     bucket_from_bytes,
     bucket_to_bytes,
@@ -14,7 +14,7 @@ from rayscale.sync.buckets import (
     state_checksums,
     unflatten,
 )
-from rayscale.sync.receiver import ModelReceiver, SyncError
+from rayscale.wire.receiver import ModelReceiver, SyncError
 
 
 def _named():
@@ -202,8 +202,8 @@ class _FakeWork:
 
 
 def test_buffer_pool_reuses_idle_buffers_and_waits_for_the_oldest_only_at_depth():
-    from rayscale.sync.buckets import Bucket, BucketMeta
     from rayscale.sync.sender import BufferPool
+    from rayscale.wire.buckets import Bucket, BucketMeta
 
     pool = BufferPool("cpu", depth=2)
 

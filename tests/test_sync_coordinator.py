@@ -12,12 +12,11 @@ import ast
 from pathlib import Path
 
 import pytest
-import torch
 
 from rayscale.config import DEFAULT_BUCKET_BYTES, ConfigError, SyncConfig, load_config
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rayscale"
-ALLOWED = {"config.py", "sync/coordinator.py"}  # the definition, and its one reader
+ALLOWED = {"config.py", "sync/coordinator.py", "sync/transports.py"}  # the definition, its reader, the capability checks
 
 
 def sync_readers(source: str) -> list[str]:
@@ -84,9 +83,11 @@ def test_the_scan_lets_the_rest_pass(source):
 
 def test_the_coordinator_reads_every_setting_once_and_hands_out_plain_values():
     from rayscale.sync.coordinator import WeightSync
+    from rayscale.sync.transports import ObjectStoreTransport
 
     ws = WeightSync(SyncConfig(transport="object_store", bucket_size_mb=0.5, verify=True, timeout_s=7), 0)
-    assert (ws.transport, ws.backend, ws.bucket_bytes, ws.verify, ws.timeout_s) == (
+    assert isinstance(ws.transport, ObjectStoreTransport)
+    assert (ws.transport.name, ws.backend, ws.bucket_bytes, ws.verify, ws.timeout_s) == (
         "object_store", "gloo", 1 << 19, True, 7)
     assert WeightSync(SyncConfig(), rollout_gpus=1).backend == "nccl"  # auto: NCCL when rollout workers hold GPUs
     assert WeightSync(SyncConfig(backend="gloo"), rollout_gpus=1).backend == "gloo"
@@ -106,50 +107,74 @@ def test_an_unknown_transport_is_refused_before_anything_is_sent():
         WeightSync().push([], Manager(), 1, transport="carrier pigeon")
 
 
+# ------------------------------------------------------------------ one object per transport
+def test_every_configurable_transport_is_one_registered_class_chosen_once():
+    import pickle
+
+    from rayscale.sync.transports import TRANSPORTS, choose
+
+    names = set(SyncConfig.model_fields["transport"].annotation.__args__) - {"auto"}
+    assert names == set(TRANSPORTS)
+    assert len({type(t) for t in TRANSPORTS.values()}) == len(TRANSPORTS)
+    for name, transport in TRANSPORTS.items():
+        assert transport.name == name and choose(SyncConfig(transport=name), False) is transport
+        assert pickle.loads(pickle.dumps(transport)) is transport  # travels to the actors as the registered object
+    assert choose(SyncConfig(), colocated=True).name == "ipc" and choose(SyncConfig(), False).name == "broadcast"
+
+
+def transport_names_in(source: str) -> list[str]:
+    """String constants in `source` that are a transport's name (docstrings aside): a branch on the transport."""
+    from rayscale.sync.transports import TRANSPORTS
+
+    tree = ast.parse(source)
+    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                  if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and n.body
+                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    return [f"line {n.lineno}: {n.value!r}" for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and n.value in TRANSPORTS and id(n) not in docstrings]
+
+
+def test_the_name_scan_sees_a_branch():
+    assert transport_names_in('if transport == "vllm_native":\n    pass\n')
+    assert not transport_names_in('def f():\n    """through the object_store, then ipc"""\n')
+
+
+# config.py declares the names (sync.transport's Literal) and resolves `auto`; transports.py is where they live
+@pytest.mark.parametrize("path", [p for p in sorted(PACKAGE.rglob("*.py"))
+                                  if p.relative_to(PACKAGE).as_posix() not in {"config.py", "sync/transports.py"}],
+                         ids=lambda p: p.relative_to(PACKAGE).as_posix())
+def test_no_module_outside_the_transport_classes_names_a_transport(path):
+    found = transport_names_in(path.read_text())
+    assert not found, (f"rayscale/{path.relative_to(PACKAGE).as_posix()} names a transport {found}: call the "
+                       "transport object (rayscale.sync.transports) instead of branching on its name")
+
+
 # ------------------------------------------------------------------ sync.transport: vllm_native
 def test_vllm_native_builds_the_engines_with_rayscales_weight_transfer_engine():
     from rayscale.sync.coordinator import WeightSync
 
     cfg = load_config(None, ["sync.transport=vllm_native", "rollout.backend=vllm"]).sync
     ws = WeightSync(cfg, rollout_gpus=0)
-    assert (ws.transport, ws.backend, ws.native_engine, ws.vllm_weight_transfer) == (
-        "vllm_native", "gloo", "rayscale", "rayscale")  # auto: rayscale's engine, over the gloo group on CPU
+    assert (ws.transport.name, ws.backend, ws.vllm_weight_transfer) == (
+        "vllm_native", "gloo", "rayscale")  # auto: rayscale's engine, over the gloo group on CPU
     assert WeightSync(SyncConfig(native_backend="rayscale"), 0).vllm_weight_transfer is None  # not the transport
     with pytest.raises(ConfigError, match="native_backend"):
         load_config(None, ["sync.native_backend=carrier_pigeon"])
 
 
 @pytest.mark.parametrize("backend", ["nccl", "ipc"])
-def test_vllms_cuda_only_weight_transfer_is_refused_where_it_would_sync_nothing(backend):
-    from rayscale.sync.coordinator import WeightSync
-
-    # vLLM issue #57022: off CUDA, vLLM's NCCL transfer returns as if it had synced. Refused up front, by key.
-    with pytest.raises(ValueError, match=rf"sync.native_backend: {backend} cannot sync here: the rollout workers "
-                                         r"hold no GPU .*#57022.*Use sync.native_backend: rayscale"):
-        WeightSync(SyncConfig(transport="vllm_native", native_backend=backend), rollout_gpus=0)
-    with pytest.raises(ValueError, match="trainer engine.*Use sync.native_backend: rayscale"):
-        WeightSync(SyncConfig(transport="vllm_native", native_backend=backend), rollout_gpus=1)
-    # and a config that asks for it fails when it loads (exit 2 from the CLI), not when the trainer starts
-    with pytest.raises(ConfigError, match=rf"sync.native_backend: {backend} cannot sync here"):
-        load_config(None, ["sync.transport=vllm_native", "rollout.backend=vllm", f"sync.native_backend={backend}"])
+def test_vllms_cuda_only_weight_transfer_is_refused_when_the_config_loads(backend):
+    # vLLM issue #57022: off CUDA, vLLM's NCCL transfer returns as if it had synced. Refused up front, by key, once:
+    # when the config loads (exit 2 from the CLI), not when the trainer or an engine starts.
+    base = ["sync.transport=vllm_native", "rollout.backend=vllm", f"sync.native_backend={backend}"]
+    with pytest.raises(ConfigError, match=rf"sync.native_backend: {backend} cannot sync here: the rollout workers "
+                                          r"hold no GPU .*#57022.*Use sync.native_backend: rayscale"):
+        load_config(None, base)
+    with pytest.raises(ConfigError, match="trainer engine.*Use sync.native_backend: rayscale"):
+        load_config(None, [*base, "cluster.rollout.num_gpus=1"])
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="the refusal of a CPU engine")
-def test_a_cpu_vllm_engine_refuses_cuda_only_weight_transfer_before_it_starts():
-    from rayscale.config import VLLMConfig
-    from rayscale.rollout.vllm_engine import make_llm
-
-    with pytest.raises(ValueError, match="'ipc' weight transfer needs CUDA.*sync.native_backend: rayscale"):
-        make_llm("no-model-needed", VLLMConfig(), seed=0, weight_transfer="ipc")  # before vLLM is even imported
-
-
-def test_the_hf_backend_refuses_vllm_native():
-    from rayscale.config import RolloutConfig
-    from rayscale.rollout.backends import make_backend
-
+def test_the_hf_backend_refuses_vllm_native_when_the_config_loads():
     with pytest.raises(ConfigError, match="vllm_native syncs through vLLM's weight-transfer API; it needs "
                                           "rollout.backend: vllm"):
         load_config(None, ["sync.transport=vllm_native"])  # the default rollout backend is hf
-
-    with pytest.raises(ValueError, match="vllm_native .* needs rollout.backend: vllm"):
-        make_backend("no-model-needed", RolloutConfig(backend="hf"), weight_transfer="rayscale")

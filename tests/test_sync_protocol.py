@@ -8,10 +8,10 @@ import threading
 import pytest
 import torch
 
-from rayscale.sync.buckets import iter_buckets, state_checksums
-from rayscale.sync.group import SyncGroup, host_store
-from rayscale.sync.protocol import receive_all, send_stream
-from rayscale.sync.receiver import ModelReceiver, SyncError
+from rayscale.wire.buckets import iter_buckets, state_checksums
+from rayscale.wire.group import SyncGroup, host_store
+from rayscale.wire.protocol import receive_all, send_stream
+from rayscale.wire.receiver import ModelReceiver, SyncError
 
 
 def _run_members(world_size: int, fn, timeout_s: float = 30.0):
@@ -68,7 +68,7 @@ def test_every_receiver_ends_bit_identical_to_the_sender_and_syncs_repeat_in_pla
 
 
 def test_a_corrupt_bucket_fails_the_receiver_after_draining_and_the_sender_finishes(monkeypatch):
-    import rayscale.sync.protocol as protocol
+    import rayscale.wire.protocol as protocol
 
     real = protocol.checksum
     # what a transfer that flipped bits looks like from the receiving side
@@ -111,7 +111,7 @@ def test_with_a_plan_the_layout_is_announced_and_a_changed_layout_fails_both_sid
 
 
 def test_a_consumer_that_stops_early_leaves_the_stream_in_step():
-    from rayscale.sync.protocol import iter_received
+    from rayscale.wire.protocol import iter_received
 
     src = _model(0)
     buckets = list(iter_buckets(src.state_dict().items(), 128))

@@ -20,8 +20,8 @@ from rayscale.config import (
     SyncConfig,
     VLLMConfig,
 )
-from rayscale.sync.receiver import SyncError
 from rayscale.types import PreferencePair, RolloutRequest
+from rayscale.wire.receiver import SyncError
 from tests.ray_faults import kill_and_wait_dead
 
 ray = pytest.importorskip("ray")
@@ -101,7 +101,7 @@ def tiny(local_ray, tiny_dir):
 
 
 # vllm_native: vLLM's own weight-transfer API with the engine rayscale registers in vLLM's worker (vllm_transfer.py);
-# ipc: the colocated hand-over through the node's shared-memory object store (rayscale.sync.shared)
+# ipc: the colocated hand-over through the node's shared-memory object store (rayscale.wire.handover)
 @pytest.mark.parametrize("transport", ["broadcast", "object_store", "vllm_native", "ipc"])
 def test_dpo_step_then_sync_makes_vllm_generate_what_the_learner_generates(tiny, transport):
     assert tiny.engine_greedy() == tiny.learner_greedy()  # both start from the same directory
@@ -117,7 +117,7 @@ def _native_loads_nothing(worker_instance, on: bool):
     """Inside the rollout actor (in-process engine): make rayscale's vLLM weight-transfer engine consume each sync
     and load nothing, as vLLM's NCCL transfer does off CUDA (vLLM issue #57022); `on=False` puts it back."""
     from rayscale.rollout import vllm_transfer
-    from rayscale.sync.protocol import SyncReport
+    from rayscale.wire.protocol import SyncReport
 
     engine = vllm_transfer.BucketTransferEngine
     real = engine.__dict__.get("_real_receive", engine.receive_weights)
@@ -147,17 +147,16 @@ def test_a_native_sync_that_loads_nothing_fails_the_output_check(tiny):
 def _skip_gemm_refresh(worker_instance):
     """Inside the rollout actor (in-process engine): bring back the bug where a tied lm_head keeps its old packed
     CPU GEMM after a reload."""
-    import rayscale.rollout.vllm_extension as ext
+    import rayscale.wire.vllm_load as load
 
-    ext.refresh_cpu_gemms = lambda model: 0
+    load._real_refresh = load.__dict__.get("_real_refresh", load.refresh_cpu_gemms)
+    load.refresh_cpu_gemms = lambda model: 0
 
 
 def _restore_gemm_refresh(worker_instance):
-    import importlib
+    import rayscale.wire.vllm_load as load
 
-    import rayscale.rollout.vllm_extension as ext
-
-    importlib.reload(ext)  # the extension class is already mixed in; the module-level function is what changed
+    load.refresh_cpu_gemms = load._real_refresh
 
 
 def test_a_restarted_vllm_worker_catches_up_before_it_generates(tiny):

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from rayscale.config import DEFAULT_BUCKET_BYTES
-from rayscale.sync.buckets import state_checksums
 from rayscale.sync.sender import WeightSenderMixin
+from rayscale.wire.buckets import state_checksums
 
 
 class ToyLearner(WeightSenderMixin):

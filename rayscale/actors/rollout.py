@@ -19,9 +19,8 @@ from rayscale.colocation import ENGINE_PARTS, Holdings
 from rayscale.config import RoleResources, RolloutConfig
 from rayscale.failures import actor_death_errors, death_cause
 from rayscale.rollout.scheduling import balance
-from rayscale.sync.receiver import SyncError
-from rayscale.sync.shared import is_cuda_handle, open_shared
 from rayscale.types import RolloutRequest, Sample
+from rayscale.wire.receiver import SyncError
 
 log = logging.getLogger(__name__)
 ACTOR_DEATHS = actor_death_errors()
@@ -70,48 +69,22 @@ class RolloutWorker:
         self.holdings.take(tags)
         return {**self.backend.wake_up(tags), **self.holdings.report()}
 
-    def init_sync_group(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: str = "gloo",
-                        timeout_s: float = 300.0, transport: str = "broadcast") -> None:
-        """`transport`: broadcast (the backend's own receiver) or vllm_native (vLLM's weight-transfer engine)."""
-        init = self._native().init_native_transfer if transport == "vllm_native" else self.backend.init_sync_group
-        init(master_addr, master_port, world_size, rank, backend, timeout_s)
+    def init_sync_group(self, transport, master_addr: str, master_port: int, world_size: int, rank: int,
+                        backend: str = "gloo", timeout_s: float = 300.0) -> None:
+        """Join the sync group the way `transport` (rayscale.sync.transports, the coordinator's choice) joins."""
+        transport.join(self.backend, master_addr, master_port, world_size, rank, backend, timeout_s)
 
     def close_sync_group(self) -> None:
         self.backend.close_sync_group()
 
-    def receive_weights(self, version: int, verify: bool = False, transport: str = "broadcast") -> dict:
-        """Broadcast (or vllm_native) transport: take part in the sender's `send_weights` (call both at once)."""
-        receive = self._native().receive_native if transport == "vllm_native" else self.backend.receive_weights
+    def receive_weights(self, transport, version: int, payload=None, verify: bool = False) -> dict | None:
+        """The receiving half of `transport`: take part in the sender's broadcast (call both at once) or load what
+        the senders handed over (`payload`). Until it completes the worker refuses to generate."""
         self.holdings.require("receive weights", ("weights",))
         self.version = _NO_WEIGHTS
-        report = receive(version, verify)
+        report = transport.receive(self.backend, version, payload, verify)
         self.version = version
         return report
-
-    def _native(self):
-        if not hasattr(self.backend, "receive_native"):
-            raise ValueError(f"rollout worker {self.index}: sync.transport vllm_native needs rollout.backend: vllm, "
-                             f"not {self.cfg.backend}")
-        return self.backend
-
-    def load_weights_from_refs(self, version: int, refs: list, verify: bool = False) -> None:
-        """Object-store transport: `refs` is what the sender's `send_weights(transport="object_store")` returned."""
-        self.holdings.require("receive weights", ("weights",))
-        self.version = _NO_WEIGHTS
-        # one bucket in memory at a time
-        self.backend.load_buckets(open_shared(m, ref, self.backend.device, verify) for m, ref in refs)
-        self.version = version
-
-    def load_shared_weights(self, version: int, items: list, verify: bool = False) -> None:
-        """ipc transport: what the learner rank in this worker's own bundle shared (rayscale.sync.shared): pages
-        of the node's object store on CPU, CUDA IPC handles on GPU (a vLLM engine opens those in its workers)."""
-        self.holdings.require("receive weights", ("weights",))
-        self.version = _NO_WEIGHTS
-        if items and is_cuda_handle(items[0][1]) and hasattr(self.backend, "load_cuda_handles"):
-            self.backend.load_cuda_handles(items, verify)
-        else:
-            self.backend.load_buckets(open_shared(m, p, self.backend.device, verify) for m, p in items)
-        self.version = version
 
     def get_state_checksum(self) -> dict[str, int]:
         return self.backend.state_checksums()

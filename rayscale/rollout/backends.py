@@ -2,16 +2,19 @@
 
     generate(requests, version) -> list[list[Sample]]
     sync_ranks                  members this backend adds to the sync group (1; vLLM: one per TP/PP worker)
-    init_sync_group(master_addr, master_port, world_size, rank, backend, timeout_s)
-    receive_weights(version, verify) -> SyncReport-like dict      (broadcast transport)
-    init_native_transfer(...), receive_native(version, verify)     (vllm_native transport: vLLM only)
-    load_buckets(buckets)                                          (object-store and CPU ipc transports)
-    load_cuda_handles(items, verify)     (GPU ipc transport: vLLM only, opened in its workers)
-    device                      where its weights live (a GPU ipc bucket is opened there)
+
+and the receiving primitives the transports (rayscale.sync.transports) call, each a piece of the Ray-free wire
+(rayscale.wire); a backend never asks which transport called:
+
+    init_sync_group(master_addr, master_port, world_size, rank, backend, timeout_s), close_sync_group()
+    receive_weights(version, verify) -> SyncReport-like dict      a broadcast over that group
+    init_native_transfer(...), receive_native(version, verify)     vLLM only: through vLLM's weight-transfer API
+    load_buckets(buckets)                                          buckets handed over in memory
+    load_cuda_handles(items, verify)                               CUDA IPC handles of buckets on this GPU
+    device                      where its weights live
     state_checksums() -> {name: checksum}
     sleep(level) -> dict, wake_up(tags) -> dict   free / take back device memory (cluster.colocate), with a report
     dtype                       the engine's compute dtype ("float32", "bfloat16", ...), for output checks
-    close_sync_group()
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ from collections.abc import Iterable
 from rayscale.config import RolloutConfig
 from rayscale.rollout.hf_engine import HFEngine
 from rayscale.rollout.vllm_engine import VLLMEngine
-from rayscale.sync.buckets import Bucket, state_checksums
-from rayscale.sync.group import Backend, SyncGroup
-from rayscale.sync.protocol import receive_all
-from rayscale.sync.receiver import ModelReceiver
+from rayscale.wire.buckets import Bucket, state_checksums
+from rayscale.wire.group import Backend, SyncGroup
+from rayscale.wire.handover import open_cuda
+from rayscale.wire.protocol import receive_all
+from rayscale.wire.receiver import ModelReceiver
 
 
 class HFBackend:
@@ -67,6 +71,9 @@ class HFBackend:
         self.receiver.finish()
         return report.summary()
 
+    def load_cuda_handles(self, items: list, verify: bool) -> None:
+        self.load_buckets(open_cuda(meta, handle, self.device, verify) for meta, (_, handle) in items)
+
     def load_buckets(self, buckets: Iterable[Bucket]) -> None:
         self.receiver.begin()
         device = self.engine.device
@@ -93,12 +100,10 @@ class HFBackend:
 
 def make_backend(model_path: str, cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
                  trust_remote_code: bool = False, weight_transfer: str | None = None, colocated: bool = False):
-    """`weight_transfer`: the vLLM weight-transfer engine of the vllm_native sync transport (None: not used).
-    `colocated`: the worker shares its device with a learner rank (cluster.colocate), so vLLM is built to sleep."""
+    """`weight_transfer`: the vLLM weight-transfer engine a vLLM engine is built with (the transport's
+    `vllm_weight_transfer`; None: none). `colocated`: the worker shares its device with a learner rank
+    (cluster.colocate), so vLLM is built to sleep."""
     if cfg.backend == "hf":
-        if weight_transfer is not None:
-            raise ValueError("sync.transport: vllm_native syncs through vLLM's weight-transfer API and needs "
-                             "rollout.backend: vllm; with the hf backend use broadcast or object_store")
         return HFBackend(HFEngine.from_path(model_path, cfg, dtype, worker_index, trust_remote_code))
     if cfg.backend == "vllm":
         return VLLMEngine(model_path, cfg, worker_index, trust_remote_code, weight_transfer, colocated)

@@ -21,8 +21,8 @@ from collections.abc import Iterable
 import torch
 
 from rayscale.config import CPU_KV_CACHE_GB, RolloutConfig, VLLMConfig
-from rayscale.sync.buckets import Bucket, bucket_to_bytes
 from rayscale.types import RolloutRequest, Sample
+from rayscale.wire.buckets import Bucket, bucket_to_bytes
 
 EXTENSION = "rayscale.rollout.vllm_extension.SyncWorkerExtension"
 CPU_STEP_TOKENS = 8192  # tokens per engine step on CPU: vLLM's 2,048 default, raised since prompts are not split
@@ -35,18 +35,12 @@ def on_cpu() -> bool:
     return not torch.cuda.is_available()
 
 
-CUDA_ONLY_TRANSFER = ("nccl", "ipc")  # vLLM's built-in weight-transfer engines that need CUDA
-
-
 def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool = False,
              worker_extension_cls: str | None = None, weight_transfer: str | None = None, sleep_mode: bool = False):
     """A `vllm.LLM` for `v`, on whatever device this process has. Every vLLM engine in rayscale is made here.
     `weight_transfer`: the vLLM weight-transfer engine to build it with (`weight_transfer_config`), None for none.
     `sleep_mode`: build it able to sleep (`enable_sleep_mode`; GPU only, the caller checks)."""
     cpu = on_cpu()
-    if cpu and weight_transfer in CUDA_ONLY_TRANSFER:  # vLLM would build it, then sync nothing (issue #57022)
-        raise ValueError(f"vLLM's {weight_transfer!r} weight transfer needs CUDA and this engine runs on the CPU; "
-                         "use sync.native_backend: rayscale")
     in_process = v.in_process if v.in_process is not None else cpu
     # Read by vLLM when the engine starts, in this process only (each Ray actor is its own process).
     os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0" if in_process else "1"
@@ -93,7 +87,7 @@ class VLLMEngine:
     def __init__(self, model_path: str, cfg: RolloutConfig, seed_salt: int = 0, trust_remote_code: bool = False,
                  weight_transfer: str | None = None, colocated: bool = False):
         self.cfg = cfg
-        self.weight_transfer = weight_transfer  # vLLM's weight-transfer engine (vllm_native transport) or None
+        self.weight_transfer = weight_transfer  # vLLM's weight-transfer engine it is built with, or None
         # Sleep mode frees GPU memory through vLLM's CUDA allocator hooks; vLLM on CPU has none to free.
         self.can_sleep = colocated and not on_cpu()
         self.llm = make_llm(model_path, cfg.vllm, cfg.seed + seed_salt, trust_remote_code, EXTENSION,
@@ -143,33 +137,23 @@ class VLLMEngine:
 
     def close_sync_group(self) -> None:
         self.llm.collective_rpc("rayscale_close_sync_group")
-        if self.weight_transfer is not None:  # the vllm_native transport's group lives in vLLM's engine
+        if self.weight_transfer is not None:  # a group joined through vLLM's weight-transfer engine lives there
             self.llm.shutdown_weight_transfer_engine()
 
-    # ---- the vllm_native transport: the same group and buckets, through vLLM's own weight-transfer API
+    # ---- the same group and buckets, through vLLM's own weight-transfer API (rayscale.rollout.vllm_transfer)
     def init_native_transfer(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: str,
                              timeout_s: float) -> None:
-        self._require_native()
         self.llm.init_weight_transfer_engine({"init_info": {
             "master_addr": master_addr, "master_port": master_port, "world_size": world_size, "rank_offset": rank,
             "backend": backend, "timeout_s": timeout_s}})
 
     def receive_native(self, version: int, verify: bool) -> dict:
         """Take part in the sender's broadcast `send_weights` inside one vLLM weight update."""
-        self._require_native()
         self.llm.start_weight_update()
         self.llm.update_weights({"update_info": {"version": version, "verify": verify}})
         self.llm.finish_weight_update(weight_version=str(version))
         self.llm.reset_prefix_cache()  # cached KV blocks were computed by the old weights
         return {"version": version}
-
-    def _require_native(self) -> None:
-        from rayscale.rollout.vllm_extension import ENGINE_NAME  # registers with vLLM on import: native only
-
-        if self.weight_transfer != ENGINE_NAME:
-            raise RuntimeError(f"this vLLM engine was built with weight transfer {self.weight_transfer!r}, not "
-                               f"{ENGINE_NAME!r}: build the RolloutManager with "
-                               "weight_transfer=WeightSync.vllm_weight_transfer (sync.transport: vllm_native)")
 
     def receive_weights(self, version: int, verify: bool) -> dict:
         reports = self.llm.collective_rpc("rayscale_receive_weights", args=(version, verify))
@@ -188,7 +172,7 @@ class VLLMEngine:
         self.llm.reset_prefix_cache()
 
     def load_cuda_handles(self, items: list, verify: bool) -> None:
-        """The GPU ipc transport: CUDA IPC handles of the learner rank's buckets (rayscale.sync.shared), opened by
+        """The GPU ipc transport: CUDA IPC handles of the learner rank's buckets (rayscale.wire.handover), opened by
         vLLM's workers themselves, which share that GPU; the handles cross collective_rpc as pickled bytes."""
         self.llm.collective_rpc("rayscale_begin_staging")
         for meta_json, (_, handle) in items:

@@ -1,5 +1,5 @@
 """rayscale's engine for vLLM's own weight-transfer API (`sync.transport: vllm_native`, `sync.native_backend:
-rayscale`): the broadcast transport's buckets (rayscale.sync.protocol, over a gloo or NCCL SyncGroup) received
+rayscale`): the broadcast transport's buckets (rayscale.wire.protocol, over a gloo or NCCL SyncGroup) received
 inside vLLM's `init_weight_transfer_engine` / `start_weight_update` / `update_weights` / `finish_weight_update`.
 
 vLLM's built-in engines cannot serve a CPU engine: `nccl` and `ipc` need CUDA, and on another platform vLLM's NCCL
@@ -21,9 +21,9 @@ from vllm.distributed.weight_transfer.base import (
 )
 from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, initialize_layerwise_reload
 
-from rayscale.rollout.vllm_extension import BucketLoader, after_reload, before_reload, keep_freed_memory_warm
-from rayscale.sync.group import SyncGroup
-from rayscale.sync.protocol import SyncReport
+from rayscale.wire.group import SyncGroup
+from rayscale.wire.protocol import SyncReport
+from rayscale.wire.vllm_load import BucketLoader, after_reload, before_reload, keep_freed_memory_warm
 
 
 @dataclass

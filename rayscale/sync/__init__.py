@@ -1,13 +1,3 @@
-"""Weight sync from learner rank 0 to every rollout worker: flat buckets over a dedicated broadcast group
-(gloo or NCCL) or through the Ray object store. See docs/rollout_and_sync.md."""
-
-from rayscale.sync.buckets import Bucket, BucketMeta, BucketPacker, checksum, iter_buckets, unflatten
-from rayscale.sync.group import SyncGroup
-from rayscale.sync.protocol import SyncReport, receive_all, send_stream
-from rayscale.sync.receiver import ModelReceiver, SyncError
-from rayscale.sync.sender import WeightSenderMixin
-
-__all__ = [
-    "Bucket", "BucketMeta", "BucketPacker", "ModelReceiver", "SyncError", "SyncGroup", "SyncReport",
-    "WeightSenderMixin", "checksum", "iter_buckets", "receive_all", "send_stream", "unflatten",
-]
+"""Weight sync from the learner to every rollout worker, driven from the controller: the transports (one class
+each, rayscale.sync.transports), the coordinator (WeightSync), the learner's sending mixin and the output check.
+The Ray-free wire they use is rayscale.wire. See docs/rollout_and_sync.md."""

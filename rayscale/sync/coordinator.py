@@ -3,20 +3,17 @@
     weight_sync = WeightSync(cfg.sync, rollout_gpus=cfg.cluster.rollout.num_gpus)
     learner = LearnerGroup(..., bucket_bytes=weight_sync.bucket_bytes)   # the one bucket size, given once
     rollout = RolloutManager(..., call_timeout_s=weight_sync.timeout_s,
-                             weight_transfer=weight_sync.vllm_weight_transfer)  # vLLM engines for vllm_native
+                             weight_transfer=weight_sync.vllm_weight_transfer)  # what vLLM engines are built with
     weight_sync.push(learner.ranks, rollout, version)                     # after every learner step
     weight_sync.close()                                                   # at shutdown
 
-It chooses the transport (`broadcast`: a process group of learner rank 0 and every rollout worker, built, keyed and
-torn down here; `object_store`: the same buckets through Ray; `ipc` (cluster.colocate): each learner rank's
-buckets to the worker in its own bundle through shared memory (rayscale.sync.shared); `vllm_native`: the broadcast's group and buckets,
-received by the vLLM weight-transfer engine `sync.native_backend` names, through vLLM's own weight-update API),
-retries a broadcast once when it failed cleanly
-(`SyncError`: every member finished the stream), replaces rollout workers that died during a sync (through the
-manager), catches a restarted worker up to the current weights (the manager's `on_restart` hook, which `push`
-sets) and runs the output check (`sync.verify`, rayscale.sync.output_check). Senders (learner rank actors with
-WeightSenderMixin) and receivers (RolloutWorker actors) only do what they are told; the rollout manager keeps its
-workers and generation and never reads a sync setting. See docs/rollout_and_sync.md.
+It holds the transport chosen once (rayscale.sync.transports: one object per transport; it never looks at which),
+the broadcast group the group transports share (members, key, rebuild, teardown), the retry of a sync that failed
+cleanly (`SyncError`: every member finished the stream), the replacement of rollout workers that died during a
+sync (through the manager), the catch-up of a restarted worker (the manager's `on_restart` hook, which `push` sets)
+and the output check (`sync.verify`, rayscale.sync.output_check). Senders (learner rank actors with
+WeightSenderMixin) and receivers (RolloutWorker actors) call the transport object they are handed; the rollout
+manager keeps its workers and generation and never reads a sync setting. See docs/rollout_and_sync.md.
 """
 
 from __future__ import annotations
@@ -27,18 +24,12 @@ import time
 import ray
 from ray.exceptions import RayActorError
 
-from rayscale.config import SyncConfig, native_engine
+from rayscale.config import SyncConfig
 from rayscale.sync import output_check
-from rayscale.sync.buckets import BucketMeta
-from rayscale.sync.receiver import SyncError
+from rayscale.sync.transports import CATCH_UP, Transport, choose, named
+from rayscale.wire.receiver import SyncError
 
 log = logging.getLogger(__name__)
-
-TRANSPORTS = ("broadcast", "object_store", "vllm_native", "ipc")
-def _handed_over(version: int, items: list, transport: str) -> dict:
-    """The report of a sync whose buckets went as [(metadata JSON, payload)] (object_store, ipc: one rank's)."""
-    nbytes = sum(BucketMeta.from_json(meta).nbytes for meta, _ in items)
-    return {"version": version, "buckets": len(items), "bytes": nbytes, "transport": transport}
 
 
 def _one_of(error: RayActorError, actors: list) -> bool:
@@ -52,18 +43,17 @@ class WeightSync:
     `rollout_gpus`: GPUs per rollout worker (`sync.backend: auto` picks NCCL when they hold any); `colocated`:
     every worker runs in its learner rank's bundle (`sync.transport: auto` picks ipc). The attributes
     (`transport`, `backend`, `bucket_bytes`, `verify`, `timeout_s`, `vllm_weight_transfer`) are what the rest of
-    the run is handed."""
+    the run is handed. Whether the config can sync this way was checked when it loaded (Transport.problem)."""
 
     def __init__(self, cfg: SyncConfig | None = None, rollout_gpus: float = 0.0, colocated: bool = False):
         cfg = cfg or SyncConfig()
-        self.transport: str = cfg.resolve_transport(colocated)  # colocated: cluster.colocate
+        self.transport: Transport = choose(cfg, colocated)
         self.backend: str = cfg.resolve_backend(rollout_gpus)
         self.bucket_bytes: int = cfg.bucket_bytes  # the learner's one bucket size: give it to LearnerGroup
         self.verify: bool = cfg.verify
         self.timeout_s: float = cfg.timeout_s  # group join and each call of a sync
-        self.native_engine: str = native_engine(cfg.native_backend, rollout_gpus)
-        # what vLLM rollout engines are built with (RolloutManager(weight_transfer=...)) so they can sync natively
-        self.vllm_weight_transfer: str | None = self.native_engine if self.transport == "vllm_native" else None
+        # what vLLM rollout engines are built with (RolloutManager(weight_transfer=...)), None for nothing
+        self.vllm_weight_transfer: str | None = self.transport.vllm_weight_transfer
         self.version = 0  # what every worker holds (0: the weights in model_path, the learner's starting point)
         self._senders: list = []  # those of the last sync, which still hold `version` between learner steps
         self._group_key: tuple | None = None  # (transport, sender, workers) of the live broadcast group
@@ -75,25 +65,18 @@ class WeightSync:
     def push(self, senders, rollout, version: int, transport: str | None = None) -> dict:
         """The senders' weights to every worker of `rollout` (a RolloutManager) as `version`; returns the sync's
         report. `senders`: learner rank 0's actor, or every rank actor (rank 0 first) when every rank must take part
-        in the gathers (ZeRO-3; LearnerGroup.ranks always works). A RayActorError naming one of the senders means
-        the learner side died: it is raised for the caller (the learner group's failure, not ours to repair)."""
+        in the gathers (ZeRO-3; LearnerGroup.ranks always works). `transport`: another registered transport's name
+        for this push (tests, benchmarks). A RayActorError naming one of the senders means the learner side died:
+        it is raised for the caller (the learner group's failure, not ours to repair)."""
         senders = list(senders) if isinstance(senders, (list, tuple)) else [senders]
-        transport = transport or self.transport
-        if transport not in TRANSPORTS:
-            raise ValueError(f"unknown sync transport {transport!r}; expected one of {', '.join(TRANSPORTS)}")
+        chosen = self.transport if transport is None else named(transport)
         rollout.on_restart = self._restarted
         self._pushing = True  # a worker replaced during the push gets the new weights with everybody else
         try:
-            if transport == "object_store":
-                report = self._send_via_object_store(senders, version, rollout.workers)
-            elif transport == "ipc":
-                report = self._recovering(lambda workers: self._send_in_place(senders, version, workers),
-                                          senders, rollout, version)
-            else:
-                report = self._recovering(lambda workers: self._broadcast(senders, workers, version, transport),
-                                          senders, rollout, version)
+            report = chosen.push(self, senders, rollout, version)
         finally:
             self._pushing = False
+        report = {**report, "transport": chosen.name}
         self.version, self._senders, self.last_report = version, senders, report
         if self.verify:
             self.check_outputs(senders, rollout.workers, version)
@@ -104,7 +87,7 @@ class WeightSync:
         it; then, with `sync.verify`, check their outputs. The broadcast group is rebuilt around them next push."""
         if not senders:
             raise RuntimeError(f"rollout workers must catch up to policy version {version} but no sender is known")
-        self._send_via_object_store(senders, version, workers)
+        CATCH_UP.deliver(self, senders, workers, version)
         if self.verify:
             self.check_outputs(senders, workers, version)
 
@@ -114,16 +97,16 @@ class WeightSync:
         learner's, whatever its checksums say: it is invalidated and the sync fails (rayscale.sync.output_check)."""
         requests = output_check.probe_requests()
         prompts = [r.prompt for r in requests]
-        outputs = self._get([w.generate.remote(requests) for w in workers])
-        dtypes = self._get([w.engine_dtype.remote() for w in workers])
+        outputs = self.call([w.generate.remote(requests) for w in workers])
+        dtypes = self.call([w.engine_dtype.remote() for w in workers])
         for w, out, dtype in zip(workers, outputs, dtypes):
             tokens = [samples[0].token_ids for samples in out]
-            scored = self._get([s.score_greedy.remote(prompts, tokens) for s in senders])[0]
+            scored = self.call([s.score_greedy.remote(prompts, tokens) for s in senders])[0]
             problems = output_check.disagreements(tokens, scored["scores"],
                                                   output_check.tolerance(dtype, scored["dtype"]))
             if problems:
-                self._get([w.invalidate.remote()])
-                index = self._get([w.ready.remote()])[0]["index"]
+                self.call([w.invalidate.remote()])
+                index = self.call([w.ready.remote()])[0]["index"]
                 raise SyncError(f"rollout worker {index} ({dtype}) does not compute with the learner's weights of "
                                 f"version {version}: " + "; ".join(problems[:3]))
 
@@ -141,10 +124,10 @@ class WeightSync:
             return  # during a push the broadcast that follows brings it along; at version 0 it is current
         self.catch_up(self._senders, workers, self.version)
 
-    # ------------------------------------------------------------------ transports
-    def _recovering(self, send, senders: list, rollout, version: int) -> dict:
-        """`send(workers)` (broadcast, vllm_native or ipc), retried once when it failed cleanly (`SyncError`: every
-        member finished, the data was wrong), and redone after replacing a worker that died in it."""
+    # ------------------------------------------------------------------ what the transports call
+    def recovering(self, send, senders: list, rollout, version: int) -> dict:
+        """`send(workers)`, retried once when it failed cleanly (`SyncError`: every member finished, the data was
+        wrong), and redone after replacing a worker that died in it."""
         try:
             return send(rollout.workers)
         except SyncError as e:  # every member finished the stream: the group is fine, the data was not
@@ -157,12 +140,14 @@ class WeightSync:
             rollout.replace_dead_workers()
             return send(rollout.workers)
 
-    def _broadcast(self, senders: list, workers: list, version: int, transport: str) -> dict:
-        self._ensure_group(senders[0], workers, transport)
-        recv = [w.receive_weights.remote(version, self.verify, transport) for w in workers]
-        send = [s.send_weights.remote(version, "broadcast", self.verify) for s in senders]
+    def broadcast(self, transport: Transport, senders: list, workers: list, version: int) -> dict:
+        """One sync over the group of senders[0] and `workers` (built or rebuilt for `transport`): every worker
+        receives through `transport` while every sender sends through it."""
+        self._ensure_group(transport, senders[0], workers)
+        recv = [w.receive_weights.remote(transport, version, None, self.verify) for w in workers]
+        send = [s.send_weights.remote(transport, version, self.verify) for s in senders]
         try:
-            return {**self._get(send + recv)[0], "transport": transport}
+            return self.call(send + recv)[0]
         except SyncError:
             raise
         except Exception:
@@ -172,41 +157,25 @@ class WeightSync:
             ray.wait(send, num_returns=len(send), timeout=self.timeout_s)
             raise
 
-    def _send_via_object_store(self, senders: list, version: int, workers: list) -> dict:
-        refs = self._get([s.send_weights.remote(version, "object_store", self.verify) for s in senders])[0]
-        self._get([w.load_weights_from_refs.remote(version, refs, self.verify) for w in workers])
-        return _handed_over(version, refs, "object_store")
-
-    def _send_in_place(self, senders: list, version: int, workers: list) -> dict:
-        """ipc (cluster.colocate): rank i's weights to worker i, which runs in rank i's bundle, through shared
-        memory (rayscale.sync.shared): the node's object store on CPU, CUDA IPC on GPU. Every rank sends."""
-        if len(senders) != len(workers):
-            raise ValueError(f"sync.transport ipc pairs learner rank i with rollout worker i: {len(senders)} "
-                             f"sender(s) for {len(workers)} worker(s); pass every rank (LearnerGroup.ranks)")
-        shared = self._get([s.send_weights.remote(version, "ipc", self.verify) for s in senders])
-        try:
-            self._get([w.load_shared_weights.remote(version, items, self.verify)
-                       for w, items in zip(workers, shared)])
-        finally:  # the senders' GPU buckets lived on for the handles only
-            self._get([s.release_shared_weights.remote() for s in senders])
-        return _handed_over(version, shared[0], "ipc")
+    def call(self, refs: list):
+        return ray.get(refs, timeout=self.timeout_s)
 
     # ------------------------------------------------------------------ the broadcast group
-    def _ensure_group(self, sender, workers: list, transport: str) -> None:
+    def _ensure_group(self, transport: Transport, sender, workers: list) -> None:
         """A group of `sender` (rank 0) and every worker (each with as many ranks as its engine has sync members),
-        rebuilt whenever either side changed (a restarted worker, a new learner group) or the transport did (a
-        vllm_native group lives in vLLM's weight-transfer engine, a broadcast one beside it)."""
-        key = (transport, sender._actor_id, tuple(w._actor_id for w in workers))
+        rebuilt whenever either side changed (a restarted worker, a new learner group) or the transport did (each
+        joins its own way: vLLM's weight-transfer engine holds its group, the extension its own)."""
+        key = (transport.name, sender._actor_id, tuple(w._actor_id for w in workers))
         if key == self._group_key:
             return
         self._close_group(also=[sender, *workers])
-        ranks = self._get([w.sync_ranks.remote() for w in workers])
+        ranks = self.call([w.sync_ranks.remote() for w in workers])
         world = 1 + sum(ranks)
-        ip, port = self._get([sender.sync_endpoint.remote(world, self.timeout_s)])[0]
+        ip, port = self.call([sender.sync_endpoint.remote(world, self.timeout_s)])[0]
         offsets = [1 + sum(ranks[:i]) for i in range(len(ranks))]
         self._members = [sender, *workers]
-        self._get([sender.init_sync_group.remote(ip, port, world, self.backend, self.timeout_s)]
-                  + [w.init_sync_group.remote(ip, port, world, r, self.backend, self.timeout_s, transport)
+        self.call([sender.init_sync_group.remote(ip, port, world, self.backend, self.timeout_s)]
+                  + [w.init_sync_group.remote(transport, ip, port, world, r, self.backend, self.timeout_s)
                      for w, r in zip(workers, offsets)])
         self._group_key = key
 
@@ -221,5 +190,3 @@ class WeightSync:
                 log.debug("closing a sync group: %s", e)
         self._members, self._group_key = [], None
 
-    def _get(self, refs: list):
-        return ray.get(refs, timeout=self.timeout_s)

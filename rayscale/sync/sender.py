@@ -4,22 +4,25 @@ It relies on three things of the class it is mixed into: `self.rank`, `self.buck
 to the learner once at construction: the same one its ZeRO-3 gathers use), and a generator
 `self.iter_params_for_sync(every_rank=False)` yielding `(name, full_tensor)` on rank 0, or on every rank with
 `every_rank` (under ZeRO-3 every rank runs it, because gathering a partitioned parameter is a collective).
-Everything else lives here; what to send when is decided by the controller's coordinator
-(rayscale.sync.coordinator.WeightSync).
+The coordinator (rayscale.sync.coordinator.WeightSync) calls `send_weights` with the transport object it chose
+(rayscale.sync.transports), whose sending half picks one of the primitives here: stream to the group
+(`stream_buckets`), bytes for the object store (`packed_bytes`), buckets handed over in place (`shared_buckets`).
 """
 
 from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable, Iterator
 
+import ray
 import torch
 
-from rayscale.sync.buckets import Bucket, iter_buckets
-from rayscale.sync.group import Backend, SyncGroup, host_store
-from rayscale.sync.protocol import send_stream
-from rayscale.sync.receiver import SyncError
-from rayscale.sync.shared import share
+from rayscale.wire.buckets import Bucket, iter_buckets
+from rayscale.wire.group import Backend, SyncGroup, host_store
+from rayscale.wire.handover import stamp, to_bytes
+from rayscale.wire.protocol import send_stream
+from rayscale.wire.receiver import SyncError
 
 
 class BufferPool:
@@ -89,8 +92,6 @@ class WeightSenderMixin:
 
     def sync_endpoint(self, world_size: int, timeout_s: float = 300.0) -> tuple[str, int]:
         """Rank 0 opens the rendezvous store on its node's IP and an OS-chosen free port, for the workers to join."""
-        import ray  # local: rayscale.sync is also loaded by vLLM's worker extension, which must not load Ray
-
         ip = ray.util.get_node_ip_address()
         self._sync_store = host_store(ip, world_size, timeout_s)
         return ip, self._sync_store.port
@@ -106,71 +107,70 @@ class WeightSenderMixin:
             self._sync_group.close()
         self._sync_group = None
 
-    def send_weights(self, version: int, transport: str = "broadcast", verify: bool = False):
-        """broadcast: streams buckets of `self.bucket_bytes` to the group and returns a report (dict).
-        object_store: returns [(bucket metadata JSON, ObjectRef of its bytes)] for `load_weights_from_refs`.
-        Ranks other than 0 return None after taking part in the gathers.
-        ipc: EVERY rank returns [(metadata JSON, payload)] for the worker in its own bundle
-        (`load_shared_weights`; rayscale.sync.shared), and holds its buffers until `release_shared_weights`."""
-        bucket_bytes = self.bucket_bytes
-        if transport == "ipc":
-            return self._share_buckets(bucket_bytes, verify)
+    def send_weights(self, transport, version: int, verify: bool = False):
+        """The sending half of `transport` (a rayscale.sync.transports object, the coordinator's choice): what it
+        returns goes back to the coordinator (a report, object-store refs, in-memory handles)."""
+        return transport.send(self, version, verify)
+
+    # ---- what the transports' sending halves use
+    def stream_buckets(self, version: int, verify: bool) -> dict | None:
+        """Broadcast buckets of `self.bucket_bytes` to the group (rayscale.wire.protocol) and return the report;
+        ranks other than 0 return None after taking part in the gathers."""
         params = self.iter_params_for_sync()
         if self.rank != 0:
             for _ in params:
                 pass
             return None
-        if transport == "broadcast":
-            if self._sync_group is None:
-                raise RuntimeError("send_weights(broadcast) before init_sync_group")
-            device = self._sync_group.device
-            pool = self._pool(device)
-            plans = self.__dict__.setdefault("_sync_plans", {})
-            # The bucket size is fixed at construction; should the layout change anyway, the announced plan
-            # fails the sync cleanly on both sides and the coordinator's retry streams the new one.
-            key = str(device)
-            buckets = iter_buckets(params, bucket_bytes, device, pool.alloc, zero_copy=self.sync_zero_copy)
-            try:
-                report = send_stream(self._sync_group, buckets, version, verify, plan=plans.get(key),
-                                     on_sent=pool.sent)
-            except SyncError:
-                plans.pop(key, None)  # the layout changed: the next sync streams and learns it again
-                raise
-            plans[key] = report.plan
-            return report.summary()
-        if transport == "object_store":
-            return self._put_buckets(params, bucket_bytes, verify)
-        raise ValueError(f"unknown sync transport {transport!r}; expected broadcast, object_store or ipc")
+        if self._sync_group is None:
+            raise RuntimeError("a broadcast sync before init_sync_group")
+        device = self._sync_group.device
+        pool = self._pool(device)
+        plans = self.__dict__.setdefault("_sync_plans", {})
+        # The bucket size is fixed at construction; should the layout change anyway, the announced plan
+        # fails the sync cleanly on both sides and the coordinator's retry streams the new one.
+        key = str(device)
+        buckets = iter_buckets(params, self.bucket_bytes, device, pool.alloc, zero_copy=self.sync_zero_copy)
+        try:
+            report = send_stream(self._sync_group, buckets, version, verify, plan=plans.get(key), on_sent=pool.sent)
+        except SyncError:
+            plans.pop(key, None)  # the layout changed: the next sync streams and learns it again
+            raise
+        plans[key] = report.plan
+        return report.summary()
 
-    def _share_buckets(self, bucket_bytes: int, verify: bool) -> list:
-        """The ipc transport: buckets on the device the weights live on, shared in place (rayscale.sync.shared).
-        GPU buckets stay referenced here until `release_shared_weights`: the handles point into them."""
+    def packed_bytes(self, verify: bool, put: Callable) -> list | None:
+        """Rank 0's buckets as bytes, each handed to `put(meta_json, raw)` (which must copy it: the buffer is
+        reused); returns what `put` returned. Ranks other than 0 return None after taking part in the gathers."""
+        params = self.iter_params_for_sync()
+        if self.rank != 0:
+            for _ in params:
+                pass
+            return None
+        pool = self._pool("cpu")
+        out = []
+        for bucket in iter_buckets(params, self.bucket_bytes, "cpu", pool.alloc):
+            out.append(put(*to_bytes(stamp(bucket, verify))))
+            pool.release(bucket)
+        return out
+
+    def shared_buckets(self, verify: bool) -> Iterator[Bucket]:
+        """EVERY rank's buckets on the device its weights live on (the rank's GPU, or the CPU), to be handed over
+        in place; GPU buckets stay referenced until `release_shared_weights` (IPC handles point into them)."""
         self.release_shared_weights()
         params = self.iter_params_for_sync(every_rank=True)
         first = next(params, None)
         if first is None:
-            return []
-        out, held = [], []
-        device = first[1].device  # the weights' own: the rank's GPU, or the CPU
-        for bucket in iter_buckets(itertools.chain([first], params), bucket_bytes, device,
+            return
+        held = []
+        for bucket in iter_buckets(itertools.chain([first], params), self.bucket_bytes, first[1].device,
                                    zero_copy=self.sync_zero_copy):
-            out.append(share(bucket, verify))
-            if bucket.flat.is_cuda:  # CPU buckets were copied into the object store
+            if bucket.flat.is_cuda:  # CPU buckets are copied by the hand-over
                 held.append(bucket.flat)
+            yield stamp(bucket, verify)
         self._shared_buffers = held
-        return out
 
     def release_shared_weights(self) -> None:
         self._shared_buffers = []
-
-    def _put_buckets(self, params, bucket_bytes: int, verify: bool) -> list:
-
-        pool = self._pool("cpu")
-        refs = []
-        for bucket in iter_buckets(params, bucket_bytes, "cpu", pool.alloc):
-            refs.append(share(bucket, verify))  # a CPU bucket: its bytes into the object store (ray.put)
-            pool.release(bucket)  # ray.put copied it
-        return refs
 
     def _pool(self, device) -> BufferPool:
         if self._sync_pools is None:

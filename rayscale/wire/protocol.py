@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rayscale.sync.buckets import Bucket, BucketMeta, checksum, dtype_from_name
-from rayscale.sync.group import SyncGroup
-from rayscale.sync.receiver import SyncError
+from rayscale.wire.buckets import Bucket, BucketMeta, checksum, dtype_from_name
+from rayscale.wire.group import SyncGroup
+from rayscale.wire.receiver import SyncError
 
 
 @dataclass

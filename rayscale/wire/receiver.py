@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from rayscale.sync.buckets import BucketMeta, Entry, dtype_from_name, unflatten
+from rayscale.wire.buckets import BucketMeta, Entry, dtype_from_name, unflatten
 
 
 class SyncError(RuntimeError):

@@ -1,0 +1,195 @@
+"""Loading received buckets into a vLLM model in place, inside vLLM's worker process: the vLLM end of the wire.
+
+Used by every transport that ends in a vLLM worker (the extension's broadcast and in-memory loads,
+rayscale.rollout.vllm_extension; rayscale's vLLM weight-transfer engine, rayscale.rollout.vllm_transfer). Torch
+only at import: vLLM is imported inside the functions that need it, and Ray never.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import dataclasses
+import sys
+import weakref
+
+import torch
+
+from rayscale.wire.buckets import BucketMeta, dtype_from_name, dtype_name, unflatten
+from rayscale.wire.group import SyncGroup
+from rayscale.wire.protocol import SyncReport, iter_received
+
+
+class BucketLoader:
+    """Hands vLLM the tensors of received buckets on the engine's device, in its dtype, through warm buffers.
+    Used by the extension's own transports and by rayscale's vLLM weight-transfer engine (vllm_transfer.py)."""
+
+    def __init__(self, device, engine_dtype: torch.dtype):
+        self.device, self.engine_dtype = torch.device(device), engine_dtype
+        self._ring: list = [None, None]  # receive buffers of buckets that are cast (see buffer_for)
+        self._cast_ring = _WarmRing(3)
+
+    def received(self, group: SyncGroup, version: int, verify: bool, report: SyncReport):
+        """(name, tensor) of every bucket of one broadcast sync, two buckets in flight."""
+        for meta, flat in iter_received(group, lambda meta: self.buffer_for(meta, group.device), version, verify,
+                                        report, max_in_flight=2):
+            yield from self.unflatten(meta, flat, non_blocking=True)
+
+    def buffer_for(self, meta: BucketMeta, device: torch.device) -> torch.Tensor:
+        dtype = dtype_from_name(meta.dtype)
+        if not self.copies_out(dtype, device):
+            # vLLM keeps views of what it is given until each layer is complete, which may be a bucket later:
+            # a fresh buffer per bucket (at most two alive: two in flight)
+            return torch.empty(meta.numel, dtype=dtype, device=device)
+        # Cast on the CPU into a new tensor before vLLM sees it: this buffer is free again once its bucket has
+        # been handed on, which happens before the bucket two places later is posted (two in flight). So two
+        # warm buffers, alternating, instead of a fresh one per bucket, whose page faults cost about as much
+        # as the transfer itself.
+        slot = meta.index % 2
+        if self._ring[slot] is None or self._ring[slot].numel() < meta.nbytes:
+            self._ring[slot] = None  # free the old one first
+            self._ring[slot] = torch.empty(meta.nbytes, dtype=torch.uint8, device=device)
+        return self._ring[slot][: meta.nbytes].view(dtype)
+
+    def copies_out(self, dtype: torch.dtype, device: torch.device) -> bool:
+        """True when `unflatten` hands vLLM a synchronous CPU copy of a bucket of `dtype` on `device` (a cast to the
+        engine dtype), never a view of the buffer it was received in."""
+        return (device.type == "cpu" and self.device.type == "cpu" and dtype.is_floating_point
+                and dtype != self.engine_dtype)
+
+    def unflatten(self, meta: BucketMeta, flat: torch.Tensor, non_blocking: bool = False):
+        """The bucket's tensors on the engine's device, in the engine's dtype: an fp32 learner feeding a bf16 engine
+        is cast once per bucket here (vLLM would cast each tensor anyway, with a warning per tensor)."""
+        dtype = self.engine_dtype if flat.is_floating_point() else flat.dtype
+        if dtype == flat.dtype:
+            return unflatten(meta, flat.to(self.device, non_blocking=non_blocking))
+        meta = dataclasses.replace(meta, dtype=dtype_name(dtype))
+        if self.copies_out(flat.dtype, flat.device):
+            # into a warm buffer: a fresh one per bucket costs page faults worth more than the cast itself
+            return unflatten(meta, self._cast_ring.take(dtype, meta.numel).copy_(flat))
+        return unflatten(meta, flat.to(self.device, dtype=dtype, non_blocking=non_blocking))
+
+
+def before_reload(model: torch.nn.Module) -> None:
+    """Right before vLLM reloads `model` in place: note its packed CPU GEMMs, for `after_reload` to tell re-packed
+    from stale."""
+    _PACKED_BEFORE_RELOAD[model] = _packed_gemms(model)
+
+
+def after_reload(model: torch.nn.Module, device) -> None:
+    """Right after an in-place reload: re-pack the GEMMs it left stale, wait for the device."""
+    refresh_cpu_gemms(model)
+    if torch.device(device).type == "cuda":  # a CPU build of torch has no CUDA to wait for
+        torch.cuda.synchronize()
+
+
+_MALLOC_TUNED = False
+
+
+def keep_freed_memory_warm() -> bool:
+    """glibc malloc, once per process: keep freed memory for reuse instead of handing it back to the OS.
+
+    vLLM's in-place reload builds every layer afresh (new tensors for its weights, re-packed, copied back) and
+    frees them again; with glibc's defaults each of those allocations comes back as untouched pages, and the page
+    faults cost a CPU engine about a third of a sync (0.15 s of 0.5 s for SmolLM2 on one core). vLLM-CPU asks for
+    tcmalloc in LD_PRELOAD for the same reason; this is the same effect without it: allocations up to 32 MB
+    from the heap (`M_MMAP_THRESHOLD`, glibc's maximum), freed heap kept up to 256 MB (`M_TRIM_THRESHOLD`) and
+    grown 64 MB at a time (`M_TOP_PAD`). The price: the process holds up to that much freed memory. Only in
+    the rollout worker's process (a CPU engine's vLLM worker); a no-op without glibc. Returns whether it applied.
+    """
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    _MALLOC_TUNED = all(mallopt(opt, value) == 1 for opt, value in
+                        ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 256 << 20), (m_top_pad, 64 << 20)))
+    return _MALLOC_TUNED
+
+
+class _WarmRing:
+    """CPU buffers handed out in turn and reused, for tensors that vLLM copies out of while loading. vLLM keeps
+    what it is given until the layer it belongs to is complete (possibly a bucket later): a buffer that anything
+    still views is left to its holders and replaced by a fresh one, so reuse never overwrites live weights."""
+
+    def __init__(self, slots: int):
+        self.bufs: list[torch.Tensor | None] = [None] * slots
+        self.next = 0
+
+    def take(self, dtype: torch.dtype, numel: int) -> torch.Tensor:
+        nbytes = numel * dtype.itemsize
+        i, self.next = self.next, (self.next + 1) % len(self.bufs)
+        buf = self.bufs[i]
+        if buf is None or buf.numel() < nbytes or _viewed(buf):
+            self.bufs[i] = None  # ours goes; a viewed one lives on with its holders
+            buf = self.bufs[i] = torch.empty(nbytes, dtype=torch.uint8)
+        return buf[:nbytes].view(dtype)
+
+
+def _viewed(buf: torch.Tensor) -> bool:
+    """Whether any tensor but `buf` uses its storage (over-counts, never under-counts: views of views keep their
+    base alive). 2 = `buf` + the temporary storage object of this call."""
+    use_count = getattr(torch._C, "_storage_Use_Count", None)
+    return use_count is None or use_count(buf.untyped_storage()._cdata) > 2
+
+
+# model -> {layer: its packed GEMM} taken right before a reload, for refresh_cpu_gemms to tell re-packed from stale
+_PACKED_BEFORE_RELOAD: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _packed_gemms(model: torch.nn.Module) -> dict[torch.nn.Module, object]:
+    """The layers whose CPU GEMM is packed from a weight they keep (embedding, LM head), with that GEMM."""
+    out = {}
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        if hasattr(module, "cpu_linear") and isinstance(weight, torch.Tensor) and weight.ndim == 2 \
+                and weight.numel() > 0 and not weight.is_meta:
+            out[module] = module.cpu_linear
+    return out
+
+
+def refresh_cpu_gemms(model: torch.nn.Module) -> int:
+    """Re-pack the CPU GEMM of every layer that keeps its weight beside a packed copy the reload left stale;
+    returns how many layers got a new GEMM.
+
+    On a CPU, vLLM packs each linear layer's weight for oneDNN once, at load (`layer.cpu_linear`). A reload
+    re-packs the layers it loads, but a tied `lm_head` is never loaded under its own name (its weight is the
+    embedding's): it would go on computing logits with the old packed weights. Linear layers drop their plain
+    weight after packing (empty tensor) and were re-packed by the reload; of the layers that kept theirs
+    (embedding and LM head, `remove_weight=False`), those whose GEMM the reload did not replace are stale. A stale
+    layer whose weight is the very tensor of a layer packed afresh (a tied LM head: the embedding's weight) takes
+    that layer's GEMM; any other is packed again from the weight it now holds (about 55 ms for SmolLM2's
+    49152 x 576 head on one core). Without a snapshot from `_rayscale_reload`, every such layer counts as stale.
+    """
+    from vllm.platforms import current_platform  # vllm: this module imports without it (see the docstring)
+
+    if not current_platform.is_cpu():
+        return 0
+    from vllm.model_executor.layers.utils import dispatch_cpu_unquantized_gemm  # vllm: as above
+
+    before = _PACKED_BEFORE_RELOAD.pop(model, None)
+    layers = _packed_gemms(model)
+
+    def key(module):  # same storage, shape, strides and dtype: the same matrix
+        w = module.weight
+        return (w.data_ptr(), tuple(w.shape), w.stride(), w.dtype)
+
+    fresh = {key(m): g for m, g in layers.items() if before is not None and before.get(m) is not g}
+    count = 0
+    for module, gemm in layers.items():
+        if before is not None and before.get(module) is not gemm:
+            continue  # re-packed by the reload
+        shared = fresh.get(key(module))
+        if shared is not None:
+            module.cpu_linear = shared  # packed from this very weight
+        else:
+            dispatch_cpu_unquantized_gemm(module, remove_weight=False)
+            fresh[key(module)] = module.cpu_linear
+        count += 1
+    return count
