@@ -7,8 +7,11 @@ Read `Trainer.run` top to bottom: it is the whole algorithm.
         draw prompts -> roll out n samples each -> verify -> build preference pairs (strategy)
         -> learner DPO update -> weight sync to every rollout worker -> eval every K -> checkpoint every M
 
-Everything that is not orchestration lives elsewhere: pair strategies in `rayscale.algos.pairs`, the actors in
-`rayscale.actors`, tracking in `rayscale.tracking`, controller state in `rayscale.checkpointing`.
+Everything that is not orchestration lives elsewhere: stage 1 in `rayscale.stage1`, pair strategies in
+`rayscale.algos.pairs`, the actors and their managers in `rayscale.actors` (the teacher's restart in
+`TeacherManager`, the weak model in `WeakSupervisor`), the stop request in `rayscale.stop`, exit statuses and fatal
+failures in `rayscale.failures`, the banner and pre-flight checks in `rayscale.run_setup` / `rayscale.sanity`,
+tracking in `rayscale.tracking`, controller state in `rayscale.checkpointing`.
 """
 
 from __future__ import annotations
@@ -25,36 +28,36 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayActorError
 
 from rayscale import checkpointing, cluster, failures, logs, writing
 from rayscale.actors.learner import LearnerGroup, LearnerGroupError
 from rayscale.actors.placement import RolePlacement, place_roles, remove_placement_groups
 from rayscale.actors.rollout import RolloutManager
-from rayscale.actors.teacher import TeacherActor
+from rayscale.actors.teacher import TeacherManager
 from rayscale.actors.verifier import VerifierPool
+from rayscale.actors.weak_supervisor import WeakSupervisor
 from rayscale.algos import pairs as P
 from rayscale.algos import strategies as S
 from rayscale.colocation import Turns
-from rayscale.config import ConfigError, RayscaleConfig
+from rayscale.config import RayscaleConfig
 from rayscale.data import Problem
 from rayscale.data.cursor import PromptCursor
-from rayscale.data.loaders import iter_jsonl
 from rayscale.evaluation import accuracy_on
-from rayscale.failures import StopRequest
 from rayscale.models import load_tokenizer
 from rayscale.plan import plan_text
-from rayscale.prompts import format_solution, render_prompt
-from rayscale.run_setup import RunInputs, prepare_run
-from rayscale.sanity import check_prompt_lengths
+from rayscale.prompts import render_prompt
+from rayscale.run_setup import RunInputs, prepare_run, print_banner
+from rayscale.sanity import check_prompts_fit
+from rayscale.seeding import stable_seed
+from rayscale.stage1 import stage1_sft
+from rayscale.stop import StopRequest
 from rayscale.sync.coordinator import WeightSync
 from rayscale.teacher.openai_client import probe_endpoint
-from rayscale.teacher.records import TEACHER_UNAVAILABLE, Correction, CorrectionRequest
+from rayscale.teacher.records import Correction, CorrectionRequest
 from rayscale.timing import iteration_times
 from rayscale.tracking import Tracker
-from rayscale.types import PreferencePair, RolloutRequest, SFTExample
-from rayscale.verify import extract_answer
+from rayscale.types import PreferencePair, RolloutRequest
 
 
 @dataclass
@@ -81,11 +84,6 @@ class StageTimer:
             self.times[name] = self.times.get(name, 0.0) + time.perf_counter() - start
 
 
-def _seed(*parts: int) -> int:
-    """A stable 31-bit seed from integers (Python's hash() of tuples is salted per process for str, not int)."""
-    return random.Random("-".join(map(str, parts))).getrandbits(31)
-
-
 class Trainer:
     def __init__(self, cfg: RayscaleConfig, inputs: RunInputs):
         self.cfg, self.inputs = cfg, inputs
@@ -93,10 +91,9 @@ class Trainer:
         self.ckpt_dir = Path(cfg.checkpoint.dir or self.run_dir / "checkpoints")
         self.tokenizer = load_tokenizer(inputs.model_path, cfg.model.trust_remote_code)
         check_prompts_fit(cfg, self.tokenizer, inputs.train)
-        w2s = cfg.algo.weak_to_strong
-        self.weak_answers_file: dict[str, str] | None = (
-            {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(w2s.weak_answers_file)}
-            if w2s.weak_answers_file else None)
+        # weak_to_strong's weak supervisor (its answers file read now; its model started on first use)
+        self.weak = WeakSupervisor(cfg.algo.weak_to_strong, lambda path: self.start_rollout(
+            path, "weak_rollout", cfg.rollout.model_copy(update={"num_workers": 1})))
         # The one reader of cfg.sync: weight sync, its bucket size (the learner's), the rollout call timeout.
         self.weight_sync = WeightSync(cfg.sync, rollout_gpus=cfg.cluster.rollout.num_gpus,
                                       colocated=cfg.cluster.colocate)
@@ -106,9 +103,8 @@ class Trainer:
         self.placements: dict[str, RolePlacement] = {}  # every role's placement group, reserved once per run
         self.tracker: Tracker | None = None
         self.verifier: VerifierPool | None = None
-        self.teacher = None  # the TeacherActor handle
+        self.teacher: TeacherManager | None = None
         self.rollout: RolloutManager | None = None
-        self.weak_rollout: RolloutManager | None = None  # weak-to-strong's weak model, started on first use
         self.learner: LearnerGroup | None = None
         self.policy_path = inputs.model_path  # the policy the rollout workers and learner start from
         self.cursor: PromptCursor | None = None
@@ -155,7 +151,7 @@ class Trainer:
         started = time.perf_counter()
         self.start_support_actors()
         print(f"verifier pool and teacher up ({time.perf_counter() - started:.1f}s)", flush=True)
-        policy_path = self.stage1_sft() if state is None else state.start_model
+        policy_path = stage1_sft(self) if state is None else state.start_model
         started = time.perf_counter()
         self.start_policy_actors(policy_path, state)
         print(f"rollout workers and learner group up ({time.perf_counter() - started:.1f}s)", flush=True)
@@ -240,92 +236,16 @@ class Trainer:
         clock)."""
         return False
 
-    # ------------------------------------------------------------------------------------------------ stage 1
-    def stage1_sft(self) -> str:
-        """Supervised warm-up on gold solutions; returns the starting policy (the export, or the base model)."""
-        sft = self.cfg.algo.sft
-        out = self.run_dir / "sft_model"
-        if sft.source == "none" or sft.steps == 0:
-            return self.inputs.model_path
-        if (out / "config.json").is_file():
-            print(f"stage 1: reusing {out}")
-            return str(out)
-        examples = self.sft_examples()
-        learner_cfg = self.cfg.learner.model_copy(update={"lr": sft.lr})
-        algo_cfg = self.cfg.algo.model_copy(update={"loss": "sft"})
-        group = LearnerGroup(self.inputs.model_path, learner_cfg, algo_cfg, self.cfg.cluster.learner,
-                             placement=self.placements["learner"], failure_grace_s=learner_cfg.failure_grace_s,
-                             bucket_bytes=self.weight_sync.bucket_bytes,
-                             trust_remote_code=self.cfg.model.trust_remote_code)
-        rng = random.Random(_seed(self.cfg.algo.seed, 1))
-        start = time.perf_counter()
-        for step in range(1, sft.steps + 1):
-            metrics = group.train_sft(rng.sample(examples, min(sft.batch_size, len(examples))))
-            if step % max(1, sft.steps // 10) == 0 or step == sft.steps:
-                print(f"stage 1 sft step {step}/{sft.steps} loss {metrics['loss']:.4f} "
-                      f"({time.perf_counter() - start:.0f}s)", flush=True)
-        group.export_hf(out)
-        group.shutdown()
-        return str(out)
-
-    def sft_examples(self) -> list[SFTExample]:
-        """Stage-1 targets: gold solutions, the teacher's thought templates (SuperCorrect's HSFT), or the
-        teacher's accepted corrections of the base model's own wrong solutions (LEMA)."""
-        sft, style = self.cfg.algo.sft, self.cfg.data.prompt_style
-        pool = self.inputs.train[: sft.num_problems] if sft.num_problems else self.inputs.train
-        if sft.source == "gold":
-            pool = [p for p in pool if p.gold_steps]
-            if not pool:
-                raise ConfigError("algo.sft.source=gold needs problems with gold step-by-step solutions (GSM8K, "
-                                  "the synthetic task, or a JSONL with a steps field); use algo.sft.source=none "
-                                  "or templates")
-            return [SFTExample(self.prompt(p), format_solution(p.gold_steps, p.gold_answer, style), p.id)
-                    for p in pool]
-        if sft.source == "templates":
-            templates = ray.get(self.teacher.thought_templates.remote(pool))
-            return [SFTExample(self.prompt(p), t.to_text(), p.id) for p, t in zip(pool, templates) if t.accepted]
-        # corrections: sample the base model once per problem, keep what is right, correct what is wrong
-        base = self.start_rollout(self.inputs.model_path, "rollout", self.cfg.rollout)
-        try:
-            samples = base.generate([RolloutRequest(p.id, self.prompt(p), seed=_seed(self.cfg.algo.seed, 5, j))
-                                     for j, p in enumerate(pool)])
-        finally:
-            base.shutdown()
-        graded = self.grade(pool, samples)
-        wrong = [(p, gs[0]) for p, gs in zip(pool, graded) if not gs[0].correct]
-        corrections = self.correct(wrong)
-        examples = [SFTExample(self.prompt(p), gs[0].sample.response, p.id) for p, gs in zip(pool, graded)
-                    if gs[0].correct]
-        examples += [SFTExample(self.prompt(p), c.corrected_solution, p.id)
-                     for (p, _), c in zip(wrong, corrections) if c.accepted]
-        if not examples:
-            raise ConfigError("algo.sft.source=corrections: the base model got no problem right and the teacher's "
-                              "corrections were all rejected; use algo.sft.source=gold or templates")
-        return examples
-
     def correct(self, wrong: list[tuple[Problem, P.Graded]]) -> list[Correction]:
         """The teacher's corrections of wrong samples, in order (rejected ones carry their reason)."""
-        items = [CorrectionRequest(p, g.sample.response, p.id, self.cfg.data.prompt_style) for p, g in wrong]
-        if not items:
-            return []
-        try:
-            return ray.get(self.teacher.correct.remote(items))
-        except RayError as e:
-            # A lost teacher costs this iteration its corrections (counted as rejections), never the run.
-            print(f"teacher failed ({type(e).__name__}); restarting it, {len(items)} corrections lost", flush=True)
-            ray.kill(self.teacher, no_restart=True)
-            self.start_teacher()
-            return [Correction.rejected(it.prompt_id, TEACHER_UNAVAILABLE) for it in items]
+        style = self.cfg.data.prompt_style
+        return self.teacher.correct([CorrectionRequest(p, g.sample.response, p.id, style) for p, g in wrong])
 
     # ------------------------------------------------------------------------------------------------ actors
     def start_support_actors(self) -> None:
         """The verifier pool and the teacher: stage 1 may already need them."""
         self.verifier = VerifierPool.from_config(self.cfg.verifier, self.placements["verifier"])
-        self.start_teacher()
-
-    def start_teacher(self) -> None:
-        options = self.placements["teacher"].actor_options(0)
-        self.teacher = TeacherActor.options(**options).remote(self.cfg.teacher)
+        self.teacher = TeacherManager(self.cfg.teacher, self.placements["teacher"])
 
     def start_rollout(self, model_path: str, role: str, rollout_cfg, colocated: bool = False) -> RolloutManager:
         """Rollout workers of `role` ("rollout", or "weak_rollout" for weak-to-strong's weak model); `colocated`:
@@ -369,13 +289,11 @@ class Trainer:
         """Stop every actor this trainer started (any that exist: also after a partial start or a failure); the
         placement groups stay for a restart."""
         self.weight_sync.close()  # first: the sync group's members are still alive
-        for manager in (self.rollout, self.weak_rollout, self.learner, self.verifier):
+        self.weak.shutdown()  # started on first use: stopped here, started again on next use
+        for manager in (self.rollout, self.learner, self.verifier, self.teacher):
             if manager is not None:
                 manager.shutdown()
-        self.rollout = self.weak_rollout = self.learner = self.verifier = None
-        if self.teacher is not None:
-            ray.kill(self.teacher)
-            self.teacher = None
+        self.rollout = self.learner = self.verifier = self.teacher = None
 
     # ------------------------------------------------------------------------------------------------ experience
     def prompt(self, p: Problem) -> str:
@@ -386,9 +304,9 @@ class Trainer:
         algo, timer = self.cfg.algo, StageTimer()
         batch = [self.inputs.train[i] for i in self.cursor.next_batch(algo.prompts_per_iteration)]
         cursor_state = self.cursor.state_dict()
-        rng = random.Random(_seed(algo.seed, it, 2))
+        rng = random.Random(stable_seed(algo.seed, it, 2))
         with timer("rollout"):
-            requests = [RolloutRequest(p.id, self.prompt(p), n=algo.samples_per_prompt, seed=_seed(algo.seed, it, j))
+            requests = [RolloutRequest(p.id, self.prompt(p), n=algo.samples_per_prompt, seed=stable_seed(algo.seed, it, j))
                         for j, p in enumerate(batch)]
             samples = self.rollout.generate(requests)
         with timer("verify"):
@@ -410,7 +328,7 @@ class Trainer:
             pairs.extend(built)
             stats[f"pairs/{name}"] = len(built)
         stats["pairs"] = len(pairs)
-        check_teacher_failures(it, stats, self.cfg.teacher)
+        failures.check_teacher_failures(it, stats, self.cfg.teacher)
         return Experience(it, pairs, stats, cursor_state, timer.times)
 
     def grade(self, batch: list[Problem], samples) -> list[list[P.Graded]]:
@@ -426,21 +344,10 @@ class Trainer:
         """What the pair builders (rayscale.algos.strategies) see of this trainer; built per iteration, so a
         replaced actor is picked up."""
         return S.StrategyContext(algo=self.cfg.algo, generate=self.rollout.generate, verify=self.verifier.verify,
-                                 correct=self.correct, weak_answers=self.weak_answers, seed=_seed)
+                                 correct=self.correct, weak_answers=self.weak_answers, seed=stable_seed)
 
     def weak_answers(self, problems: list[Problem]) -> dict[str, str]:
-        """The weak supervisor's answer per problem id: a fixed file (JSONL rows {"id", "answer"}) or the greedy
-        answer of a second, smaller model (`algo.weak_to_strong.weak_model`) served by its own rollout worker."""
-        w2s = self.cfg.algo.weak_to_strong
-        if self.weak_answers_file is not None:
-            return self.weak_answers_file
-        if not w2s.weak_model:
-            return {}
-        if self.weak_rollout is None:
-            one = self.cfg.rollout.model_copy(update={"num_workers": 1})
-            self.weak_rollout = self.start_rollout(w2s.weak_model, "weak_rollout", one)
-        outs = self.weak_rollout.generate([RolloutRequest(p.id, self.prompt(p), temperature=0.0) for p in problems])
-        return {p.id: a for p, o in zip(problems, outs) if (a := extract_answer(o[0].response)) is not None}
+        return self.weak.answers(problems, self.prompt)
 
     # ------------------------------------------------------------------------------------------------ learn
     def train(self, exp: Experience) -> dict[str, Any] | None:
@@ -501,37 +408,6 @@ class Trainer:
         checkpointing.prune(self.ckpt_dir, self.cfg.checkpoint.keep_last, self.run_id)
 
 
-def check_prompts_fit(cfg: RayscaleConfig, tokenizer, problems: list[Problem], sample: int = 256) -> None:
-    """Refuse a learner.max_seq_len no prompt fits in (ConfigError), warn once when some do not."""
-    prompts = [render_prompt(tokenizer, p.question, cfg.data.prompt_style, cfg.data.use_chat_template)
-               for p in problems[:sample]]
-    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
-    warning = check_prompt_lengths(lengths, cfg.learner.max_seq_len, cfg.rollout.max_new_tokens)
-    if warning:
-        print(f"warning: {warning}", flush=True)
-
-
-def check_teacher_failures(it: int, stats: dict[str, Any], teacher_cfg) -> None:
-    """Stop a run whose teacher failed more than `teacher.max_failed_fraction` of an iteration's requests (exit 3
-    with the reasons): pairs would silently come only from what little got through."""
-    asked = stats.get("correction/requests", 0)
-    failed = {k.removeprefix("teacher/failed/"): v for k, v in stats.items() if k.startswith("teacher/failed/")}
-    if asked and sum(failed.values()) / asked > teacher_cfg.max_failed_fraction:
-        reasons = ", ".join(f"{k} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1]))
-        raise failures.RunFailure(
-            f"teacher ({teacher_cfg.backend})",
-            f"{sum(failed.values())} of {asked} correction requests in iteration {it} got no answer ({reasons}), "
-            f"more than teacher.max_failed_fraction={teacher_cfg.max_failed_fraction:g}",
-            "Check the teacher server (its log, its rate limits: teacher.openai.concurrency, timeout_s), or raise "
-            "teacher.max_failed_fraction to train on what gets through")
-
-
-def actor_log_note(cfg: RayscaleConfig, run_dir: Path) -> str:
-    if logs.verbose_requested(cfg.tracking.verbose):
-        return "on this console (tracking.verbose)"
-    return f"{logs.log_dir(run_dir)}/ (tracking.verbose=true or RAYSCALE_VERBOSE=1 shows them here)"
-
-
 def _digest(ids) -> str:
     """A short fingerprint of the prompts an iteration drew, so runs and resumes can be compared row by row."""
     return hashlib.sha1("\n".join(ids).encode()).hexdigest()[:16]
@@ -544,16 +420,7 @@ def _mean(xs) -> float:
 
 def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     inputs = prepare_run(cfg, build_model=not dry_run)
-    print(f"run directory : {inputs.run_dir}")
-    print(f"student model : {inputs.model_path} ({inputs.model_source})")
-    print(f"data          : {cfg.data.source} train={len(inputs.train)} held-out={len(inputs.eval)}")
-    print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
-          f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")
-    print(f"actor logs    : {actor_log_note(cfg, inputs.run_dir)}")
-    if cfg.rollout.backend == "vllm" and not cfg.cluster.rollout.num_gpus:
-        # Said once here instead of by vLLM in every engine (its warnings go to the actor logs).
-        print("vLLM on CPU   : chunked prefill off (a seeded request's prompt must not be split over engine "
-              "steps); weights are cast to the engine's dtype on load")
+    print_banner(cfg, inputs)
     if dry_run:
         if Path(inputs.model_path, "config.json").is_file():  # the tiny model is not built by a dry run
             check_prompts_fit(cfg, load_tokenizer(inputs.model_path, cfg.model.trust_remote_code), inputs.train)

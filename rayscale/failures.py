@@ -14,9 +14,7 @@ checkpoint.max_restarts, a teacher request failing) is reported on the console a
 
 from __future__ import annotations
 
-import os
 import signal
-import threading
 
 FINISHED = 0
 BAD_INPUT = 2
@@ -77,33 +75,21 @@ def learner_failure(err: BaseException, max_restarts: int) -> RunFailure:
         return RunFailure("learner", f"a learner rank's process died ({cause}), {tried}",
                           "If the kernel's OOM killer took it (`dmesg`), the rank needs less memory: "
                           + LEARNER_MEMORY_FIX[0].lower() + LEARNER_MEMORY_FIX[1:])
-    return RunFailure("learner", f"{err}, {tried}", "The rank's own error is in the Ray worker logs "
-                      "(/tmp/ray/session_latest/logs/worker-*.err); raise checkpoint.max_restarts to retry more")
+    return RunFailure("learner", f"{err}, {tried}", "The rank's own error is in the actor logs "
+                      "(<run_dir>/logs/worker-<pid>.log; with tracking.verbose=true, Ray's "
+                      "/tmp/ray/session_latest/logs/worker-*.err); raise checkpoint.max_restarts to retry more")
 
 
-class StopRequest:
-    """SIGTERM (what `ray job stop` sends) or Ctrl-C: finish the current stage, checkpoint, exit 143 or 130.
-
-    A second signal stops at once. Handlers can only be installed from the main thread; elsewhere (a test
-    driving the trainer from a thread) the request simply never arrives.
-    """
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-
-    @classmethod
-    def install(cls) -> StopRequest:
-        stop = cls()
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, stop._handle)
-        return stop
-
-    def _handle(self, signum, frame) -> None:
-        name = signal.Signals(signum).name
-        if self.requested:  # at once: no stage finishes, no checkpoint (the last one written stays)
-            print(f"\nreceived {name} again: stopping now, without a checkpoint", flush=True)
-            os._exit(STOPPED.get(name, STOPPED["SIGINT"]))
-        self.requested = name
-        print(f"\nreceived {self.requested}: finishing the current stage, then writing a checkpoint "
-              "(send it again to stop at once)", flush=True)
+def check_teacher_failures(it: int, stats: dict, teacher_cfg) -> None:
+    """Stop a run whose teacher failed more than `teacher.max_failed_fraction` of an iteration's requests (exit 3
+    with the reasons): pairs would silently come only from what little got through."""
+    asked = stats.get("correction/requests", 0)
+    failed = {k.removeprefix("teacher/failed/"): v for k, v in stats.items() if k.startswith("teacher/failed/")}
+    if asked and sum(failed.values()) / asked > teacher_cfg.max_failed_fraction:
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1]))
+        raise RunFailure(
+            f"teacher ({teacher_cfg.backend})",
+            f"{sum(failed.values())} of {asked} correction requests in iteration {it} got no answer ({reasons}), "
+            f"more than teacher.max_failed_fraction={teacher_cfg.max_failed_fraction:g}",
+            "Check the teacher server (its log, its rate limits: teacher.openai.concurrency, timeout_s), or raise "
+            "teacher.max_failed_fraction to train on what gets through")

@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from rayscale import logs
 from rayscale.config import ConfigError, RayscaleConfig
 from rayscale.data import Problem, load_problems
 from rayscale.models import make_tiny_model
@@ -118,3 +119,23 @@ def prepare_run(cfg: RayscaleConfig, build_model: bool = True) -> RunInputs:
     model_path = resolve_model_path(cfg, run_dir) if build_model else (cfg.model.path or str(run_dir / "tiny_model"))
     return RunInputs(run_dir=run_dir, model_path=model_path,
                      model_source=sources.get("model.path", "the tiny model, built here"), train=train, eval=held_out)
+
+
+def actor_log_note(cfg: RayscaleConfig, run_dir: Path) -> str:
+    if logs.verbose_requested(cfg.tracking.verbose):
+        return "on this console (tracking.verbose)"
+    return f"{logs.log_dir(run_dir)}/ (tracking.verbose=true or RAYSCALE_VERBOSE=1 shows them here)"
+
+
+def print_banner(cfg: RayscaleConfig, inputs: RunInputs) -> None:
+    """What a run is about to do, printed once before anything starts (also by --dry-run)."""
+    print(f"run directory : {inputs.run_dir}")
+    print(f"student model : {inputs.model_path} ({inputs.model_source})")
+    print(f"data          : {cfg.data.source} train={len(inputs.train)} held-out={len(inputs.eval)}")
+    print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
+          f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")
+    print(f"actor logs    : {actor_log_note(cfg, inputs.run_dir)}")
+    if cfg.rollout.backend == "vllm" and not cfg.cluster.rollout.num_gpus:
+        # Said once here instead of by vLLM in every engine (its warnings go to the actor logs).
+        print("vLLM on CPU   : chunked prefill off (a seeded request's prompt must not be split over engine "
+              "steps); weights are cast to the engine's dtype on load")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from rayscale.config import ConfigError
+from rayscale.config import ConfigError, RayscaleConfig
+from rayscale.data import Problem
+from rayscale.prompts import render_prompt
 
 log = logging.getLogger(__name__)
 OVERSUBSCRIBE_REFUSED = 4  # a local plan asking more than this many CPUs per core is refused (it would crawl)
@@ -47,3 +49,13 @@ def check_local_cpus(plan_cpus: float, cores: int, declared: int | None) -> str 
                           "(`rayscale plan` lists them), or set cluster.num_cpus to declare that many anyway")
     return (f"the plan asks for {plan_cpus:g} CPUs on {cores} cores: actors share cores (Ray's CPUs are scheduling "
             "tokens); set cluster.num_cpus to say this is meant")
+
+
+def check_prompts_fit(cfg: RayscaleConfig, tokenizer, problems: list[Problem], sample: int = 256) -> None:
+    """Refuse a learner.max_seq_len no prompt fits in (ConfigError), warn once when some do not."""
+    prompts = [render_prompt(tokenizer, p.question, cfg.data.prompt_style, cfg.data.use_chat_template)
+               for p in problems[:sample]]
+    lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
+    warning = check_prompt_lengths(lengths, cfg.learner.max_seq_len, cfg.rollout.max_new_tokens)
+    if warning:
+        print(f"warning: {warning}", flush=True)

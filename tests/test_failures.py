@@ -35,7 +35,7 @@ def test_exit_statuses():
 def test_a_second_signal_stops_at_once_with_the_signals_status(sig):
     script = textwrap.dedent(f"""
         import os, signal, time
-        from rayscale.failures import StopRequest
+        from rayscale.stop import StopRequest
         stop = StopRequest.install()
         os.kill(os.getpid(), {int(sig)})
         time.sleep(0.2)
@@ -90,7 +90,7 @@ def test_teacher_failures_are_counted_by_reason_and_shown():
 
 
 def test_max_failed_fraction_stops_the_run_with_the_reasons():
-    from rayscale.controller import check_teacher_failures
+    from rayscale.failures import check_teacher_failures
 
     teacher = load_config().teacher
     assert teacher.max_failed_fraction == 0.5
@@ -221,9 +221,9 @@ def test_max_seq_len_shorter_than_every_prompt_is_refused_and_some_warned():
 
 
 def test_a_real_tokenizer_and_data_refuse_max_seq_len_8(tiny_model_dir):
-    from rayscale.controller import check_prompts_fit
     from rayscale.models import load_tokenizer
     from rayscale.run_setup import load_splits
+    from rayscale.sanity import check_prompts_fit
 
     cfg = load_config(None, ["learner.max_seq_len=8", "data.synthetic.train_size=50"])
     with pytest.raises(ConfigError, match="learner.max_seq_len=8"):

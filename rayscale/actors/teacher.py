@@ -9,11 +9,18 @@ by `teacher.openai.api_key_env`: set it in the environment of the Ray nodes, nev
 from __future__ import annotations
 
 import ray
+from ray.exceptions import RayError
 
-from rayscale.actors.placement import actor_location
+from rayscale.actors.placement import RolePlacement, actor_location
 from rayscale.config import TeacherConfig
 from rayscale.data.problem import Problem
-from rayscale.teacher.records import Correction, CorrectionRequest, Localisation, ThoughtTemplate
+from rayscale.teacher.records import (
+    TEACHER_UNAVAILABLE,
+    Correction,
+    CorrectionRequest,
+    Localisation,
+    ThoughtTemplate,
+)
 from rayscale.teacher.teacher import make_teacher
 
 
@@ -44,3 +51,34 @@ class TeacherService:
 
 
 TeacherActor = ray.remote(TeacherService)
+
+
+class TeacherManager:
+    """The run's one teacher actor, in the teacher role's placement: started here, replaced when it is lost. A lost
+    teacher costs the batch it was working on (each item comes back rejected as `teacher_unavailable`, which the
+    metrics count), never the run."""
+
+    def __init__(self, teacher_cfg: TeacherConfig, placement: RolePlacement):
+        self.cfg, self.placement = teacher_cfg, placement
+        self.actor = self._start()
+
+    def _start(self):
+        return TeacherActor.options(**self.placement.actor_options(0)).remote(self.cfg)
+
+    def correct(self, items: list[CorrectionRequest]) -> list[Correction]:
+        """The teacher's corrections, in order (rejected ones carry their reason)."""
+        if not items:
+            return []
+        try:
+            return ray.get(self.actor.correct.remote(items))
+        except RayError as e:
+            print(f"teacher failed ({type(e).__name__}); restarting it, {len(items)} corrections lost", flush=True)
+            ray.kill(self.actor, no_restart=True)
+            self.actor = self._start()
+            return [Correction.rejected(it.prompt_id, TEACHER_UNAVAILABLE) for it in items]
+
+    def thought_templates(self, problems: list[Problem]) -> list[ThoughtTemplate]:
+        return ray.get(self.actor.thought_templates.remote(problems))
+
+    def shutdown(self) -> None:
+        ray.kill(self.actor)
