@@ -85,7 +85,8 @@ def main() -> int:
         args.iterations, args.gsm8k = 2, min(args.gsm8k, 8)
 
     from rayscale import cluster
-    from rayscale.config import ConfigError, load_config
+    from rayscale.config_loading import load_config
+    from rayscale.errors import ConfigError
     from rayscale.pretrained import ensure
 
     model = args.model or str(ensure("smollm2-135m"))
@@ -187,7 +188,7 @@ def eval_scores(samples_path: Path) -> dict:
 
 def gsm8k_accuracy(cfg, model: str, limit: int, output: Path, reuse: bool) -> float:
     """Greedy GSM8K test accuracy, the same `rayscale eval` a user runs (boxed prompt, 256 new tokens)."""
-    from rayscale.config import load_config
+    from rayscale.config_loading import load_config
     from rayscale.evaluation import run_eval
 
     if reuse and output.is_file():

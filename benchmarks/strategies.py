@@ -52,7 +52,7 @@ def main() -> int:
     import ray
 
     from rayscale import cluster
-    from rayscale.config import load_config
+    from rayscale.config_loading import load_config
     from rayscale.controller import Trainer
     from rayscale.run_setup import prepare_run
 

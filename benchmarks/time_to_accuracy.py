@@ -170,7 +170,7 @@ def shared_overrides(model: str, quick: bool) -> list[str]:
 def load(overrides: list[str]):
     import real_model as rm
 
-    from rayscale.config import load_config
+    from rayscale.config_loading import load_config
 
     return load_config(rm.RECIPE, overrides)
 

@@ -32,7 +32,8 @@ from typing import Any
 
 from tqdm import tqdm
 
-from rayscale.config import ConfigError, RayscaleConfig
+from rayscale.config import RayscaleConfig
+from rayscale.errors import ConfigError
 from rayscale.plan import PlacementError, plan_placement, require_fit
 from rayscale.timing import critical_path_s
 

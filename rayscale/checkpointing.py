@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rayscale.config import ConfigError
+from rayscale.errors import ConfigError
 
 STATE_FILE = "controller.json"
 MANIFEST_FILE = "manifest.json"

@@ -9,8 +9,10 @@ import sys
 import threading
 from collections.abc import Callable
 
-from rayscale.config import ConfigError, VerifierConfig, load_config, to_yaml
+from rayscale.config import VerifierConfig
+from rayscale.config_loading import load_config, to_yaml
 from rayscale.data.loaders import DataError
+from rayscale.errors import ConfigError
 from rayscale.failures import BAD_INPUT, FAILED, STOPPED, RunFailure
 from rayscale.plan import (
     ClusterUnavailable,

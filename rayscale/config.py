@@ -1,24 +1,17 @@
-"""Typed configuration: one pydantic model per role, loaded from YAML plus `key.sub=value` overrides.
+"""Typed configuration, the schema only: one pydantic model per role, each field's default the one default.
 
 Every model forbids unknown keys, so a typo fails at load time with the key's dotted path and the closest valid
-names instead of being silently ignored deep inside a Ray actor.
+names instead of being silently ignored deep inside a Ray actor. Loading (YAML, `key.sub=value` overrides, error
+messages, redaction) is `rayscale.config_loading`; the rules that tie sections together are
+`rayscale.validation.validate`, which loading runs once.
 """
 
 from __future__ import annotations
 
-import difflib
 import re
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-
-from rayscale.sync import transports
-
-
-class ConfigError(ValueError):
-    """A configuration problem a user can fix; the CLI prints it and exits with status 2."""
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -366,22 +359,6 @@ class AlgoConfig(_Strict):
     weak_to_strong: WeakToStrongConfig = WeakToStrongConfig()
     seed: int = 0
 
-    @field_validator("strategy")
-    @classmethod
-    def _known_strategies(cls, v: str | dict[str, float]) -> str | dict[str, float]:
-        # The registry, not a list here: a strategy registered with @strategy is valid without editing config.
-        # Imported at call time: the registry imports rayscale.algos.pairs, which imports this module.
-        from rayscale.algos.strategies import strategy_names  # cycle: strategies -> pairs -> config
-
-        known = strategy_names()
-        names = [v] if isinstance(v, str) else list(v)
-        for name in names:
-            if name not in known:
-                raise ValueError(f"unknown strategy {name!r}; expected one of {', '.join(known)}")
-        if isinstance(v, dict) and (not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0):
-            raise ValueError("a strategy mix needs non-negative weights with a positive sum")
-        return v
-
 
 # --------------------------------------------------------------------------------------------------- cluster
 NODE_RESOURCE_SHARE = 0.001  # what one actor reserves of a node-affinity resource: up to 1000 actors per node
@@ -490,174 +467,3 @@ class RayscaleConfig(_Strict):
     cluster: ClusterConfig = ClusterConfig()
     tracking: TrackingConfig = TrackingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
-
-    @model_validator(mode="after")
-    def _cross_checks(self) -> RayscaleConfig:
-        w2s = self.algo.weak_to_strong
-        if w2s.overrule_at < w2s.skip_below:
-            raise ValueError("algo.weak_to_strong.overrule_at must be >= skip_below")
-        if w2s.weak_model and w2s.weak_answers_file:
-            raise ValueError("algo.weak_to_strong: give weak_model or weak_answers_file, not both")
-        pairless = _pairless_strategies(self.algo)
-        if pairless:
-            raise ValueError(f"algo.samples_per_prompt=1 with algo.strategy {', '.join(pairless)}: these pair a "
-                             "right with a wrong sample of the same prompt, so no pair can ever be built; set "
-                             "algo.samples_per_prompt to 2 or more (4: the default), or use correction or "
-                             "step_controlled, which pair one sample with its own continuation")
-        sync_problem = transports.problem(self)  # the chosen transport's capability check: here, once
-        if sync_problem:
-            raise ValueError(sync_problem)
-        if self.cluster.colocate:
-            colocation_problem = _colocation_problem(self)
-            if colocation_problem:
-                raise ValueError(f"cluster.colocate: {colocation_problem}")
-        return self
-
-
-# Strategies that compare two samples of one prompt: with one sample per prompt they never build a pair.
-TWO_SAMPLE_STRATEGIES = ("outcome", "weak_to_strong")
-
-
-def _pairless_strategies(algo: AlgoConfig) -> list[str]:
-    """The strategies of `algo` that can build no pair at its samples_per_prompt (none: every one can)."""
-    if algo.samples_per_prompt > 1:
-        return []
-    used = [algo.strategy] if isinstance(algo.strategy, str) else [n for n, w in algo.strategy.items() if w > 0]
-    return [n for n in used if n in TWO_SAMPLE_STRATEGIES]
-
-
-def _colocation_problem(cfg: RayscaleConfig) -> str | None:
-    """Why `cfg` cannot colocate its rollout workers with its learner ranks (None: it can)."""
-    workers, ranks = cfg.rollout.num_workers, cfg.learner.num_ranks
-    if workers != ranks:
-        return (f"rollout worker i shares learner rank i's bundle, so rollout.num_workers ({workers}) must equal "
-                f"learner.num_ranks ({ranks})")
-    if cfg.algo.async_rollout:
-        return ("the engines and the learner take turns on the same devices, so rollouts cannot overlap training: "
-                "set algo.async_rollout: false (or cluster.colocate: false)")
-    if cfg.rollout.backend == "vllm" and cfg.rollout.vllm.tensor_parallel_size > 1:
-        return ("a colocated vLLM worker lives on its learner rank's one GPU: rollout.vllm.tensor_parallel_size "
-                "must be 1")
-    gpus = {cfg.cluster.learner.num_gpus > 0, cfg.cluster.rollout.num_gpus > 0}
-    if len(gpus) > 1:
-        return (f"both roles must hold the GPU they share, or neither: cluster.learner.num_gpus="
-                f"{cfg.cluster.learner.num_gpus:g}, cluster.rollout.num_gpus={cfg.cluster.rollout.num_gpus:g}")
-    if cfg.cluster.learner.node_resource != cfg.cluster.rollout.node_resource:
-        return ("the shared bundles go on one kind of node: cluster.learner.node_resource and "
-                "cluster.rollout.node_resource must be the same")
-    return None
-
-
-# --------------------------------------------------------------------------------------------------- loading
-# Keys that were accepted once but never read by anything; an old YAML that still sets one is told why it stops.
-REMOVED_KEYS = {
-    "model.dtype": "each role has its own: learner.precision, rollout.vllm.dtype, teacher.local.dtype; HF "
-                   "rollouts run fp32 on CPU, bf16 on GPU",
-    "data.max_prompt_tokens": "learner.max_seq_len bounds prompt + response in training, rollout.vllm.max_model_len "
-                              "in a vLLM engine",
-    "algo.max_staleness": "with algo.async_rollout=true rollouts are at most one policy version behind (docs/loop.md)",
-    "tracking.progress": "the per-iteration console line is always printed",
-}
-
-
-def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RayscaleConfig:
-    """The built-in default (the field defaults above, the one place they live; `rayscale train --print-config`
-    shows them), then `path` merged over it, then each `key.sub=value` override."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            user = yaml.safe_load(path.read_text())
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {e}") from None
-        if user is not None and not isinstance(user, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level, got {type(user).__name__}")
-        _deep_merge(raw, user or {})
-    for item in overrides:
-        _apply_override(raw, item)
-    return validate_config(raw, source=str(path) if path else "default config")
-
-
-def validate_config(raw: dict[str, Any], source: str = "config") -> RayscaleConfig:
-    try:
-        return RayscaleConfig.model_validate(raw)
-    except ValidationError as e:
-        raise ConfigError(_describe(e, raw, source)) from None
-
-
-def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            _deep_merge(base[key], value)
-        else:
-            base[key] = value
-
-
-def _apply_override(raw: dict[str, Any], item: str) -> None:
-    key, sep, text = item.partition("=")
-    if not sep or not key or not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", key):
-        raise ConfigError(f"override {item!r} is not of the form key.sub=value")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        value = text
-    node = raw
-    parts = key.split(".")
-    for part in parts[:-1]:
-        child = node.get(part)
-        if child is None:
-            child = node[part] = {}
-        elif not isinstance(child, dict):
-            raise ConfigError(f"override {item!r}: {part!r} is a value, not a section")
-        node = child
-    node[parts[-1]] = value
-
-
-def _describe(err: ValidationError, raw: dict[str, Any], source: str) -> str:
-    lines = [f"invalid configuration ({source}):"]
-    for e in err.errors():
-        loc = [str(p) for p in e["loc"]]
-        dotted = ".".join(loc)
-        if e["type"] == "extra_forbidden" and dotted in REMOVED_KEYS:
-            lines.append(f"  '{dotted}' was removed: it was never read ({REMOVED_KEYS[dotted]}); delete it")
-        elif e["type"] == "extra_forbidden":
-            valid = _valid_keys(loc[:-1])
-            close = difflib.get_close_matches(loc[-1], valid, n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
-            lines.append(f"  unknown key '{dotted}'{hint} (valid keys here: {', '.join(valid)})")
-        else:
-            value = e.get("input")
-            lines.append(f"  {dotted or '<root>'}: {e['msg']} (got {value!r} of type {type(value).__name__})")
-    return "\n".join(lines)
-
-
-def _valid_keys(loc: list[str]) -> list[str]:
-    model: type[BaseModel] = RayscaleConfig
-    for part in loc:
-        field = model.model_fields.get(part)
-        annotation = field.annotation if field else None
-        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
-            return []
-        model = annotation
-    return list(model.model_fields)
-
-
-# --------------------------------------------------------------------------------------------------- printing
-_SECRET_NAME = re.compile(r"(api_key|token|secret|password)$", re.IGNORECASE)
-
-
-def redacted(data: Any, key: str = "") -> Any:
-    """A copy for printing/logging with secret-looking values masked; `*_env` names are not secrets."""
-    if isinstance(data, dict):
-        return {k: redacted(v, k) for k, v in data.items()}
-    if isinstance(data, list):
-        return [redacted(v, key) for v in data]
-    if _SECRET_NAME.search(key) and data:
-        return "***"
-    return data
-
-
-def to_yaml(cfg: RayscaleConfig) -> str:
-    return yaml.safe_dump(redacted(cfg.model_dump(mode="json")), sort_keys=False)

@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-from rayscale.config import ConfigError, RayscaleConfig, RoleResources
+from rayscale.config import RayscaleConfig, RoleResources
+from rayscale.errors import ConfigError
 
 # Creation order: learner ranks want whole GPU nodes, rollout workers multi-GPU bundles; CPU-only roles fill in.
 ROLES = ("learner", "rollout", "weak_rollout", "teacher", "verifier")

@@ -13,7 +13,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from rayscale.config import ConfigError, RayscaleConfig
+from rayscale.config import RayscaleConfig
+from rayscale.errors import ConfigError
 
 RUN_RECORD = ("metrics.jsonl", "pairs.jsonl", "samples", "final_model", "accuracy.png", "margins.png", "wandb")
 

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rayscale import logs
-from rayscale.config import ConfigError, RayscaleConfig
+from rayscale.config import RayscaleConfig
 from rayscale.data import Problem, load_problems
+from rayscale.errors import ConfigError
 from rayscale.models import make_tiny_model
 from rayscale.run_dir import claim as run_dir_claim
 from rayscale.writing import make_run_dir

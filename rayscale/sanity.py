@@ -7,8 +7,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from rayscale.config import ConfigError, RayscaleConfig
+from rayscale.config import RayscaleConfig
 from rayscale.data import Problem
+from rayscale.errors import ConfigError
 from rayscale.prompts import render_prompt
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from rayscale.actors.learner import LearnerGroup
-from rayscale.config import ConfigError
+from rayscale.errors import ConfigError
 from rayscale.prompts import format_solution
 from rayscale.seeding import stable_seed
 from rayscale.types import RolloutRequest, SFTExample

@@ -13,7 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rayscale.config import RayscaleConfig, redacted
+from rayscale.config import RayscaleConfig
+from rayscale.config_loading import redacted
 
 CONSOLE_KEYS = [  # (metric, label, format) shown on the per-iteration line when present
     ("accuracy", "acc", "{:.3f}"),

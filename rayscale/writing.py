@@ -12,7 +12,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rayscale.config import ConfigError
+from rayscale.errors import ConfigError
 from rayscale.failures import BAD_INPUT, FAILED, RunFailure
 
 NO_SPACE = {errno.ENOSPC, errno.EDQUOT}

@@ -12,7 +12,8 @@ import time
 import pytest
 
 from rayscale.colocation import ENGINE_PARTS, LEARNER_PARTS, ColocationError, Holdings, Turns
-from rayscale.config import ConfigError, load_config
+from rayscale.config_loading import load_config
+from rayscale.errors import ConfigError
 from rayscale.plan import check_fits, format_plan, node, plan_placement
 
 COLOCATED = ["cluster.colocate=true", "rollout.num_workers=2", "learner.num_ranks=2"]

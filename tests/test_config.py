@@ -6,7 +6,9 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from rayscale.config import REMOVED_KEYS, ConfigError, RayscaleConfig, load_config, redacted, to_yaml
+from rayscale.config import RayscaleConfig
+from rayscale.config_loading import REMOVED_KEYS, load_config, redacted, to_yaml
+from rayscale.errors import ConfigError
 
 
 def test_default_loads_and_round_trips(tmp_path):
@@ -190,3 +192,42 @@ def test_every_config_key_is_read_somewhere():
     assert not dead, f"config keys read by nothing in rayscale/: {', '.join(dead)}"
     stale = [key for key in READ_DYNAMICALLY if key.rsplit(".", 1)[-1] in read]
     assert not stale, f"READ_DYNAMICALLY entries now read by name; drop them: {', '.join(stale)}"
+
+
+# ------------------------------------------------------------------ structure: schema, loading, rules apart
+def test_the_schema_imports_no_other_rayscale_module_and_nothing_cycles():
+    """config.py is the schema alone; loading and the cross-section rules import it, never the other way."""
+    probe = ("import sys, importlib; importlib.import_module({mod!r}); "
+             "print(sorted(m for m in sys.modules if m.startswith('rayscale')))")
+    out = subprocess.run([sys.executable, "-c", probe.format(mod="rayscale.config")], capture_output=True,
+                         text=True, check=True).stdout
+    assert out.strip() == "['rayscale', 'rayscale.config']", out
+    for first in ("rayscale.algos.pairs", "rayscale.validation", "rayscale.config_loading", "rayscale.algos.strategies"):
+        r = subprocess.run([sys.executable, "-c", probe.format(mod=first)], capture_output=True, text=True)
+        assert r.returncode == 0, f"importing {first} first fails (an import cycle?):\n{r.stderr[-2000:]}"
+
+
+CROSS_SECTION_RULES = {  # each override set breaks one rule of rayscale.validation.validate
+    "unknown strategy": ["algo.strategy=nope"],
+    "bad mix": ["algo.strategy={outcome: -1, correction: 0}"],
+    "weak_to_strong thresholds": ["algo.weak_to_strong.overrule_at=0.1", "algo.weak_to_strong.skip_below=0.5"],
+    "weak model and file": ["algo.weak_to_strong.weak_model=m", "algo.weak_to_strong.weak_answers_file=f.jsonl"],
+    "no pair possible": ["algo.samples_per_prompt=1", "algo.strategy=outcome"],
+    "sync transport": ["sync.transport=ipc"],
+    "colocation": ["cluster.colocate=true", "rollout.num_workers=2", "learner.num_ranks=1"],
+}
+
+
+@pytest.mark.parametrize("rule", sorted(CROSS_SECTION_RULES))
+def test_every_cross_section_rule_is_raised_by_the_one_validation_entry_point(rule):
+    from rayscale.config_loading import _apply_override
+    from rayscale.validation import validate
+
+    raw: dict = {}
+    for item in CROSS_SECTION_RULES[rule]:
+        _apply_override(raw, item)
+    cfg = RayscaleConfig.model_validate(raw)  # the schema alone accepts it: the rule lives in validate()
+    with pytest.raises(ValueError):
+        validate(cfg)
+    with pytest.raises(ConfigError, match="invalid configuration"):  # ...which loading runs, once
+        load_config(None, CROSS_SECTION_RULES[rule])

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from rayscale import failures
-from rayscale.config import ConfigError, load_config
+from rayscale.config_loading import load_config
+from rayscale.errors import ConfigError
 from rayscale.teacher.records import Correction
 from rayscale.tracking import Tracker
 

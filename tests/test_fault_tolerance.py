@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from rayscale.config import load_config
+from rayscale.config_loading import load_config
 from rayscale.controller import Trainer
 from rayscale.run_setup import prepare_run
 from tests.conftest import three_node_overrides

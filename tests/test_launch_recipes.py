@@ -15,7 +15,7 @@ import jsonschema
 import pytest
 import yaml
 
-from rayscale.config import load_config
+from rayscale.config_loading import load_config
 from rayscale.plan import node, plan_placement, require_fit
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rayscale.config import ConfigError, LearnerConfig, RoleResources, load_config
+from rayscale.config import LearnerConfig, RoleResources
+from rayscale.config_loading import load_config
+from rayscale.errors import ConfigError
 from rayscale.learner import deepspeed_config as dsc
 
 

@@ -13,7 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from rayscale.config import AlgoConfig, ConfigError, LearnerConfig, LoraSettings, RolloutConfig, load_config
+from rayscale.config import AlgoConfig, LearnerConfig, LoraSettings, RolloutConfig
+from rayscale.config_loading import load_config
+from rayscale.errors import ConfigError
 from rayscale.learner import lora
 from rayscale.learner.engine import REFERENCE_ADAPTER, LearnerEngine
 from rayscale.types import PreferencePair, RolloutRequest

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from rayscale.config import TinyModelConfig, load_config
+from rayscale.config import TinyModelConfig
+from rayscale.config_loading import load_config
 from rayscale.controller import Trainer
 from rayscale.models import make_tiny_model
 from rayscale.run_setup import load_splits, prepare_run

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from rayscale.config import load_config
+from rayscale.config_loading import load_config
 from rayscale.controller import Trainer
 from rayscale.run_setup import prepare_run
 from tests.test_loop import TINY

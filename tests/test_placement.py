@@ -7,7 +7,9 @@ import sys
 
 import pytest
 
-from rayscale.config import NODE_RESOURCE_SHARE, ConfigError, load_config
+from rayscale.config import NODE_RESOURCE_SHARE
+from rayscale.config_loading import load_config
+from rayscale.errors import ConfigError
 from rayscale.plan import (
     ROLES,
     PlacementError,

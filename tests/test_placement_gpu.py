@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from rayscale.config import load_config
+from rayscale.config_loading import load_config
 
 pytestmark = [pytest.mark.ray, pytest.mark.gpu]
 

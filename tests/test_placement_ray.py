@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from rayscale.config import load_config
+from rayscale.config_loading import load_config
 from rayscale.plan import PlacementError, plan_placement, simulate
 
 pytestmark = pytest.mark.ray

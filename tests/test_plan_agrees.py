@@ -7,7 +7,7 @@ import pytest
 
 from rayscale import controller
 from rayscale.actors import placement as placement_module
-from rayscale.config import load_config
+from rayscale.config_loading import load_config
 from rayscale.plan import format_plan, plan_placement
 
 CONFIGS = Path(__file__).resolve().parents[1] / "launch" / "configs"

@@ -154,7 +154,7 @@ def test_colocated_vllm_sleeps_for_the_learner_and_takes_its_weights_by_cuda_ipc
     from rayscale.actors.placement import place_roles, remove_placement_groups
     from rayscale.actors.rollout import RolloutManager
     from rayscale.colocation import Turns
-    from rayscale.config import load_config
+    from rayscale.config_loading import load_config
     from rayscale.sync.coordinator import WeightSync
 
     cfg = load_config(None, [

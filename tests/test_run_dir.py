@@ -9,7 +9,8 @@ import shutil
 import pytest
 
 from rayscale import checkpointing as C
-from rayscale.config import ConfigError, load_config
+from rayscale.config_loading import load_config
+from rayscale.errors import ConfigError
 from rayscale.run_dir import claim
 
 

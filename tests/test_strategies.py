@@ -8,8 +8,10 @@ import pytest
 
 from rayscale.algos import pairs as P
 from rayscale.algos import strategies as S
-from rayscale.config import AlgoConfig, ConfigError, load_config
+from rayscale.config import AlgoConfig
+from rayscale.config_loading import load_config
 from rayscale.data import Problem
+from rayscale.errors import ConfigError
 from rayscale.teacher.records import Correction
 from rayscale.text import split_at_step
 from rayscale.types import PreferencePair, Sample, VerifyResult
@@ -191,7 +193,7 @@ def test_a_registered_strategy_is_valid_in_config_without_other_edits(monkeypatc
 def test_registry_imports_neither_ray_nor_torch_and_no_cycle_with_config():
     code = ("import sys\n"
             "import rayscale.algos.strategies as S\n"
-            "from rayscale.config import load_config\n"
+            "from rayscale.config_loading import load_config\n"
             "assert load_config(None, ['algo.strategy=outcome']).algo.strategy == 'outcome'\n"
             "bad = [m for m in ('ray', 'torch') if m in sys.modules]\n"
             "assert not bad, bad\n")

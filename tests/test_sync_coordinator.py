@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from rayscale.config import DEFAULT_BUCKET_BYTES, ConfigError, SyncConfig, load_config
+from rayscale.config import DEFAULT_BUCKET_BYTES, SyncConfig
+from rayscale.config_loading import load_config
+from rayscale.errors import ConfigError
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rayscale"
 ALLOWED = {"config.py", "sync/coordinator.py", "sync/transports.py"}  # the definition, its reader, the capability checks

@@ -119,7 +119,7 @@ def test_api_teacher_localise_and_templates(api_teacher):
 
 
 def test_local_backend_needs_a_model_path():
-    from rayscale.config import ConfigError
+    from rayscale.errors import ConfigError
 
     with pytest.raises(ConfigError, match="teacher.local.model_path"):
         make_teacher(TeacherConfig(backend="local"))

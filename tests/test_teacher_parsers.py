@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rayscale.config import ConfigError
 from rayscale.data import Problem
+from rayscale.errors import ConfigError
 from rayscale.teacher.parsers import (
     clean_lines,
     parse_correction,

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import random
 
-from rayscale.config import ConfigError, SyntheticTaskConfig
+from rayscale.config import SyntheticTaskConfig
 from rayscale.data.problem import Problem
+from rayscale.errors import ConfigError
 from rayscale.prompts import format_solution
 
 _APPLY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}

@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from rayscale.config import ConfigError, LoraSettings
+from rayscale.config import LoraSettings
+from rayscale.errors import ConfigError
 
 ADAPTER = "default"
 REFERENCE = "reference"

@@ -228,7 +228,7 @@ def probe_endpoint(cfg: OpenAITeacherConfig, timeout_s: float = 10.0) -> None:
     """Fail fast, before a run starts anything, when `teacher.openai.base_url` does not answer or refuses the key:
     a ConfigError naming the URL and the error (exit 2). Any other answer (also 404: not every server lists its
     models) means something is listening; the requests' own failures are counted per reason during the run."""
-    from rayscale.config import ConfigError  # the error the CLI turns into exit status 2
+    from rayscale.errors import ConfigError  # the error the CLI turns into exit status 2
 
     url = cfg.base_url.rstrip("/") + "/models"
     try:

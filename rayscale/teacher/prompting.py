@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from rayscale.config import ConfigError
 from rayscale.data.problem import Problem
+from rayscale.errors import ConfigError
 from rayscale.prompts import PromptStyle, answer_line
 
 Messages = list[dict[str, str]]

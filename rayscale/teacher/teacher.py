@@ -13,8 +13,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from rayscale.config import ConfigError, TeacherConfig
+from rayscale.config import TeacherConfig
 from rayscale.data.problem import Problem
+from rayscale.errors import ConfigError
 from rayscale.prompts import PromptStyle
 from rayscale.teacher import oracle
 from rayscale.teacher.acceptance import build_correction, valid_step_index

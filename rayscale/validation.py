@@ -1,0 +1,83 @@
+"""The rules that tie configuration sections together, in one place: `validate(cfg)` runs once, when a config is
+loaded (rayscale.config_loading), and raises ValueError naming the keys and the fix; the loader turns that into a
+ConfigError (exit 2). A section's own field ranges stay on its model in rayscale.config.
+
+Imports what the rules need (the strategy registry, the weight-sync transports): the schema module imports none of
+it, so there is no import cycle.
+"""
+
+from __future__ import annotations
+
+from rayscale.algos.strategies import strategy_names
+from rayscale.config import AlgoConfig, RayscaleConfig
+from rayscale.sync import transports
+
+
+def validate(cfg: RayscaleConfig) -> RayscaleConfig:
+    """Every cross-section rule; `cfg` back unchanged when it holds them all."""
+    check_strategy(cfg.algo)
+    w2s = cfg.algo.weak_to_strong
+    if w2s.overrule_at < w2s.skip_below:
+        raise ValueError("algo.weak_to_strong.overrule_at must be >= skip_below")
+    if w2s.weak_model and w2s.weak_answers_file:
+        raise ValueError("algo.weak_to_strong: give weak_model or weak_answers_file, not both")
+    pairless = _pairless_strategies(cfg.algo)
+    if pairless:
+        raise ValueError(f"algo.samples_per_prompt=1 with algo.strategy {', '.join(pairless)}: these pair a "
+                         "right with a wrong sample of the same prompt, so no pair can ever be built; set "
+                         "algo.samples_per_prompt to 2 or more (4: the default), or use correction or "
+                         "step_controlled, which pair one sample with its own continuation")
+    sync_problem = transports.problem(cfg)  # the chosen transport's capability check: here, once
+    if sync_problem:
+        raise ValueError(sync_problem)
+    if cfg.cluster.colocate:
+        colocation_problem = _colocation_problem(cfg)
+        if colocation_problem:
+            raise ValueError(f"cluster.colocate: {colocation_problem}")
+    return cfg
+
+
+def check_strategy(algo: AlgoConfig) -> None:
+    """`algo.strategy`: a registered strategy, or a mix of them with non-negative weights and a positive sum. The
+    registry, not a list: a strategy registered with @strategy is valid without editing config."""
+    known = strategy_names()
+    v = algo.strategy
+    for name in [v] if isinstance(v, str) else list(v):
+        if name not in known:
+            raise ValueError(f"algo.strategy: unknown strategy {name!r}; expected one of {', '.join(known)}")
+    if isinstance(v, dict) and (not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0):
+        raise ValueError("algo.strategy: a strategy mix needs non-negative weights with a positive sum")
+
+
+# Strategies that compare two samples of one prompt: with one sample per prompt they never build a pair.
+TWO_SAMPLE_STRATEGIES = ("outcome", "weak_to_strong")
+
+
+def _pairless_strategies(algo: AlgoConfig) -> list[str]:
+    """The strategies of `algo` that can build no pair at its samples_per_prompt (none: every one can)."""
+    if algo.samples_per_prompt > 1:
+        return []
+    used = [algo.strategy] if isinstance(algo.strategy, str) else [n for n, w in algo.strategy.items() if w > 0]
+    return [n for n in used if n in TWO_SAMPLE_STRATEGIES]
+
+
+def _colocation_problem(cfg: RayscaleConfig) -> str | None:
+    """Why `cfg` cannot colocate its rollout workers with its learner ranks (None: it can)."""
+    workers, ranks = cfg.rollout.num_workers, cfg.learner.num_ranks
+    if workers != ranks:
+        return (f"rollout worker i shares learner rank i's bundle, so rollout.num_workers ({workers}) must equal "
+                f"learner.num_ranks ({ranks})")
+    if cfg.algo.async_rollout:
+        return ("the engines and the learner take turns on the same devices, so rollouts cannot overlap training: "
+                "set algo.async_rollout: false (or cluster.colocate: false)")
+    if cfg.rollout.backend == "vllm" and cfg.rollout.vllm.tensor_parallel_size > 1:
+        return ("a colocated vLLM worker lives on its learner rank's one GPU: rollout.vllm.tensor_parallel_size "
+                "must be 1")
+    gpus = {cfg.cluster.learner.num_gpus > 0, cfg.cluster.rollout.num_gpus > 0}
+    if len(gpus) > 1:
+        return (f"both roles must hold the GPU they share, or neither: cluster.learner.num_gpus="
+                f"{cfg.cluster.learner.num_gpus:g}, cluster.rollout.num_gpus={cfg.cluster.rollout.num_gpus:g}")
+    if cfg.cluster.learner.node_resource != cfg.cluster.rollout.node_resource:
+        return ("the shared bundles go on one kind of node: cluster.learner.node_resource and "
+                "cluster.rollout.node_resource must be the same")
+    return None
