@@ -32,6 +32,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from rayscale.algos.pairs import strategy_mix
 from rayscale.config import RayscaleConfig
 from rayscale.errors import ConfigError
 from rayscale.plan import PlacementError, plan_placement, require_fit
@@ -83,10 +84,6 @@ def stage_breakdown(rows: list[dict[str, Any]]) -> dict[str, float]:
     return stages
 
 
-def strategy_names(strategy: str | dict[str, float]) -> list[str]:
-    return [strategy] if isinstance(strategy, str) else [k for k, w in strategy.items() if w > 0]
-
-
 def figures(sync_rows: list[dict[str, Any]], async_rows: list[dict[str, Any]], *, num_workers: int,
             updates_per_iteration: int, strategy: str | dict[str, float], warmup: int = WARMUP) -> dict[str, Any]:
     """Every figure of the table (KEYS, None where there is nothing to measure) and how many iterations each
@@ -97,7 +94,7 @@ def figures(sync_rows: list[dict[str, Any]], async_rows: list[dict[str, Any]], *
     per = out["rollout_tokens_per_s"]
     out["rollout_tokens_per_s_per_engine"] = per / num_workers if per is not None else None
     out["verifier_responses_per_s"] = _rate(s, lambda r: r.get("samples", 0), lambda r: _t(r, "verify"))
-    asks = TEACHER_STRATEGY in strategy_names(strategy)
+    asks = TEACHER_STRATEGY in strategy_mix(strategy)
     out["teacher_requests_per_s"] = _rate(s, lambda r: r.get("correction/requests", 0),
                                           lambda r: _t(r, TEACHER_STRATEGY)) if asks else None
     learned = [r for r in s if r.get("learner/tokens")]

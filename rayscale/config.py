@@ -393,9 +393,12 @@ class RoleResources(_Strict):
             out[self.node_resource] = NODE_RESOURCE_SHARE
         return out
 
-    def bundle(self) -> dict[str, float]:
-        """One actor's placement-group bundle (zero entries left out: Ray refuses them)."""
-        asked = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom_resources()}
+    def bundle(self, num_gpus: float | None = None) -> dict[str, float]:
+        """One actor's placement-group bundle (zero entries left out: Ray refuses them); the one builder, used by
+        the plan and by a role placed on its own. `num_gpus`: what the plan gives the role, when that differs from
+        its setting (a teacher that runs no model takes none)."""
+        gpus = self.num_gpus if num_gpus is None else num_gpus
+        asked = {"GPU": gpus, "CPU": self.num_cpus, **self.custom_resources()}
         return {k: float(v) for k, v in asked.items() if v > 0}
 
     def actor_options(self) -> dict[str, Any]:

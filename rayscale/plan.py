@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from rayscale.algos.pairs import strategy_mix
 from rayscale.config import RayscaleConfig, RoleResources
 from rayscale.errors import ConfigError
 
@@ -160,15 +161,13 @@ def _colocated(plans: list[RolePlan]) -> list[RolePlan]:
 
 def uses_weak_model(cfg: RayscaleConfig) -> bool:
     """Whether the run starts a rollout worker for weak-to-strong's weak model (it then has a bundle of its own)."""
-    strategy = cfg.algo.strategy
-    names = [strategy] if isinstance(strategy, str) else [k for k, w in strategy.items() if w > 0]
     w2s = cfg.algo.weak_to_strong
-    return "weak_to_strong" in names and bool(w2s.weak_model) and not w2s.weak_answers_file
+    return "weak_to_strong" in strategy_mix(cfg.algo.strategy) and bool(w2s.weak_model) and not w2s.weak_answers_file
 
 
 def _bundle(role: str, res: RoleResources, gpus: float) -> dict[str, float]:
-    asked = {"GPU": gpus, "CPU": res.num_cpus, **res.custom_resources()}
-    bundle = {k: float(v) for k, v in asked.items() if v > 0}
+    """The role's bundle (RoleResources.bundle, the one builder), refused here when Ray could not place it."""
+    bundle = res.bundle(num_gpus=gpus)
     for k, v in bundle.items():
         if v > 1 and not float(v).is_integer():
             raise ConfigError(f"cluster.{role}: {k}={_num(v)}; Ray needs whole numbers above 1 (fractions only below 1)")

@@ -8,6 +8,7 @@ it, so there is no import cycle.
 
 from __future__ import annotations
 
+from rayscale.algos.pairs import strategy_mix
 from rayscale.algos.strategies import strategy_names
 from rayscale.config import AlgoConfig, RayscaleConfig
 from rayscale.sync import transports
@@ -42,7 +43,7 @@ def check_strategy(algo: AlgoConfig) -> None:
     registry, not a list: a strategy registered with @strategy is valid without editing config."""
     known = strategy_names()
     v = algo.strategy
-    for name in [v] if isinstance(v, str) else list(v):
+    for name in [v] if isinstance(v, str) else list(v):  # every named one, zero weights too
         if name not in known:
             raise ValueError(f"algo.strategy: unknown strategy {name!r}; expected one of {', '.join(known)}")
     if isinstance(v, dict) and (not v or any(w < 0 for w in v.values()) or sum(v.values()) <= 0):
@@ -57,7 +58,7 @@ def _pairless_strategies(algo: AlgoConfig) -> list[str]:
     """The strategies of `algo` that can build no pair at its samples_per_prompt (none: every one can)."""
     if algo.samples_per_prompt > 1:
         return []
-    used = [algo.strategy] if isinstance(algo.strategy, str) else [n for n, w in algo.strategy.items() if w > 0]
+    used = strategy_mix(algo.strategy)
     return [n for n in used if n in TWO_SAMPLE_STRATEGIES]
 
 

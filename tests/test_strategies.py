@@ -199,3 +199,18 @@ def test_registry_imports_neither_ray_nor_torch_and_no_cycle_with_config():
             "assert not bad, bad\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_strategy_mix_is_read_by_one_parser():
+    from pathlib import Path
+
+    from rayscale.algos.pairs import strategy_mix
+
+    assert strategy_mix("outcome") == {"outcome": 1.0}
+    assert strategy_mix({"correction": 3, "outcome": 0, "step_controlled": 1}) == {"correction": 3.0,
+                                                                                   "step_controlled": 1.0}
+    # nothing else in the package takes `algo.strategy` apart itself (plan, bench, validation call strategy_mix)
+    package = Path(__file__).resolve().parents[1] / "rayscale"
+    readers = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                     if ".items() if w > 0]" in p.read_text() or "for n, w in strategy.items()" in p.read_text())
+    assert readers == [], readers

@@ -169,11 +169,18 @@ def weak_to_strong_pairs(graded: Sequence[Graded], label: str, rng: random.Rando
 
 
 # ------------------------------------------------------------------------------------------------ mixing
+def strategy_mix(strategy: str | dict[str, float]) -> dict[str, float]:
+    """`algo.strategy` read once, the same way everywhere: {name: weight} of the strategies a run uses (one name
+    is {name: 1.0}; a mix keeps its positive weights, in its own order)."""
+    if isinstance(strategy, str):
+        return {strategy: 1.0}
+    return {name: float(w) for name, w in strategy.items() if w > 0}
+
+
 def assign_strategies(prompt_ids: Sequence[str], strategy: str | dict[str, float],
                       rng: random.Random) -> dict[str, str]:
     """Which strategy builds the pairs of each prompt: one name for all, or a weighted draw per prompt."""
-    if isinstance(strategy, str):
+    mix = strategy_mix(strategy)
+    if isinstance(strategy, str):  # one strategy draws nothing from rng (seeded runs stay as they were)
         return {pid: strategy for pid in prompt_ids}
-    names = [n for n, w in strategy.items() if w > 0]
-    weights = [strategy[n] for n in names]
-    return {pid: rng.choices(names, weights)[0] for pid in prompt_ids}
+    return {pid: rng.choices(list(mix), list(mix.values()))[0] for pid in prompt_ids}
