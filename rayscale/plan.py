@@ -190,12 +190,6 @@ class Node:
         return self.node_id[:8]
 
 
-def node(node_id: str, address: str = "", is_head: bool = False, **resources: float) -> Node:
-    """A node from keyword resources (`node("n1", CPU=8, GPU=8, gen_node=1)`), for tests and recipe checks."""
-    res = {k: float(v) for k, v in resources.items()}
-    return Node(node_id, address or node_id, res, dict(res), is_head)
-
-
 def nodes_from_ray(ray_nodes: Iterable[Mapping], available: Mapping[str, Mapping[str, float]] | None = None) -> list[Node]:
     """Alive nodes from `ray.nodes()`; `available` (node id -> free resources) when known, else the totals."""
     out = []
@@ -255,11 +249,6 @@ def simulate(plan: Plan, nodes: Sequence[Node]) -> Assignment:
             out.shortfalls.extend(_explain(rp, where, nodes, before, free, taken))
         taken.append((rp.role, [_minus(b, a) for b, a in zip(before, free)]))
     return out
-
-
-def check_fits(plan: Plan, nodes: Sequence[Node]) -> list[Shortfall]:
-    """The shortfalls per role and resource; empty when the whole plan fits."""
-    return simulate(plan, nodes).shortfalls
 
 
 def require_fit(plan: Plan, nodes: Sequence[Node]) -> Assignment:

@@ -14,7 +14,8 @@ import pytest
 from rayscale.colocation import ENGINE_PARTS, LEARNER_PARTS, ColocationError, Holdings, Turns
 from rayscale.config_loading import load_config
 from rayscale.errors import ConfigError
-from rayscale.plan import check_fits, format_plan, node, plan_placement
+from rayscale.plan import format_plan, plan_placement, simulate
+from tests.nodes import node
 
 COLOCATED = ["cluster.colocate=true", "rollout.num_workers=2", "learner.num_ranks=2"]
 
@@ -143,10 +144,10 @@ def test_a_colocated_plan_reserves_one_bundle_per_rank_holding_both_actors():
     assert rollout.shares == "learner" and rollout.total() == {}
     assert plan.total()["GPU"] == 2.0  # 2 GPUs for 2 ranks + 2 engines; split roles would need 4
     two_gpus = [node("n1", CPU=8, GPU=2)]
-    assert check_fits(plan, two_gpus) == []
+    assert simulate(plan, two_gpus).shortfalls == []
     split = load_config(None, ["rollout.num_workers=2", "learner.num_ranks=2", "cluster.learner.num_gpus=1",
                                "cluster.rollout.num_gpus=1"])
-    assert [s.role for s in check_fits(plan_placement(split), two_gpus)] == ["rollout"]
+    assert [s.role for s in simulate(plan_placement(split), two_gpus).shortfalls] == ["rollout"]
     assert "rollout     2 workers  x {GPU 0.5, CPU 0.5}  in learner's bundles" in format_plan(plan)
     alone = plan.only("rollout", "verifier").role("rollout")  # `rayscale eval`: no learner to share with
     assert alone.shares is None and alone.bundle == {"CPU": 0.5, "GPU": 1.0}

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 from rayscale.config_loading import load_config
-from rayscale.plan import node, plan_placement, require_fit
+from rayscale.plan import plan_placement, require_fit
+from tests.nodes import node
 
 ROOT = Path(__file__).resolve().parents[1]
 LAUNCH = ROOT / "launch"

@@ -13,15 +13,14 @@ from rayscale.errors import ConfigError
 from rayscale.plan import (
     ROLES,
     PlacementError,
-    check_fits,
     format_nodes,
     format_plan,
-    node,
     nodes_from_ray,
     plan_placement,
     require_fit,
     simulate,
 )
+from tests.nodes import node
 
 GPU_ROLLOUT = ["rollout.backend=vllm", "cluster.rollout.num_gpus=2", "rollout.vllm.tensor_parallel_size=2"]
 
@@ -114,7 +113,7 @@ def test_actors_reserve_what_the_plan_reserves():
 def test_shortfall_names_role_need_free_and_what_earlier_roles_took():
     p = plan(*GPU_ROLLOUT, "rollout.num_workers=8", "learner.num_ranks=8", "cluster.learner.num_gpus=1")
     nodes = [node("a" * 16, CPU=96, GPU=8), node("b" * 16, CPU=96, GPU=8)]
-    shortfalls = check_fits(p, nodes)
+    shortfalls = simulate(p, nodes).shortfalls
     assert [(s.role, s.resource, s.short) for s in shortfalls] == [("rollout", "GPU", 8.0)]
     assert shortfalls[0].message == ("rollout needs 16 GPU (8 workers x 2 GPU) but the cluster has 8 GPU free "
                                      "after learner (8); short by 8 GPU")
@@ -122,7 +121,7 @@ def test_shortfall_names_role_need_free_and_what_earlier_roles_took():
         require_fit(p, nodes)
     assert isinstance(e.value, ValueError) and e.value.shortfalls == shortfalls
     assert "in all the run asks for 24 GPU" in str(e.value) and "have 16 GPU" in str(e.value)
-    assert check_fits(p, nodes + [node("c" * 16, CPU=96, GPU=8)]) == []
+    assert simulate(p, nodes + [node("c" * 16, CPU=96, GPU=8)]).shortfalls == []
 
 
 def test_tensor_parallel_bundles_never_span_nodes():
@@ -152,8 +151,8 @@ def test_pack_spills_over_nodes_but_strict_pack_does_not():
     nodes = [node("x" * 8, CPU=8, GPU=2), node("y" * 8, CPU=8, GPU=2)]
     packed = simulate(plan("learner.num_ranks=4", "cluster.learner.num_gpus=1"), nodes)
     assert packed.fits and sorted(packed.bundles["learner"]) == ["x" * 8] * 2 + ["y" * 8] * 2
-    (s,) = check_fits(plan("learner.num_ranks=4", "cluster.learner.num_gpus=1",
-                           "cluster.learner.strategy=STRICT_PACK"), nodes)
+    (s,) = simulate(plan("learner.num_ranks=4", "cluster.learner.num_gpus=1",
+                           "cluster.learner.strategy=STRICT_PACK"), nodes).shortfalls
     assert s.role == "learner" and s.resource == "GPU" and s.short == 2
     assert "STRICT_PACK" in s.message and "share one node" in s.message
 
@@ -162,7 +161,7 @@ def test_spread_balances_and_strict_spread_needs_distinct_nodes():
     nodes = [node("p" * 8, CPU=8), node("q" * 8, CPU=8)]
     spread = simulate(plan("verifier.num_workers=4", "cluster.verifier.strategy=SPREAD"), nodes)
     assert sorted(spread.bundles["verifier"]) == ["p" * 8, "p" * 8, "q" * 8, "q" * 8]
-    (s,) = check_fits(plan("verifier.num_workers=3", "cluster.verifier.strategy=STRICT_SPREAD"), nodes)
+    (s,) = simulate(plan("verifier.num_workers=3", "cluster.verifier.strategy=STRICT_SPREAD"), nodes).shortfalls
     assert (s.role, s.resource, s.short) == ("verifier", "node", 1) and "3 distinct nodes" in s.message
 
 
@@ -173,10 +172,10 @@ def test_node_affinity_keeps_roles_on_their_nodes_and_names_a_missing_label():
         node("hed" * 4, CPU=8, is_head=True)
     a = simulate(p, [head, gen, train])
     assert a.fits and set(a.bundles["rollout"]) == {gen.node_id} and set(a.bundles["learner"]) == {train.node_id}
-    (s,) = check_fits(p, [head, gen, node("trn" * 4, CPU=96, GPU=8)])
+    (s,) = simulate(p, [head, gen, node("trn" * 4, CPU=96, GPU=8)]).shortfalls
     assert s.role == "learner" and s.resource == "train_node" and "no alive node has it" in s.message
     # With the label present but too few GPUs behind it, the scope of the count is the labelled nodes.
-    (s,) = check_fits(p, [head, gen, node("trn" * 4, CPU=96, GPU=4, train_node=1), node("spare" * 3, GPU=8, CPU=9)])
+    (s,) = simulate(p, [head, gen, node("trn" * 4, CPU=96, GPU=4, train_node=1), node("spare" * 3, GPU=8, CPU=9)]).shortfalls
     assert s.message.startswith("learner needs 8 GPU (8 ranks x 1 GPU) but the nodes with train_node have 4 GPU")
 
 
