@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-budget-min", type=float, default=4.0)
     ap.add_argument("--sweep-lrs", default=",".join(map(str, SWEEP_LRS)))
     ap.add_argument("--no-score", action="store_true", help="train only (score later with --reuse)")
+    ap.add_argument("--problems", type=int, help="held-out problems scored (default 300; --quick 32): fewer only "
+                                                 "for a preliminary look, never the benchmark's figure")
     ap.add_argument("--sft-dir", default="runs/bench_real_model/sft",
                     help="benchmarks/real_model.py's SFT stage (reused when its sft_model is there, else made)")
     ap.add_argument("--trl-python", default=os.environ.get("RAYSCALE_TRL_PYTHON", str(ROOT / ".venv/bin/python")),
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     sft_dir = Path(args.sft_dir if not args.quick else out / "sft_quick")
     shared = shared_overrides(args.model or str(ensure("smollm2-135m")), args.quick)
     sft_model = make_start(shared, sft_dir)
-    eval_size = 32 if args.quick else 300
+    eval_size = args.problems or (32 if args.quick else 300)
     setup = Setup(out, sft_model, shared, "test", eval_size, args.budget_min * 60, args.mark_min * 60,
                   args.trl_python)
     if args.sweep:
