@@ -421,7 +421,9 @@ def scores_of(rows: list[dict]) -> dict[str, Any]:
 def score_and_report(setup: Setup, arms: list[str], choices: dict, reuse: bool) -> dict:
     """Every saved policy of every arm, and the start (t = 0, the same for all), through `score_policy`."""
 
-    start = scores_of(score_policy(setup, setup.sft_model, setup.out / "scores" / "start.jsonl", reuse, setup.split))
+    # per split and problem count: a preliminary --problems look is never reused as the full scoring
+    scores = setup.out / "scores" / f"{setup.split}_{setup.eval_size}"
+    start = scores_of(score_policy(setup, setup.sft_model, scores / "start.jsonl", reuse, setup.split))
     report: dict[str, Any] = {}
     for arm in arms:
         arm_dir = setup.out / "arms" / arm
@@ -429,7 +431,7 @@ def score_and_report(setup: Setup, arms: list[str], choices: dict, reuse: bool) 
         points = [{"t_s": 0.0, "mark_s": 0.0, "steps": 0, **start}]
         for save in marks["saves"]:
             name = Path(save["dir"]).name
-            rows = score_policy(setup, save["dir"], setup.out / "scores" / arm / f"{name}.jsonl", reuse, setup.split)
+            rows = score_policy(setup, save["dir"], scores / arm / f"{name}.jsonl", reuse, setup.split)
             points.append({"t_s": save["t_s"], "mark_s": save["mark_s"], "steps": save["steps"], **scores_of(rows)})
         report[arm] = {"marks": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
                        "final_greedy_acc": points[-1]["greedy_acc"], "final_greedy_ci": points[-1]["greedy_ci"],
