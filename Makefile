@@ -61,8 +61,9 @@ test-vllm: $(VLLM_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check rayscale tests benchmarks
 
-# rollout.py, weight_sync.py and real_model.py measure vLLM too: they run in the vLLM environment; the rest (TRL among them) here.
-VLLM_BENCHMARKS := benchmarks/rollout.py benchmarks/weight_sync.py benchmarks/real_model.py
+# rollout.py, weight_sync.py, real_model.py and time_to_accuracy.py measure vLLM too: they run in the vLLM environment
+# (time_to_accuracy.py starts its TRL arms in this one, --trl-python); the rest (TRL among them) here.
+VLLM_BENCHMARKS := benchmarks/rollout.py benchmarks/weight_sync.py benchmarks/real_model.py benchmarks/time_to_accuracy.py
 bench-quick: $(STAMP) $(VLLM_STAMP)
 	for b in $(filter-out $(VLLM_BENCHMARKS) benchmarks/gpu_smoke_report.py,$(wildcard benchmarks/*.py)); do $(PY) $$b --quick || exit 1; done
 	for b in $(VLLM_BENCHMARKS); do $(VLLM_PY) $$b --quick || exit 1; done

@@ -201,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sweep-budget-min", type=float, default=4.0)
     ap.add_argument("--sweep-lrs", default=",".join(map(str, SWEEP_LRS)))
     ap.add_argument("--no-score", action="store_true", help="train only (score later with --reuse)")
+    ap.add_argument("--problems", type=int, help="held-out problems scored (default 300; --quick 32): fewer only "
+                                                 "for a preliminary look, never the benchmark's figure")
     ap.add_argument("--sft-dir", default="runs/bench_real_model/sft",
                     help="benchmarks/real_model.py's SFT stage (reused when its sft_model is there, else made)")
     ap.add_argument("--trl-python", default=os.environ.get("RAYSCALE_TRL_PYTHON", str(ROOT / ".venv/bin/python")),
@@ -227,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     sft_dir = Path(args.sft_dir if not args.quick else out / "sft_quick")
     shared = shared_overrides(args.model or str(ensure("smollm2-135m")), args.quick)
     sft_model = make_start(shared, sft_dir)
-    eval_size = 32 if args.quick else 300
+    eval_size = args.problems or (32 if args.quick else 300)
     setup = Setup(out, sft_model, shared, "test", eval_size, args.budget_min * 60, args.mark_min * 60,
                   args.trl_python)
     if args.sweep:
@@ -419,7 +421,9 @@ def scores_of(rows: list[dict]) -> dict[str, Any]:
 def score_and_report(setup: Setup, arms: list[str], choices: dict, reuse: bool) -> dict:
     """Every saved policy of every arm, and the start (t = 0, the same for all), through `score_policy`."""
 
-    start = scores_of(score_policy(setup, setup.sft_model, setup.out / "scores" / "start.jsonl", reuse, setup.split))
+    # per split and problem count: a preliminary --problems look is never reused as the full scoring
+    scores = setup.out / "scores" / f"{setup.split}_{setup.eval_size}"
+    start = scores_of(score_policy(setup, setup.sft_model, scores / "start.jsonl", reuse, setup.split))
     report: dict[str, Any] = {}
     for arm in arms:
         arm_dir = setup.out / "arms" / arm
@@ -427,7 +431,7 @@ def score_and_report(setup: Setup, arms: list[str], choices: dict, reuse: bool) 
         points = [{"t_s": 0.0, "mark_s": 0.0, "steps": 0, **start}]
         for save in marks["saves"]:
             name = Path(save["dir"]).name
-            rows = score_policy(setup, save["dir"], setup.out / "scores" / arm / f"{name}.jsonl", reuse, setup.split)
+            rows = score_policy(setup, save["dir"], scores / arm / f"{name}.jsonl", reuse, setup.split)
             points.append({"t_s": save["t_s"], "mark_s": save["mark_s"], "steps": save["steps"], **scores_of(rows)})
         report[arm] = {"marks": [{k: v for k, v in p.items() if not k.startswith("_")} for p in points],
                        "final_greedy_acc": points[-1]["greedy_acc"], "final_greedy_ci": points[-1]["greedy_ci"],

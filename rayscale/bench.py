@@ -15,6 +15,8 @@ each mode excluded as warm-up (the broadcast group is built and caches fill in i
                               sync, ...), the next iteration's collect running beside them; speedup = sync / async
 
 Stage figures come from the sync run, where no stage overlaps another; the async run gives its iteration time.
+Under the table: the sync iteration's mean seconds per stage and its share, `overhead` (the iteration's wall time
+minus its named stages, rayscale.timing) among them.
 Pure functions here (`figures`, `format_table`) need neither Ray nor torch; `run_bench` starts the trainer.
 """
 

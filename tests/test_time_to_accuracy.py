@@ -87,7 +87,7 @@ def test_time_to_reach_and_the_comparison(tta):
     assert tta.compare(report, ["trl_grpo"])["speedup_vs_peer_best"] is None  # never reached GRPO's 0.6
 
 
-def test_one_evaluator_scores_the_start_and_every_saved_policy_of_every_arm(tta, tmp_path, monkeypatch):
+def test_one_evaluator_scores_the_start_and_every_saved_policy_of_every_arm(tta, tmp_path, monkeypatch, capsys):
     setup = tta.Setup(tmp_path, str(tmp_path / "sft" / "sft_model"), [], "test", 4, 600, 120, "python")
     arms = list(tta.ARMS)
     for i, arm in enumerate(arms):
@@ -113,6 +113,11 @@ def test_one_evaluator_scores_the_start_and_every_saved_policy_of_every_arm(tta,
         assert [m["t_s"] for m in report[arm]["marks"]][0] == 0.0  # the shared start, scored once
         assert report[arm]["final_greedy_acc"] == 1.0 and report[arm]["marks"][1]["greedy_acc"] == 0.25
     assert report["speedup_vs_peer_best"] is not None and report["final_vs_peer_best"]["diff"] == 0.0
+    tta.print_table(report, arms)  # the report's table and plot from the same figures
+    printed = capsys.readouterr().out
+    assert all(arm in printed for arm in arms) and "speedup_vs_peer_best = " in printed
+    tta.plot(report, arms, tmp_path / "tta.png")
+    assert (tmp_path / "tta.png").stat().st_size > 10_000
 
 
 def test_the_trl_reward_agrees_with_rayscale_verify_on_labelled_gsm8k(tta, shared_data, tmp_path, capsys):
