@@ -205,4 +205,4 @@ def require_shared_storage(cfg: RayscaleConfig, plan: Plan, timeout_s: float = 1
             "nodes that may host this run's actors do not see its directories as this driver does:\n"
             + "\n".join(lines) + "\nPut them on a file system every node mounts at the same path (NFS, Lustre, "
             "a shared home or scratch; /shared in launch/ray-cluster.yaml and KubeRay, $SLURM_SUBMIT_DIR under "
-            "Slurm): e.g. tracking.run_dir=/shared/runs/NAME (docs/launch.md, Shared storage)")
+            "Slurm): e.g. tracking.run_dir=/shared/runs/NAME (docs/launch.md, What a lab must provide)")

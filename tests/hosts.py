@@ -119,7 +119,9 @@ def two_hosts(prefix: str, shared: Path, subnet_index: int = 0):
             _ip("-n", name, "link", "set", f"{name}v", "up")
         for name in names:
             anchor = subprocess.Popen(
-                ["ip", "netns", "exec", name, "unshare", "--mount", "--uts", "--propagation", "private",
+                # nsenter rather than `ip netns exec`, which remounts /sys and so hides /sys/fs/cgroup (slurmd
+                # needs it)
+                ["nsenter", f"--net=/run/netns/{name}", "unshare", "--mount", "--uts", "--propagation", "private",
                  "bash", "-c", _ANCHOR],
                 env={**os.environ, "HOST_NAME": name, "HOSTS_FILE": str(hosts_file), "SHARED": str(shared)},
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)

@@ -107,7 +107,9 @@ def test_slurm_sbatch_runs_the_recipe_on_two_nodes(tmp_path):
             env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "SLURM_"))}
             env.update(SLURM_CONF=str(conf), PATH=f"{Path(sys.executable).parent}:{env['PATH']}")
             head.popen(["slurmctld", "-D", "-i", "-f", str(conf)], env=env, log=tmp_path / "slurmctld.out")
+            (shared / "cgroup.conf").write_text("CgroupPlugin=autodetect\nIgnoreSystemd=yes\n")
             for h in hosts:
+                h.run(["mkdir", "-p", "/tmp/slurmd"], check=True)  # the spool: on the node's own /tmp
                 h.popen(["slurmd", "-D", "-N", h.name, "-f", str(conf)], env=env, log=tmp_path / f"{h.name}.out")
             wait_idle(head, env, [h.name for h in hosts])
             print(f"\nslurm up: {time.monotonic() - started:.0f}s")
@@ -115,7 +117,8 @@ def test_slurm_sbatch_runs_the_recipe_on_two_nodes(tmp_path):
             (shared / "cpu.yaml").write_text(CPU_CONFIG)
             job_env = {**env, "CONFIG": str(shared / "cpu.yaml"), "GEN_NODES": "1",
                        "RAYSCALE_RUN_DIR": str(shared / "run")}
-            r = head.run(["sbatch", "--wait", "--nodes=2", "--cpus-per-task=2", f"--output={shared}/job-%j.out",
+            r = head.run(["sbatch", "--wait", "--nodes=2", "--cpus-per-task=2", "--gpus-per-task=0",
+                          f"--output={shared}/job-%j.out",
                           "launch/slurm.sbatch", *OVERRIDES], env=job_env, cwd=ROOT, timeout=540)
             outputs = sorted(shared.glob("job-*.out"))
             out = outputs[-1].read_text() if outputs else ""
@@ -123,6 +126,12 @@ def test_slurm_sbatch_runs_the_recipe_on_two_nodes(tmp_path):
             assert r.returncode == 0, f"{r.stdout}\n--- job output ---\n{out[-6000:]}"
             assert f"ray head on {head.name} ({head.ip}:6379); 2 node(s)" in out, out[-3000:]
             assert re.search(r"Job '.*' succeeded", out), out[-3000:]
+            # `rayscale status` in the job saw both nodes: the learner on the train node (the second), rollout on
+            # the gen node (the head); only those nodes carry those resources, so Ray placed them there too.
+            worker = hosts[1]
+            assert "2 alive node(s)" in out and re.search(rf"\s{re.escape(worker.ip)}\s+CPU 2/2", out), out[-3000:]
+            assert re.search(rf"ranks 0-1\s+-> node \w+ \({re.escape(worker.ip)}\)", out), out[-3000:]
+            assert re.search(rf"worker 0\s+-> node \w+ \({re.escape(head.ip)}\)", out), out[-3000:]
             rows = [json.loads(line) for line in (shared / "run" / "metrics.jsonl").read_text().splitlines()]
             assert [r["iteration"] for r in rows] == list(range(1, ITERATIONS + 1))
     finally:
