@@ -49,19 +49,21 @@ class Host:
     ip: str
     anchor: subprocess.Popen
 
-    def _enter(self, cmd: list[str]) -> list[str]:
-        return ["nsenter", f"--target={self.anchor.pid}", "--mount", "--uts", "--net", "--", *cmd]
+    def _enter(self, cmd: list[str], cwd: str | Path | None) -> list[str]:
+        # Entering a mount namespace moves to its root directory: `--wd` keeps the directory asked for.
+        wd = [f"--wd={cwd}"] if cwd is not None else []
+        return ["nsenter", f"--target={self.anchor.pid}", "--mount", "--uts", "--net", *wd, "--", *cmd]
 
     def run(self, cmd: list[str], *, env: dict | None = None, timeout: float = 120, check: bool = False,
             cwd: str | Path | None = None) -> subprocess.CompletedProcess:
         """Run `cmd` on this host; stdout and stderr together in `.stdout`."""
-        return subprocess.run(self._enter(cmd), env=env, cwd=cwd, timeout=timeout, check=check, text=True,
+        return subprocess.run(self._enter(cmd, cwd), env=env, timeout=timeout, check=check, text=True,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
     def popen(self, cmd: list[str], *, env: dict | None = None, log: Path, cwd: str | Path | None = None):
         """Start `cmd` on this host in the background, its output in `log`."""
         with open(log, "ab") as out:
-            return subprocess.Popen(self._enter(cmd), env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
+            return subprocess.Popen(self._enter(cmd, cwd), env=env, stdout=out, stderr=subprocess.STDOUT,
                                     start_new_session=True)
 
     def pids(self) -> list[int]:

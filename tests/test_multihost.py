@@ -114,7 +114,8 @@ def test_job_on_two_hosts_survives_losing_the_rollout_host(tmp_path):
         actors = json.loads(r.stdout.strip().splitlines()[-1])
         rollout = [ip for name, ip, _ in actors if name == "RolloutWorker"]
         learner = {ip for name, ip, _ in actors if name == "LearnerRank"}
-        assert rollout.count(worker.ip) == 1, actors  # placed on the second host, then lost with it
-        assert rollout.count(head.ip) == 2, actors  # one placed there, one replacing the lost one
+        # One worker placed on each host (a replacement Ray sent to the dying host before it was marked dead may
+        # be listed there too, never having run); the lost one replaced on the first host, the one with room.
+        assert worker.ip in rollout and rollout.count(head.ip) == 2, actors
         assert learner == {head.ip}, actors
     assert netns_left(PREFIX) == []
