@@ -4,7 +4,7 @@ namespace), so that what passes on a `ray.cluster_utils.Cluster` (one address, o
 cluster fails here too. One directory is shared: bind-mounted at the same path on every host, as a lab's shared
 file system would be.
 
-    with two_hosts("rsmh", shared=tmp_path / "shared") as (head, worker):
+    with two_hosts("rsmh", shared=tmp_path / "shared") as (head, worker):   # hosts rsmh<pid>n0, rsmh<pid>n1
         head.run(["ray", "start", "--head", f"--node-ip-address={head.ip}", ...], env=env)
         worker.kill_all()        # every process of the host but its anchor: a crashed node
 
@@ -103,10 +103,12 @@ def _ip(*args: str) -> None:
 
 @contextlib.contextmanager
 def two_hosts(prefix: str, shared: Path, subnet_index: int = 0):
-    """Two hosts `{prefix}0` (10.231.N.1) and `{prefix}1` (10.231.N.2) joined by a veth pair; `shared` (a
+    """Two hosts `{prefix}{pid}n0` (10.231.N.1) and `...n1` (10.231.N.2) joined by a veth pair; `shared` (a
     directory outside the namespaces) appears at the same path on both. Torn down on leaving, whatever happened."""
     shared.mkdir(parents=True, exist_ok=True)
-    names = [f"{prefix}{i}" for i in range(2)]
+    # The pid keeps two test sessions on one machine (a CI run beside a developer's) apart; names stay short
+    # enough for an interface name (15 characters) with a "v" appended.
+    names = [f"{prefix}{os.getpid() % 100000}n{i}" for i in range(2)]
     ips = [f"{SUBNET}.{subnet_index}.{i + 1}" for i in range(2)]
     hosts_file = shared.parent / f"{prefix}-hosts"
     hosts_file.write_text("127.0.0.1 localhost\n" + "".join(f"{ip} {n}\n" for ip, n in zip(ips, names)))
@@ -147,7 +149,7 @@ def two_hosts(prefix: str, shared: Path, subnet_index: int = 0):
         hosts_file.unlink(missing_ok=True)
 
 
-def netns_left(prefix: str) -> list[str]:
-    """The network namespaces named `prefix...` that still exist (none after a test)."""
+def netns_left(names: list[str]) -> list[str]:
+    """Those of `names` that still exist as network namespaces (none after a test)."""
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return [line.split()[0] for line in out.splitlines() if line.startswith(prefix)]
+    return [line.split()[0] for line in out.splitlines() if line.split() and line.split()[0] in names]

@@ -64,6 +64,7 @@ def test_job_on_two_hosts_survives_losing_the_rollout_host(tmp_path):
     shared = tmp_path / "shared"
     started = time.monotonic()
     with two_hosts(PREFIX, shared) as (head, worker):
+        names = [head.name, worker.name]
         r = head.run(["ray", "start", "--head", f"--node-ip-address={head.ip}", "--port=6379",
                       "--dashboard-host=127.0.0.1", "--dashboard-port=8265", "--num-cpus=3",
                       '--resources={"train_node": 1, "gen_node": 1}'], env=env, timeout=120)
@@ -118,4 +119,4 @@ def test_job_on_two_hosts_survives_losing_the_rollout_host(tmp_path):
         # be listed there too, never having run); the lost one replaced on the first host, the one with room.
         assert worker.ip in rollout and rollout.count(head.ip) == 2, actors
         assert learner == {head.ip}, actors
-    assert netns_left(PREFIX) == []
+    assert netns_left(names) == []

@@ -101,6 +101,7 @@ def test_slurm_sbatch_runs_the_recipe_on_two_nodes(tmp_path):
     started = time.monotonic()
     try:
         with two_hosts(PREFIX, shared, subnet_index=1) as hosts:
+            names = [h.name for h in hosts]
             head = hosts[0]
             conf = shared / "slurm.conf"
             conf.write_text(slurm_conf(shared, hosts))
@@ -137,4 +138,4 @@ def test_slurm_sbatch_runs_the_recipe_on_two_nodes(tmp_path):
     finally:
         munged.kill()
         munged.wait(timeout=10)
-    assert netns_left(PREFIX) == []
+    assert netns_left(names) == []
