@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from rayscale.actors.placement import cluster_nodes
 from rayscale.config import ConfigError, RayscaleConfig
@@ -174,8 +175,6 @@ def require_shared_storage(cfg: RayscaleConfig, plan: Plan, timeout_s: float = 1
     nodes = [n for n in nodes_for_plan(plan, cluster_nodes()) if n.node_id != here]
     if not nodes:
         return
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     checks, markers = {}, []
     for key, (path, write) in shared_paths(cfg).items():
         marker = ""
