@@ -330,6 +330,7 @@ def test_slurm_script_starts_head_and_labelled_workers_then_submits(tmp_path):
         time.sleep(0.1)
     assert [c.rsplit("@", 1)[1] for c in starts] == ["gpu-a", "gpu-b", "gpu-c", "gpu-d"]
     assert "--head" in starts[0] and f"--dashboard-host={LOOPBACK}" in starts[0]
+    assert all("--num-gpus=8" in c and "--num-cpus=96" in c for c in starts)  # what the allocation gives a task
     assert all("--address=10.0.0.11:6379" in c for c in starts[1:])
     labels = [json.loads(re.search(r"--resources=(\{.*\})", c).group(1)) for c in starts]
     assert labels == [{"gen_node": 1}, {"gen_node": 1}, {"train_node": 1}, {"train_node": 1}]
@@ -348,6 +349,19 @@ def test_slurm_script_starts_head_and_labelled_workers_then_submits(tmp_path):
     gpus = float(re.search(r"#SBATCH --gpus-per-task=(\d+)", header).group(1))
     nodes = [node(f"n{i}", CPU=cpus, GPU=gpus, **label) for i, label in enumerate(labels[:n])]
     require_fit(plan_placement(load_config(LAUNCH / "configs/4node-8gpu.yaml")), nodes)
+
+
+def test_slurm_script_lets_ray_count_gpus_asked_with_gres(tmp_path):
+    log = tmp_path / "calls.log"
+    env = {**stub_bin(tmp_path, log), "SLURM_JOB_NODELIST": "gpu-[a-b]", "SLURM_SUBMIT_DIR": str(ROOT),
+           "SLURM_JOB_ID": "43", "SLURM_CPUS_PER_TASK": "8"}
+    env.pop("SLURM_GPUS_PER_TASK", None)
+    subprocess.run(["bash", str(LAUNCH / "slurm.sbatch")], env=env, check=True, cwd=tmp_path)
+    deadline = time.monotonic() + 10
+    while len(starts := [c for c in log.read_text().splitlines() if c.startswith("ray start")]) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert all("--num-cpus=8" in c and "--num-gpus" not in c for c in starts)  # not a made-up 8 GPUs
 
 
 def test_docs_give_the_commands_of_every_recipe():

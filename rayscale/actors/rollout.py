@@ -138,8 +138,19 @@ class RolloutManager:
             ray.kill(self.workers[i], no_restart=True)
         except Exception as e:  # noqa: BLE001 - it may be gone already
             log.debug("killing rollout worker %d: %s", i, e)
-        self.workers[i] = self._spawn(i)
-        self.infos[i] = ray.get(self.workers[i].ready.remote())  # model loading may take long: no timeout
+        for attempt in range(1, 4):
+            self.workers[i] = self._spawn(i)
+            try:
+                self.infos[i] = ray.get(self.workers[i].ready.remote())  # model loading may take long: no timeout
+                break
+            except ACTOR_DEATHS as e:
+                # A host that just died is noticed by the caller at once (its sockets reset) but by Ray only after
+                # missed heartbeats: meanwhile the replacement goes to the bundle still placed on that host and is
+                # cancelled with it. Once the node is marked dead the bundle moves to a host with room; try again.
+                if attempt == 3:
+                    raise
+                log.warning("replacement of rollout worker %d died before it started (%s); starting it again", i,
+                            str(e).splitlines()[0])
         if self.on_restart is not None:  # the weight-sync coordinator catches it up to the current version
             self.on_restart([self.workers[i]])
         log.info("rollout worker %d restarted", i)

@@ -37,6 +37,19 @@ def _one_of(error: RayActorError, actors: list) -> bool:
     return error.actor_id is not None and error.actor_id in {a._actor_id.hex() for a in actors}
 
 
+def _death_among(refs: list) -> RayActorError | None:
+    """The first RayActorError among finished `refs` (None if none of them reports a dead actor)."""
+    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+    for ref in ready:
+        try:
+            ray.get(ref)
+        except RayActorError as e:
+            return e
+        except Exception:  # noqa: BLE001 - another member's failure is not a death
+            continue
+    return None
+
+
 class WeightSync:
     """Pushes the learner's weights to a RolloutManager's workers. Every `sync.*` setting is read here, once.
 
@@ -150,11 +163,20 @@ class WeightSync:
             return self.call(send + recv)[0]
         except SyncError:
             raise
-        except Exception:
+        except Exception as e:
             self._group_key = None  # a member may be stuck or gone: rebuild the group next time
             # Let the senders' side of the broken broadcast end (gloo fails fast once a peer's socket closes) so
             # a retry does not queue behind it.
             ray.wait(send, num_returns=len(send), timeout=self.timeout_s)
+            if isinstance(e, RayActorError):
+                raise
+            # A worker whose node died mid-stream shows first as the sender's gloo error (its socket was reset).
+            # Close the group, so that the receivers still waiting fail now, and raise that worker's death
+            # instead: `_recovering` replaces it (seen with a rollout host killed mid-sync, tests/test_multihost).
+            self._close_group()
+            died = _death_among(recv)
+            if died is not None:
+                raise died from e
             raise
 
     def call(self, refs: list):
