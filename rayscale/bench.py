@@ -33,6 +33,7 @@ from typing import Any
 from tqdm import tqdm
 
 from rayscale.config import ConfigError, RayscaleConfig
+from rayscale.failures import STOPPED
 from rayscale.plan import PlacementError, plan_placement, require_fit
 
 WARMUP = 1  # iterations of each mode excluded from every figure
@@ -287,6 +288,8 @@ def run_bench(cfg: RayscaleConfig, iterations: int = 3, run_dir: str | Path | No
                     _wait_until_fits(mcfg)
                 code = Trainer(mcfg, inputs).run()
             wall[name] = time.perf_counter() - start
+            if code in STOPPED.values():  # Ctrl-C / SIGTERM: the trainer checkpointed and stopped cleanly
+                raise KeyboardInterrupt
             if code != 0:
                 raise RuntimeError(f"the {name} run stopped early (exit status {code}); see {log}")
             rows[name] = _read_rows(base / "metrics.jsonl")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import ray
-from ray.exceptions import RayActorError, RayError
+from ray.exceptions import RayActorError, RayError, RayTaskError
 
 from rayscale import checkpointing, cluster, failures, writing
 from rayscale.actors.learner import LearnerGroup, LearnerGroupError
@@ -49,7 +49,6 @@ from rayscale.prompts import format_solution, render_prompt
 from rayscale.run_setup import RunInputs, prepare_run
 from rayscale.sanity import check_prompt_lengths
 from rayscale.sync.coordinator import WeightSync
-from rayscale.teacher.openai_client import probe_endpoint
 from rayscale.teacher.records import TEACHER_UNAVAILABLE, Correction, CorrectionRequest
 from rayscale.tracking import Tracker
 from rayscale.types import PreferencePair, RolloutRequest, SFTExample
@@ -91,7 +90,6 @@ class Trainer:
         self.run_dir = inputs.run_dir
         self.ckpt_dir = Path(cfg.checkpoint.dir or self.run_dir / "checkpoints")
         self.tokenizer = load_tokenizer(inputs.model_path, cfg.model.trust_remote_code)
-        check_prompts_fit(cfg, self.tokenizer, inputs.train)
         w2s = cfg.algo.weak_to_strong
         self.weak_answers_file: dict[str, str] | None = (
             {str(r["id"]): str(r["answer"]) for _, r in iter_jsonl(w2s.weak_answers_file)}
@@ -120,8 +118,6 @@ class Trainer:
 
         Every role is placed once, from the plan `rayscale status` and `--dry-run` print; actors (also restarted
         ones, and stage 1's) go into their role's placement groups, which outlive restarts and go at the end."""
-        if self.cfg.teacher.backend == "openai":  # an endpoint that does not answer: exit 2 before anything starts
-            probe_endpoint(self.cfg.teacher.openai)
         cluster.start_or_join(self.cfg)
         self.placements = place_roles(self.cfg)
         resume = self.cfg.checkpoint.resume
@@ -313,6 +309,12 @@ class Trainer:
         """The verifier pool and the teacher: stage 1 may already need them."""
         self.verifier = VerifierPool.from_config(self.cfg.verifier, self.placements["verifier"])
         self.start_teacher()
+        try:  # from where the requests will go: an `openai` endpoint that does not answer is exit 2, at once
+            ray.get(self.teacher.probe.remote())
+        except RayTaskError as e:
+            if isinstance(e.cause, ConfigError):
+                raise ConfigError(str(e.cause)) from None  # its message, without the actor's traceback
+            raise
 
     def start_teacher(self) -> None:
         options = self.placements["teacher"].actor_options(0)
@@ -536,9 +538,9 @@ def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     print(f"data          : {cfg.data.source} train={len(inputs.train)} held-out={len(inputs.eval)}")
     print(f"algorithm     : {cfg.algo.iterations} iterations of {cfg.algo.strategy} pairs, "
           f"{cfg.algo.prompts_per_iteration} prompts x {cfg.algo.samples_per_prompt} samples, loss {cfg.algo.loss}")
+    if Path(inputs.model_path, "config.json").is_file():  # a dry run builds no tiny model: nothing to check then
+        check_prompts_fit(cfg, load_tokenizer(inputs.model_path, cfg.model.trust_remote_code), inputs.train)
     if dry_run:
-        if Path(inputs.model_path, "config.json").is_file():  # the tiny model is not built by a dry run
-            check_prompts_fit(cfg, load_tokenizer(inputs.model_path, cfg.model.trust_remote_code), inputs.train)
         print(plan_text(cfg))
         print("dry run: configuration valid, nothing started")
         return 0

@@ -13,6 +13,7 @@ import ray
 from rayscale.actors.placement import actor_location
 from rayscale.config import TeacherConfig
 from rayscale.data.problem import Problem
+from rayscale.teacher.openai_client import probe_endpoint
 from rayscale.teacher.records import Correction, CorrectionRequest, Localisation, ThoughtTemplate
 from rayscale.teacher.teacher import make_teacher
 
@@ -22,6 +23,7 @@ class TeacherService:
 
     def __init__(self, teacher_cfg: TeacherConfig | dict, model_path: str | None = None):
         cfg = teacher_cfg if isinstance(teacher_cfg, TeacherConfig) else TeacherConfig.model_validate(teacher_cfg)
+        self._cfg = cfg
         self._teacher = make_teacher(cfg, model_path)
 
     def correct(self, items: list[CorrectionRequest]) -> list[Correction]:
@@ -38,6 +40,11 @@ class TeacherService:
 
     def ready(self) -> bool:
         return True
+
+    def probe(self) -> None:
+        """An `openai` endpoint must answer from here, where the requests go from (a ConfigError if not)."""
+        if self._cfg.backend == "openai":
+            probe_endpoint(self._cfg.openai)
 
     def location(self) -> dict:
         return actor_location()
