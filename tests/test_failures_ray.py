@@ -90,12 +90,18 @@ def test_a_rollout_worker_killed_for_memory_is_replaced(ray_local, tiny_model_di
         manager.shutdown()
 
 
-def _train(tmp_path, *overrides, **popen):
+def _train(tmp_path, *overrides, stderr=subprocess.PIPE):
     cmd = [sys.executable, "-m", "rayscale.cli", "train", *TINY, f"tracking.run_dir={tmp_path / 'run'}",
            "algo.eval_every=0", "algo.sft.source=none", *overrides]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True, **popen)
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE, stderr=stderr,
+                            start_new_session=True)
+
+
+def _kill(job):
+    if job.poll() is None:
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
 
 
 def test_a_teacher_failing_every_request_stops_the_run(tmp_path):
@@ -105,24 +111,31 @@ def test_a_teacher_failing_every_request_stops_the_run(tmp_path):
         job = _train(tmp_path, "teacher.backend=openai", f"teacher.openai.base_url={server.base_url}",
                      "teacher.openai.max_retries=1", "teacher.openai.backoff_initial_s=0.01",
                      "teacher.openai.backoff_max_s=0.02", "algo.strategy=correction", "algo.iterations=3")
-        out, err = job.communicate(timeout=480)
+        try:
+            out, err = job.communicate(timeout=480)
+        finally:
+            _kill(job)
     assert job.returncode == 3, (out[-2000:], err[-3000:])
     assert "teacher (openai) failed" in err and "http_500" in err and "Traceback" not in err
     assert server.arrivals  # the requests did reach the server, and each failed
 
 
 def test_sigint_checkpoints_and_exits_130(tmp_path):
-    job = _train(tmp_path, "algo.strategy=outcome", "algo.iterations=40", "checkpoint.every=0")
-    lines = []
-    deadline = time.time() + 420
-    for line in job.stdout:  # wait for the first finished iteration
-        lines.append(line)
-        if line.startswith("iter ") or time.time() > deadline:
-            break
-    os.killpg(job.pid, signal.SIGINT)
-    out, err = job.communicate(timeout=300)
+    job = _train(tmp_path, "algo.strategy=outcome", "algo.iterations=40", "checkpoint.every=0",
+                 stderr=subprocess.STDOUT)  # one pipe: a full stderr pipe nobody reads would block the run
+    try:
+        lines = []
+        deadline = time.time() + 420
+        for line in job.stdout:  # wait for the first finished iteration
+            lines.append(line)
+            if line.startswith("iter ") or time.time() > deadline:
+                break
+        os.kill(job.pid, signal.SIGINT)  # the driver only, as `kill -INT` (Ray's own processes are its children)
+        out, _ = job.communicate(timeout=300)
+    finally:
+        _kill(job)
     out = "".join(lines) + out
-    assert job.returncode == 130, (out[-2000:], err[-3000:])
+    assert job.returncode == 130, out[-4000:]
     assert "stopped by SIGINT" in out and "exit status 130" in out
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     done = rows[-1]["iteration"]
