@@ -17,6 +17,7 @@ import hashlib
 import itertools
 import random
 import shutil
+import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -503,7 +504,7 @@ def check_prompts_fit(cfg: RayscaleConfig, tokenizer, problems: list[Problem], s
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
     warning = check_prompt_lengths(lengths, cfg.learner.max_seq_len, cfg.rollout.max_new_tokens)
     if warning:
-        print(f"warning: {warning}", flush=True)
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
 
 
 def check_teacher_failures(it: int, stats: dict[str, Any], teacher_cfg) -> None:
