@@ -204,6 +204,7 @@ class Trainer:
                 row["time"] = {**exp.times, **timer.times}
                 self.tracker.log(row)
                 print(self.tracker.console_line(row), flush=True)
+                check_teacher_failures(it, exp.stats, cfg.teacher)  # after its row: the counts are on record
                 done, cursor_done = it, exp.cursor_state
                 if cfg.checkpoint.every and it % cfg.checkpoint.every == 0:
                     self.save(done, cursor_done)
@@ -404,7 +405,6 @@ class Trainer:
             pairs.extend(built)
             stats[f"pairs/{name}"] = len(built)
         stats["pairs"] = len(pairs)
-        check_teacher_failures(it, stats, self.cfg.teacher)
         return Experience(it, pairs, stats, cursor_state, timer.times)
 
     def grade(self, batch: list[Problem], samples) -> list[list[P.Graded]]:

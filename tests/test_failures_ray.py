@@ -115,8 +115,11 @@ def test_a_teacher_failing_every_request_stops_the_run(tmp_path):
             out, err = job.communicate(timeout=480)
         finally:
             _kill(job)
-    assert job.returncode == 3, (out[-2000:], err[-3000:])
-    assert "teacher (openai) failed" in err and "http_500" in err and "Traceback" not in err
+    assert job.returncode == 3, (out[-2000:], err[-3000:])  # 3, not 1: caught and reported, not a traceback
+    assert "teacher (openai) failed" in err and "http_500" in err and "teacher.max_failed_fraction" in err
+    assert "teacher failed http_500" in out  # on the iteration's console line
+    row = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    assert row["teacher/failed/http_500"] == row["correction/requests"] > 0  # and in its metrics row
     assert server.arrivals  # the requests did reach the server, and each failed
 
 
