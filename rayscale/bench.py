@@ -37,6 +37,7 @@ from tqdm import tqdm
 from rayscale.algos.pairs import strategy_mix
 from rayscale.config import RayscaleConfig
 from rayscale.errors import ConfigError
+from rayscale.failures import STOPPED
 from rayscale.plan import PlacementError, plan_placement, require_fit
 from rayscale.timing import critical_path_s
 
@@ -299,6 +300,8 @@ def run_bench(cfg: RayscaleConfig, iterations: int = 3, run_dir: str | Path | No
                     _wait_until_fits(mcfg)
                 code = Trainer(mcfg, inputs).run()
             wall[name] = time.perf_counter() - start
+            if code in STOPPED.values():  # Ctrl-C / SIGTERM: the trainer checkpointed and stopped cleanly
+                raise KeyboardInterrupt
             if code != 0:
                 raise RuntimeError(f"the {name} run stopped early (exit status {code}); see {log}")
             rows[name] = _read_rows(base / "metrics.jsonl")

@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import socket
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -47,7 +48,7 @@ def start_or_join(cfg: RayscaleConfig, check_fit: bool = True, log_to_driver: bo
             # reason (rayscale.sanity.check_local_cpus refuses a plan that would crawl, warns on one that shares).
             warning = check_local_cpus(plan.total().get("CPU", 0), os.cpu_count() or 1, cfg.cluster.num_cpus)
             if warning:
-                print(f"warning: {warning}", flush=True)
+                print(f"warning: {warning}", file=sys.stderr, flush=True)
             ray.init(address="local", num_cpus=local_num_cpus(cfg), include_dashboard=False,
                      log_to_driver=log_to_driver, **quiet)
     if check_fit and not cfg.cluster.autoscaling:

@@ -53,7 +53,6 @@ from rayscale.seeding import stable_seed
 from rayscale.stage1 import stage1_sft
 from rayscale.stop import StopRequest
 from rayscale.sync.coordinator import WeightSync
-from rayscale.teacher.openai_client import probe_endpoint
 from rayscale.teacher.records import Correction, CorrectionRequest
 from rayscale.timing import iteration_times
 from rayscale.tracking import Tracker
@@ -90,7 +89,6 @@ class Trainer:
         self.run_dir = inputs.run_dir
         self.ckpt_dir = Path(cfg.checkpoint.dir or self.run_dir / "checkpoints")
         self.tokenizer = load_tokenizer(inputs.model_path, cfg.model.trust_remote_code)
-        check_prompts_fit(cfg, self.tokenizer, inputs.train)
         # weak_to_strong's weak supervisor (its answers file read now; its model started on first use)
         self.weak = WeakSupervisor(cfg.algo.weak_to_strong, lambda path: self.start_rollout(
             path, "weak_rollout", cfg.rollout.model_copy(update={"num_workers": 1})))
@@ -117,8 +115,6 @@ class Trainer:
 
         Every role is placed once, from the plan `rayscale status` and `--dry-run` print; actors (also restarted
         ones, and stage 1's) go into their role's placement groups, which outlive restarts and go at the end."""
-        if self.cfg.teacher.backend == "openai":  # an endpoint that does not answer: exit 2 before anything starts
-            probe_endpoint(self.cfg.teacher.openai)
         cluster.start_or_join(self.cfg, runtime_env=logs.runtime_env(self.run_dir, self.cfg.tracking.verbose))
         self.placements = place_roles(self.cfg)
         resume = self.cfg.checkpoint.resume
@@ -206,6 +202,7 @@ class Trainer:
                 row["time"] = iteration_times(exp.times, timer.times, row["iteration_s"], collected_ahead)
                 self.tracker.log(row)
                 print(self.tracker.console_line(row), flush=True)
+                failures.check_teacher_failures(it, exp.stats, cfg.teacher)  # after its row: counts on record
                 done, cursor_done = it, exp.cursor_state
                 if cfg.checkpoint.every and it % cfg.checkpoint.every == 0:
                     self.save(done, cursor_done)
@@ -246,6 +243,7 @@ class Trainer:
         """The verifier pool and the teacher: stage 1 may already need them."""
         self.verifier = VerifierPool.from_config(self.cfg.verifier, self.placements["verifier"])
         self.teacher = TeacherManager(self.cfg.teacher, self.placements["teacher"])
+        self.teacher.probe()  # from where the requests will go: an `openai` endpoint that does not answer: exit 2
 
     def start_rollout(self, model_path: str, role: str, rollout_cfg, colocated: bool = False) -> RolloutManager:
         """Rollout workers of `role` ("rollout", or "weak_rollout" for weak-to-strong's weak model); `colocated`:
@@ -328,7 +326,6 @@ class Trainer:
             pairs.extend(built)
             stats[f"pairs/{name}"] = len(built)
         stats["pairs"] = len(pairs)
-        failures.check_teacher_failures(it, stats, self.cfg.teacher)
         return Experience(it, pairs, stats, cursor_state, timer.times)
 
     def grade(self, batch: list[Problem], samples) -> list[list[P.Graded]]:
@@ -421,9 +418,9 @@ def _mean(xs) -> float:
 def main(cfg: RayscaleConfig, dry_run: bool = False) -> int:
     inputs = prepare_run(cfg, build_model=not dry_run)
     print_banner(cfg, inputs)
+    if Path(inputs.model_path, "config.json").is_file():  # a dry run builds no tiny model: nothing to check then
+        check_prompts_fit(cfg, load_tokenizer(inputs.model_path, cfg.model.trust_remote_code), inputs.train)
     if dry_run:
-        if Path(inputs.model_path, "config.json").is_file():  # the tiny model is not built by a dry run
-            check_prompts_fit(cfg, load_tokenizer(inputs.model_path, cfg.model.trust_remote_code), inputs.train)
         print(plan_text(cfg))
         print("dry run: configuration valid, nothing started")
         return 0

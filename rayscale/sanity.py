@@ -5,6 +5,7 @@ refused by the config itself (rayscale.config); the checks here need the data, t
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Sequence
 
 from rayscale.config import RayscaleConfig
@@ -59,4 +60,4 @@ def check_prompts_fit(cfg: RayscaleConfig, tokenizer, problems: list[Problem], s
     lengths = [len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]] if prompts else []
     warning = check_prompt_lengths(lengths, cfg.learner.max_seq_len, cfg.rollout.max_new_tokens)
     if warning:
-        print(f"warning: {warning}", flush=True)
+        print(f"warning: {warning}", file=sys.stderr, flush=True)

@@ -263,3 +263,34 @@ def test_a_truncated_safetensors_file_fails_the_dry_run(tiny_model_dir, tmp_path
     assert weights.name in err and "truncated" in err and "Traceback" not in err
     header = json.loads(weights.read_bytes()[8: 8 + int.from_bytes(weights.read_bytes()[:8], "little")])
     assert header  # the header itself is whole: only the tensors' bytes are missing
+
+
+def test_learner_restarts_exhausted_end_with_role_cause_and_fix(tiny_model_dir, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    import ray.exceptions as rex
+
+    from rayscale import controller
+    from rayscale.actors.learner import LearnerGroupError
+    from rayscale.run_setup import prepare_run
+
+    cfg = load_config(None, [f"model.path={tiny_model_dir}", f"tracking.run_dir={tmp_path}", "tracking.wandb=false",
+                             "checkpoint.max_restarts=1", "data.synthetic.train_size=20"])
+    trainer = controller.Trainer(cfg, prepare_run(cfg))
+    monkeypatch.setattr(controller.cluster, "start_or_join", lambda cfg: None)
+    monkeypatch.setattr(controller, "place_roles", lambda cfg: {})
+    monkeypatch.setattr(controller, "remove_placement_groups", lambda placements: None)
+    attempts = []
+
+    def run_from(state):  # every attempt loses a rank to Ray's OOM killer in its first step
+        attempts.append(state)
+        trainer.tracker = SimpleNamespace(finish=lambda: [])
+        raise LearnerGroupError("learner rank 1 died in train_dpo", cause=failures.death_cause(
+            rex.OutOfMemoryError("Task was killed due to the node running low on memory.")))
+
+    trainer.run_from, trainer.shutdown = run_from, lambda: None
+    with pytest.raises(failures.RunFailure) as e:
+        trainer.run()
+    assert len(attempts) == 2  # the first try and checkpoint.max_restarts=1 restart
+    assert e.value.role == "learner" and "out-of-memory" in e.value.cause
+    assert "learner.gradient_checkpointing" in e.value.fix

@@ -9,11 +9,13 @@ by `teacher.openai.api_key_env`: set it in the environment of the Ray nodes, nev
 from __future__ import annotations
 
 import ray
-from ray.exceptions import RayError
+from ray.exceptions import RayError, RayTaskError
 
 from rayscale.actors.placement import RolePlacement, actor_location
 from rayscale.config import TeacherConfig
 from rayscale.data.problem import Problem
+from rayscale.errors import ConfigError
+from rayscale.teacher.openai_client import probe_endpoint
 from rayscale.teacher.records import (
     TEACHER_UNAVAILABLE,
     Correction,
@@ -29,6 +31,7 @@ class TeacherService:
 
     def __init__(self, teacher_cfg: TeacherConfig | dict, model_path: str | None = None):
         cfg = teacher_cfg if isinstance(teacher_cfg, TeacherConfig) else TeacherConfig.model_validate(teacher_cfg)
+        self._cfg = cfg
         self._teacher = make_teacher(cfg, model_path)
 
     def correct(self, items: list[CorrectionRequest]) -> list[Correction]:
@@ -45,6 +48,11 @@ class TeacherService:
 
     def ready(self) -> bool:
         return True
+
+    def probe(self) -> None:
+        """An `openai` endpoint must answer from here, where the requests go from (a ConfigError if not)."""
+        if self._cfg.backend == "openai":
+            probe_endpoint(self._cfg.openai)
 
     def location(self) -> dict:
         return actor_location()
@@ -79,6 +87,16 @@ class TeacherManager:
 
     def thought_templates(self, problems: list[Problem]) -> list[ThoughtTemplate]:
         return ray.get(self.actor.thought_templates.remote(problems))
+
+    def probe(self) -> None:
+        """Ask the actor to reach its endpoint (an `openai` one must answer from where the requests will go): a
+        ConfigError naming the URL and the error (exit 2), without the actor's traceback."""
+        try:
+            ray.get(self.actor.probe.remote())
+        except RayTaskError as e:
+            if isinstance(e.cause, ConfigError):
+                raise ConfigError(str(e.cause)) from None
+            raise
 
     def shutdown(self) -> None:
         ray.kill(self.actor)
