@@ -40,8 +40,6 @@ def test_train_reserves_exactly_the_plan_dry_run_prints(config, tmp_path, monkey
     monkeypatch.setattr(placement_module, "create_placement_groups", reserve)
     monkeypatch.setattr(controller.cluster, "start_or_join", lambda cfg, check_fit=True, **kw: None)
     monkeypatch.setattr(controller, "load_tokenizer", lambda *a, **k: None)
-    monkeypatch.setattr(controller, "check_prompts_fit", lambda *a, **k: None)  # needs a real tokenizer
-    monkeypatch.setattr(controller, "probe_endpoint", lambda *a, **k: None)  # a launch config's teacher host
     trainer = controller.Trainer(cfg, controller.prepare_run(cfg, build_model=False))
     with pytest.raises(_Reserved):
         trainer.run()
