@@ -126,6 +126,25 @@ def test_receiver_binds_parameters_to_the_buffer_so_the_next_sync_lands_in_place
     assert dst.head.weight is dst.emb.weight  # tying survives
 
 
+def test_a_load_through_another_layout_does_not_leave_the_next_in_place_receive_loading_nothing():
+    """Bound by one bucket size, loaded once through another (a catch-up, a scramble), then received in place
+    again: the old buffers are no longer what the parameters view, so the receive must write, not skip."""
+    dst = _Tied()
+    rx = ModelReceiver(dst)
+
+    def sync(named, bucket_bytes):
+        rx.begin()
+        for b in iter_buckets(named, bucket_bytes=bucket_bytes):
+            rx.apply(b.meta, rx.buffer_for(b.meta, "cpu").copy_(b.flat))
+        rx.finish()
+
+    for seed, size in ((1, 64), (2, 64), (3, 1 << 10), (4, 64)):
+        _, named = _sent_from(seed)
+        sync(named, size)
+        assert state_checksums(dst.state_dict().items()) == state_checksums(named), (seed, size)
+    assert dst.head.weight is dst.emb.weight
+
+
 def test_receiver_casts_when_the_dtypes_differ():
     _, named = _sent_from(3, torch.float32)
     dst = _Tied().to(torch.bfloat16)

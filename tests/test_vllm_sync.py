@@ -113,6 +113,30 @@ def test_dpo_step_then_sync_makes_vllm_generate_what_the_learner_generates(tiny,
     assert tiny.engine_greedy() == tiny.learner_greedy()
 
 
+def _scramble_and_restore(setup, transport: str, digest: bool = False) -> None:
+    """tests/scramble.py: noise into the engine through its own reload, one sync, then every weight the engine
+    computes with (packed GEMMs read back through themselves, the tied LM head's included) is the learner's."""
+    import torch
+
+    from tests.scramble import engine_weights, mismatches, scramble
+
+    worker = setup.rollout.workers[0]
+    state = setup.learner.gather_state_for_sync()  # HF names, the tied lm_head alias included
+    dtype = getattr(torch, ray.get(worker.engine_dtype.remote()))
+    specs = [(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in state.items()]
+    ray.get(worker.__ray_call__.remote(scramble, specs, 7))
+    scrambled = ray.get(worker.__ray_call__.remote(engine_weights, digest))
+    assert "lm_head.weight" in scrambled and len(mismatches(scrambled, state, dtype)) == len(scrambled)
+    setup.sync(transport)
+    restored = ray.get(worker.__ray_call__.remote(engine_weights, digest))
+    assert set(restored) == set(scrambled) and mismatches(restored, state, dtype) == []
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "object_store", "vllm_native", "ipc"])
+def test_a_sync_restores_a_scrambled_vllm_engine_exactly(tiny, transport):
+    _scramble_and_restore(tiny, transport)
+
+
 def _native_loads_nothing(worker_instance, on: bool):
     """Inside the rollout actor (in-process engine): make rayscale's vLLM weight-transfer engine consume each sync
     and load nothing, as vLLM's NCCL transfer does off CUDA (vLLM issue #57022); `on=False` puts it back."""
@@ -214,6 +238,11 @@ def _perturb_embedding(rank_instance, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         weight.add_(torch.randn(weight.shape, generator=gen) * weight.std() * 0.5)
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "vllm_native"])
+def test_a_sync_restores_a_scrambled_smollm2_engine_exactly(smol, transport):
+    _scramble_and_restore(smol, transport, digest=True)  # its 49152 x 576 LM head is a packed copy on CPU
 
 
 def test_a_sync_that_leaves_stale_packed_weights_is_an_error(smol):
