@@ -245,3 +245,16 @@ def test_buffer_pool_reuses_idle_buffers_and_waits_for_the_oldest_only_at_depth(
     assert big.numel() == 100
     view = torch.zeros(3)
     pool.sent(Bucket(BucketMeta("float32", 3), view), _FakeWork())  # not the pool's: ignored
+
+
+def test_a_bf16_engine_is_sent_half_the_bytes_cast_in_the_packing_copy():
+    named = _named()
+    buckets = list(iter_buckets(named, bucket_bytes=160, zero_copy=True, cast=torch.bfloat16))
+    got = {name: view for b in buckets for name, view in unflatten(b.meta, b.flat)}
+    for name, t in named:
+        want = t.to(torch.bfloat16) if t.is_floating_point() else t
+        assert got[name].dtype == want.dtype and torch.equal(got[name], want), name
+    assert {b.flat.dtype for b in buckets} == {torch.bfloat16, torch.int64}
+    sent = sum(b.flat.numel() * b.flat.element_size() for b in buckets if b.flat.dtype == torch.bfloat16)
+    floats = sum(t.numel() for _, t in named if t.is_floating_point())
+    assert sent == 2 * floats  # bf16 on the wire: half of fp32's 4 bytes for the fp32 tensors

@@ -41,7 +41,7 @@ def tiny_dir(tmp_path_factory):
 class Setup:
     """A learner group and one vLLM rollout worker built from the same directory."""
 
-    def __init__(self, model_dir: str, lr: float, max_model_len: int):
+    def __init__(self, model_dir: str, lr: float, max_model_len: int, dtype: str = "float32"):
         from rayscale.actors.learner import LearnerGroup
         from rayscale.actors.rollout import RolloutManager
         from rayscale.models import load_tokenizer
@@ -57,7 +57,7 @@ class Setup:
             model_dir, LearnerConfig(num_ranks=2, zero_stage=2, lr=lr, micro_batch_size=4, max_seq_len=96,
                                      collective_timeout_s=300),
             AlgoConfig(loss="sigmoid", beta=0.1), RoleResources(num_cpus=1), bucket_bytes=self.weight_sync.bucket_bytes)
-        vllm = VLLMConfig(dtype="float32", kv_cache_gb=0.5, max_model_len=max_model_len, enforce_eager=True)
+        vllm = VLLMConfig(dtype=dtype, kv_cache_gb=0.5, max_model_len=max_model_len, enforce_eager=True)
         self.rollout = RolloutManager(model_dir, RolloutConfig(backend="vllm", num_workers=1, max_new_tokens=NEW_TOKENS,
                                                                vllm=vllm),
                                       resources_cfg=RoleResources(num_cpus=1),
@@ -135,6 +135,22 @@ def _scramble_and_restore(setup, transport: str, digest: bool = False) -> None:
 @pytest.mark.parametrize("transport", ["broadcast", "object_store", "vllm_native", "ipc"])
 def test_a_sync_restores_a_scrambled_vllm_engine_exactly(tiny, transport):
     _scramble_and_restore(tiny, transport)
+
+
+@pytest.fixture(scope="module")
+def tiny_bf16(local_ray, tiny_dir):
+    s = Setup(tiny_dir, lr=5e-2, max_model_len=256, dtype="bfloat16")
+    yield s
+    s.shutdown()
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "vllm_native", "object_store"])
+def test_a_bf16_engine_is_sent_bf16_buckets_and_restored_exactly(tiny_bf16, transport):
+    """The fp32 learner casts each bucket to the engine's bf16 as it packs it (half the bytes); the engine's
+    weights are then exactly the learner's cast to bf16."""
+    _scramble_and_restore(tiny_bf16, transport)
+    floats = sum(t.numel() for t in tiny_bf16.learner.gather_state_for_sync().values() if t.is_floating_point())
+    assert tiny_bf16.weight_sync.last_report["bytes"] < 2.01 * floats  # the tied head once: a bit less than all
 
 
 def _native_loads_nothing(worker_instance, on: bool):
