@@ -74,9 +74,13 @@ def test_the_coordinator_warns_or_stops_on_a_gap_above_the_limit(caplog):
 
 
 # ------------------------------------------------------------------ a run whose sync silently loads nothing
+def _took_version(worker, version: int) -> None:
+    worker.version = version  # as after a receive that returned having loaded nothing
+
+
 class _LoadsNothing:
-    """A transport that reports a sync and loads nothing (vLLM #57022 on a CPU engine): the senders send, no
-    worker receives."""
+    """A transport that reports a sync and loads nothing (vLLM #57022 on a CPU engine): the senders send, every
+    worker reports the new version, no weight changes."""
 
     name = "broadcast"
     vllm_weight_transfer = None
@@ -85,6 +89,7 @@ class _LoadsNothing:
         from rayscale.sync.transports import CATCH_UP
 
         refs = coordinator.call([s.send_weights.remote(CATCH_UP, version, False) for s in senders])[0]
+        coordinator.call([w.__ray_call__.remote(_took_version, version) for w in rollout.workers])
         return CATCH_UP.report(version, refs)
 
 

@@ -170,8 +170,9 @@ class WeightSync:
         """One sync over the group of senders[0] and `workers` (built or rebuilt for `transport`): every worker
         receives through `transport` while every sender sends through it."""
         self._ensure_group(transport, senders[0], workers)
+        wire = self.wire_dtype(workers)  # before the receives: a receiving worker answers nothing else
         recv = [w.receive_weights.remote(transport, version, None, self.verify) for w in workers]
-        send = [s.send_weights.remote(transport, version, self.verify, self.wire_dtype(workers)) for s in senders]
+        send = [s.send_weights.remote(transport, version, self.verify, wire) for s in senders]
         try:
             return self.call(send + recv)[0]
         except SyncError:
