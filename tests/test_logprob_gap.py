@@ -111,5 +111,5 @@ def test_a_sync_that_loads_nothing_makes_the_gap_jump_and_stops_the_run(tmp_path
     assert "weight sync 1 (broadcast" in message and "policy version 1" in message, message
     rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     # until the first sync every row's engines sampled from the learner's own weights: noise only
-    assert rows and all(r["policy_version"] == 0 and r["logprob_gap"] is not None for r in rows)
+    assert rows and all(r["logprob_gap"] is not None for r in rows)
     assert max(r["logprob_gap"] for r in rows) < 1e-3 < float(message.split(" by ")[1].split()[0])
