@@ -137,22 +137,6 @@ def test_a_sync_restores_a_scrambled_vllm_engine_exactly(tiny, transport):
     _scramble_and_restore(tiny, transport)
 
 
-@pytest.fixture(scope="module")
-def tiny_bf16(local_ray, tiny_dir):
-    s = Setup(tiny_dir, lr=5e-2, max_model_len=256, dtype="bfloat16")
-    yield s
-    s.shutdown()
-
-
-@pytest.mark.parametrize("transport", ["broadcast", "vllm_native", "object_store"])
-def test_a_bf16_engine_is_sent_bf16_buckets_and_restored_exactly(tiny_bf16, transport):
-    """The fp32 learner casts each bucket to the engine's bf16 as it packs it (half the bytes); the engine's
-    weights are then exactly the learner's cast to bf16."""
-    _scramble_and_restore(tiny_bf16, transport)
-    floats = sum(t.numel() for t in tiny_bf16.learner.gather_state_for_sync().values() if t.is_floating_point())
-    assert tiny_bf16.weight_sync.last_report["bytes"] < 2.01 * floats  # the tied head once: a bit less than all
-
-
 def _native_loads_nothing(worker_instance, on: bool):
     """Inside the rollout actor (in-process engine): make rayscale's vLLM weight-transfer engine consume each sync
     and load nothing, as vLLM's NCCL transfer does off CUDA (vLLM issue #57022); `on=False` puts it back."""
@@ -229,8 +213,26 @@ def test_a_vllm_engine_that_dies_mid_generate_is_replaced_and_nothing_is_lost_or
 
 
 @pytest.fixture(scope="module")
-def smol(local_ray, smollm2_dir, tiny):
+def tiny_bf16(local_ray, tiny_dir, tiny):
+    tiny.shutdown()  # the cores: one setup at a time
+    s = Setup(tiny_dir, lr=5e-2, max_model_len=256, dtype="bfloat16")
+    yield s
+    s.shutdown()
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "vllm_native", "object_store"])
+def test_a_bf16_engine_is_sent_bf16_buckets_and_restored_exactly(tiny_bf16, transport):
+    """The fp32 learner casts each bucket to the engine's bf16 as it packs it (half the bytes); the engine's
+    weights are then exactly the learner's cast to bf16."""
+    _scramble_and_restore(tiny_bf16, transport)
+    floats = sum(t.numel() for t in tiny_bf16.learner.gather_state_for_sync().values() if t.is_floating_point())
+    assert tiny_bf16.weight_sync.last_report["bytes"] < 2.01 * floats  # the tied head once: a bit less than all
+
+
+@pytest.fixture(scope="module")
+def smol(local_ray, smollm2_dir, tiny, tiny_bf16):
     tiny.shutdown()  # free the cores and memory for the 135M model
+    tiny_bf16.shutdown()
     s = Setup(smollm2_dir, lr=5e-4, max_model_len=512)
     yield s
     s.shutdown()
