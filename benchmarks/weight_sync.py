@@ -369,6 +369,7 @@ def run_vllm(args) -> dict:
         except SyncError as e:
             verified = f"failed: {e}"
         tensors = report["tensors"]
+        wire_dtype = weight_sync.wire_dtype(manager.workers) or "float32"
         weight_sync.close()
         manager.shutdown()
         learner.shutdown()
@@ -379,12 +380,12 @@ def run_vllm(args) -> dict:
     parts = []
     for p, end_to_end, sender in zip(parts_all, times["vllm_sync"], sender_seconds):
         load = p["reload"] - p["receive_and_cast"]  # vLLM's own work inside reload_weights
-        parts.append({
+        parts.append({  # the breakdown: wire, cast (receiver side), load, re-pack; then the rest
             "end_to_end": end_to_end,
-            "receive_wait": p["receive_and_cast"] - p["cast"],
-            "cast": p["cast"],
-            "vllm_load": load,
-            "gemm_refresh": p.get("gemm_refresh", 0.0),
+            "wire": p["receive_and_cast"] - p["cast"],  # waiting for the next bucket on the worker
+            "cast": p["cast"],  # on the worker: 0 once the learner sends the engine's dtype
+            "load": load,  # vLLM's own reload (per-layer copies, the re-packing of the linear layers)
+            "re-pack": p.get("gemm_refresh", 0.0),  # the layers the reload leaves stale (the tied LM head)
             "worker_rest": p["worker_call"] - p["reload"] - p.get("gemm_refresh", 0.0),
             "outside_worker": end_to_end - p["worker_call"],
             "sender_send_weights": sender,
@@ -393,6 +394,7 @@ def run_vllm(args) -> dict:
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "model": "SmolLM2-135M-Instruct", "tensors": tensors, "bytes": nbytes, "engine_dtype": args.vllm_dtype,
+        "wire_dtype": wire_dtype,  # what the learner sends: the engine's dtype when narrower than fp32
         "learner": {"num_ranks": args.vllm_ranks, "zero_stage": 2, "dtype": "float32"},
         "bucket_mb": args.bucket_mb, "repeats": args.vllm_repeats, "verified": verified,
         "learner_start_seconds": learner_start, "worker_start_seconds": worker_start,
@@ -416,7 +418,8 @@ def _print_toy(res: dict, args) -> None:
 
 
 def _print_vllm(v: dict) -> None:
-    print(f"\nweight sync into vLLM, SmolLM2-135M-Instruct, {v['bytes'] / 1e6:.0f} MB fp32 in {v['tensors']} tensors, "
+    print(f"\nweight sync into vLLM, SmolLM2-135M-Instruct, {v['bytes'] / 1e6:.0f} MB on the wire ({v['wire_dtype']}; "
+          f"fp32 learner) in {v['tensors']} tensors, "
           f"DeepSpeed ZeRO-2 learner ({v['learner']['num_ranks']} ranks) -> 1 vLLM worker ({v['engine_dtype']}) on "
           f"another node, gloo, median of {v['repeats']} rounds")
     print(f"{'method':<15}{'seconds':>9}{'GB/s':>9}")

@@ -283,6 +283,11 @@ class SyncConfig(_Strict):
     # fail the sync unless the learner, on the same weights, agrees with each token (rayscale.sync.output_check).
     verify: bool = False
     timeout_s: float = Field(300.0, gt=0)  # group join and each transfer; a missing member fails, never hangs
+    # Every iteration the learner scores the tokens the engines sampled (rayscale.sync.logprob_gap): a mean
+    # per-token gap above this means the engines sample from other weights than the learner's (a sync that loaded
+    # nothing). `stop` ends the run naming the sync, `warn` logs it; unset: the gap is only recorded.
+    max_logprob_gap: float | None = Field(None, gt=0)
+    logprob_gap_action: Literal["warn", "stop"] = "stop"
 
     @property
     def bucket_bytes(self) -> int:

@@ -52,11 +52,12 @@ from rayscale.sanity import check_prompts_fit
 from rayscale.seeding import stable_seed
 from rayscale.stage1 import stage1_sft
 from rayscale.stop import StopRequest
+from rayscale.sync import logprob_gap as LG
 from rayscale.sync.coordinator import WeightSync
 from rayscale.teacher.records import Correction, CorrectionRequest
 from rayscale.timing import iteration_times
 from rayscale.tracking import Tracker
-from rayscale.types import PreferencePair, RolloutRequest
+from rayscale.types import PreferencePair, RolloutRequest, Sample
 
 
 @dataclass
@@ -68,6 +69,7 @@ class Experience:
     stats: dict[str, Any]
     cursor_state: dict[str, int]
     times: dict[str, float] = field(default_factory=dict)
+    sampled: list[Sample] = field(default_factory=list)  # the engine samples the pairs train on (logprob gap)
 
 
 class StageTimer:
@@ -304,7 +306,9 @@ class Trainer:
         cursor_state = self.cursor.state_dict()
         rng = random.Random(stable_seed(algo.seed, it, 2))
         with timer("rollout"):
-            requests = [RolloutRequest(p.id, self.prompt(p), n=algo.samples_per_prompt, seed=stable_seed(algo.seed, it, j))
+            requests = [RolloutRequest(p.id, self.prompt(p), n=algo.samples_per_prompt,
+                                       seed=stable_seed(algo.seed, it, j),
+                                       logprobs=True)  # the engine's own, for the logprob gap
                         for j, p in enumerate(batch)]
             samples = self.rollout.generate(requests)
         with timer("verify"):
@@ -326,7 +330,8 @@ class Trainer:
             pairs.extend(built)
             stats[f"pairs/{name}"] = len(built)
         stats["pairs"] = len(pairs)
-        return Experience(it, pairs, stats, cursor_state, timer.times)
+        sampled = LG.trained_samples(pairs, samples, stats["rollout_policy_version"])
+        return Experience(it, pairs, stats, cursor_state, timer.times, sampled)
 
     def grade(self, batch: list[Problem], samples) -> list[list[P.Graded]]:
         items = [(p.gold_answer, s.response) for p, ss in zip(batch, samples) for s in ss]
@@ -348,6 +353,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------------ learn
     def train(self, exp: Experience) -> dict[str, Any] | None:
+        exp.stats.update(self.logprob_gap(exp))  # before the step: the learner still holds the samples' weights
         ranks = self.cfg.learner.num_ranks
         pairs = exp.pairs[: len(exp.pairs) - len(exp.pairs) % ranks]  # equal shards per rank
         if not pairs:
@@ -356,6 +362,18 @@ class Trainer:
         for _ in range(self.cfg.algo.updates_per_iteration):
             metrics = self.learner.train_dpo(pairs)
         return metrics
+
+    def logprob_gap(self, exp: Experience) -> dict[str, float | None]:
+        """The engines' log-probabilities of the tokens they sampled (of the pairs this step trains on) against
+        the learner's on the same weights (rayscale.sync.logprob_gap); the coordinator stops or warns on a gap
+        above sync.max_logprob_gap. None where the samples are of another version (async mode's, one behind)."""
+        if not exp.sampled or exp.stats["rollout_policy_version"] != self.version:
+            return dict.fromkeys(LG.GAP_KEYS)
+        learner = self.learner.score_tokens([(s.prompt, s.prefix) for s in exp.sampled],
+                                            [s.token_ids for s in exp.sampled])
+        gaps = LG.gap([s.logprobs for s in exp.sampled], learner)
+        self.weight_sync.check_logprob_gap(gaps, self.version)
+        return gaps
 
     def iteration_row(self, exp: Experience, learn: dict[str, Any] | None) -> dict[str, Any]:
         row: dict[str, Any] = {"iteration": exp.iteration, "policy_version": self.version, **exp.stats}

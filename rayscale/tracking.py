@@ -24,6 +24,7 @@ CONSOLE_KEYS = [  # (metric, label, format) shown on the per-iteration line when
     ("learner/rewards/margins", "margin", "{:+.3f}"),
     ("learner/loss", "loss", "{:.4f}"),
     ("tokens_per_s", "tok/s", "{:.0f}"),
+    ("logprob_gap", "lp_gap", "{:.3g}"),  # engine vs learner on sampled tokens (rayscale.sync.logprob_gap)
 ]
 
 

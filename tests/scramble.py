@@ -29,12 +29,17 @@ def scramble(worker, specs: list[tuple[str, tuple, str]], seed: int = 0) -> int:
     return len(noise)
 
 
-def engine_weights(worker) -> dict[str, torch.Tensor]:
-    """In the rollout actor: what the engine computes with, by (its own) name, on the CPU."""
+def engine_weights(worker, digest: bool = False) -> dict:
+    """In the rollout actor: what the engine computes with, by (its own) name, on the CPU; with `digest`, each as
+    (shape, checksum) instead (a 135M model's weights need not cross Ray to be compared)."""
+    from rayscale.wire.buckets import checksum
+
     backend = worker.backend
     if hasattr(backend, "llm"):  # vLLM: in its worker process (in-process on CPU: this one)
-        return backend.llm.collective_rpc(_vllm_weights)[0]
-    return {name: t.detach().cpu().clone() for name, t in backend.engine.model.state_dict().items()}
+        weights = backend.llm.collective_rpc(_vllm_weights)[0]
+    else:
+        weights = {name: t.detach().cpu().clone() for name, t in backend.engine.model.state_dict().items()}
+    return {n: (tuple(t.shape), checksum(t)) for n, t in weights.items()} if digest else weights
 
 
 def _vllm_weights(vllm_worker) -> dict[str, torch.Tensor]:
@@ -68,14 +73,21 @@ def expected(learner: dict[str, torch.Tensor], engine_names, dtype: torch.dtype)
     return {n: t.to(dtype) if t.is_floating_point() else t for n, t in out.items()}
 
 
-def mismatches(engine: dict[str, torch.Tensor], learner: dict[str, torch.Tensor], dtype: torch.dtype) -> list[str]:
+def mismatches(engine: dict, learner: dict[str, torch.Tensor], dtype: torch.dtype) -> list[str]:
     """Every engine weight that is not the learner's (vLLM pads the vocabulary: padding rows are not compared),
-    and every engine weight the learner has no counterpart of. Empty when the sync restored everything."""
+    and every engine weight the learner has no counterpart of. Empty when the sync restored everything.
+    `engine`: what `engine_weights` returned (tensors, or digests: then shapes must match exactly)."""
+    from rayscale.wire.buckets import checksum
+
     want = expected(learner, engine, dtype)
     problems = [f"{n}: the learner has no such tensor" for n in engine if n not in want]
     for name, got in engine.items():
         exp = want.get(name)
         if exp is None:
+            continue
+        if isinstance(got, tuple):  # a digest
+            if got != (tuple(exp.shape), checksum(exp.contiguous())):
+                problems.append(f"{name}: differs from the learner's")
             continue
         if got.shape != exp.shape and got.shape[1:] == exp.shape[1:] and got.shape[0] > exp.shape[0]:
             got = got[: exp.shape[0]]  # vocabulary padding

@@ -126,6 +126,25 @@ def test_receiver_binds_parameters_to_the_buffer_so_the_next_sync_lands_in_place
     assert dst.head.weight is dst.emb.weight  # tying survives
 
 
+def test_a_load_through_another_layout_does_not_leave_the_next_in_place_receive_loading_nothing():
+    """Bound by one bucket size, loaded once through another (a catch-up, a scramble), then received in place
+    again: the old buffers are no longer what the parameters view, so the receive must write, not skip."""
+    dst = _Tied()
+    rx = ModelReceiver(dst)
+
+    def sync(named, bucket_bytes):
+        rx.begin()
+        for b in iter_buckets(named, bucket_bytes=bucket_bytes):
+            rx.apply(b.meta, rx.buffer_for(b.meta, "cpu").copy_(b.flat))
+        rx.finish()
+
+    for seed, size in ((1, 64), (2, 64), (3, 1 << 10), (4, 64)):
+        _, named = _sent_from(seed)
+        sync(named, size)
+        assert state_checksums(dst.state_dict().items()) == state_checksums(named), (seed, size)
+    assert dst.head.weight is dst.emb.weight
+
+
 def test_receiver_casts_when_the_dtypes_differ():
     _, named = _sent_from(3, torch.float32)
     dst = _Tied().to(torch.bfloat16)
@@ -226,3 +245,16 @@ def test_buffer_pool_reuses_idle_buffers_and_waits_for_the_oldest_only_at_depth(
     assert big.numel() == 100
     view = torch.zeros(3)
     pool.sent(Bucket(BucketMeta("float32", 3), view), _FakeWork())  # not the pool's: ignored
+
+
+def test_a_bf16_engine_is_sent_half_the_bytes_cast_in_the_packing_copy():
+    named = _named()
+    buckets = list(iter_buckets(named, bucket_bytes=160, zero_copy=True, cast=torch.bfloat16))
+    got = {name: view for b in buckets for name, view in unflatten(b.meta, b.flat)}
+    for name, t in named:
+        want = t.to(torch.bfloat16) if t.is_floating_point() else t
+        assert got[name].dtype == want.dtype and torch.equal(got[name], want), name
+    assert {b.flat.dtype for b in buckets} == {torch.bfloat16, torch.int64}
+    sent = sum(b.flat.numel() * b.flat.element_size() for b in buckets if b.flat.dtype == torch.bfloat16)
+    floats = sum(t.numel() for _, t in named if t.is_floating_point())
+    assert sent == 2 * floats  # bf16 on the wire: half of fp32's 4 bytes for the fp32 tensors

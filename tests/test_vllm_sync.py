@@ -41,7 +41,7 @@ def tiny_dir(tmp_path_factory):
 class Setup:
     """A learner group and one vLLM rollout worker built from the same directory."""
 
-    def __init__(self, model_dir: str, lr: float, max_model_len: int):
+    def __init__(self, model_dir: str, lr: float, max_model_len: int, dtype: str = "float32"):
         from rayscale.actors.learner import LearnerGroup
         from rayscale.actors.rollout import RolloutManager
         from rayscale.models import load_tokenizer
@@ -57,7 +57,7 @@ class Setup:
             model_dir, LearnerConfig(num_ranks=2, zero_stage=2, lr=lr, micro_batch_size=4, max_seq_len=96,
                                      collective_timeout_s=300),
             AlgoConfig(loss="sigmoid", beta=0.1), RoleResources(num_cpus=1), bucket_bytes=self.weight_sync.bucket_bytes)
-        vllm = VLLMConfig(dtype="float32", kv_cache_gb=0.5, max_model_len=max_model_len, enforce_eager=True)
+        vllm = VLLMConfig(dtype=dtype, kv_cache_gb=0.5, max_model_len=max_model_len, enforce_eager=True)
         self.rollout = RolloutManager(model_dir, RolloutConfig(backend="vllm", num_workers=1, max_new_tokens=NEW_TOKENS,
                                                                vllm=vllm),
                                       resources_cfg=RoleResources(num_cpus=1),
@@ -111,6 +111,30 @@ def test_dpo_step_then_sync_makes_vllm_generate_what_the_learner_generates(tiny,
     assert report["version"] == tiny.version and report.get("transport", "broadcast") == transport
     assert tiny.rollout.policy_versions() == [tiny.version]
     assert tiny.engine_greedy() == tiny.learner_greedy()
+
+
+def _scramble_and_restore(setup, transport: str, digest: bool = False) -> None:
+    """tests/scramble.py: noise into the engine through its own reload, one sync, then every weight the engine
+    computes with (packed GEMMs read back through themselves, the tied LM head's included) is the learner's."""
+    import torch
+
+    from tests.scramble import engine_weights, mismatches, scramble
+
+    worker = setup.rollout.workers[0]
+    state = setup.learner.gather_state_for_sync()  # HF names, the tied lm_head alias included
+    dtype = getattr(torch, ray.get(worker.engine_dtype.remote()))
+    specs = [(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in state.items()]
+    ray.get(worker.__ray_call__.remote(scramble, specs, 7))
+    scrambled = ray.get(worker.__ray_call__.remote(engine_weights, digest))
+    assert "lm_head.weight" in scrambled and len(mismatches(scrambled, state, dtype)) == len(scrambled)
+    setup.sync(transport)
+    restored = ray.get(worker.__ray_call__.remote(engine_weights, digest))
+    assert set(restored) == set(scrambled) and mismatches(restored, state, dtype) == []
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "object_store", "vllm_native", "ipc"])
+def test_a_sync_restores_a_scrambled_vllm_engine_exactly(tiny, transport):
+    _scramble_and_restore(tiny, transport)
 
 
 def _native_loads_nothing(worker_instance, on: bool):
@@ -189,8 +213,26 @@ def test_a_vllm_engine_that_dies_mid_generate_is_replaced_and_nothing_is_lost_or
 
 
 @pytest.fixture(scope="module")
-def smol(local_ray, smollm2_dir, tiny):
+def tiny_bf16(local_ray, tiny_dir, tiny):
+    tiny.shutdown()  # the cores: one setup at a time
+    s = Setup(tiny_dir, lr=5e-2, max_model_len=256, dtype="bfloat16")
+    yield s
+    s.shutdown()
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "vllm_native", "object_store"])
+def test_a_bf16_engine_is_sent_bf16_buckets_and_restored_exactly(tiny_bf16, transport):
+    """The fp32 learner casts each bucket to the engine's bf16 as it packs it (half the bytes); the engine's
+    weights are then exactly the learner's cast to bf16."""
+    _scramble_and_restore(tiny_bf16, transport)
+    floats = sum(t.numel() for t in tiny_bf16.learner.gather_state_for_sync().values() if t.is_floating_point())
+    assert tiny_bf16.weight_sync.last_report["bytes"] < 2.01 * floats  # the tied head once: a bit less than all
+
+
+@pytest.fixture(scope="module")
+def smol(local_ray, smollm2_dir, tiny, tiny_bf16):
     tiny.shutdown()  # free the cores and memory for the 135M model
+    tiny_bf16.shutdown()
     s = Setup(smollm2_dir, lr=5e-4, max_model_len=512)
     yield s
     s.shutdown()
@@ -214,6 +256,11 @@ def _perturb_embedding(rank_instance, seed: int) -> None:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         weight.add_(torch.randn(weight.shape, generator=gen) * weight.std() * 0.5)
+
+
+@pytest.mark.parametrize("transport", ["broadcast", "vllm_native"])
+def test_a_sync_restores_a_scrambled_smollm2_engine_exactly(smol, transport):
+    _scramble_and_restore(smol, transport, digest=True)  # its 49152 x 576 LM head is a packed copy on CPU
 
 
 def test_a_sync_that_leaves_stale_packed_weights_is_an_error(smol):

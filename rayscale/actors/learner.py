@@ -90,6 +90,10 @@ class LearnerGroup:
         shards = shard_evenly(list(pairs), self.num_ranks, pair_text_size)
         return self._call_all("train_dpo", per_rank=[(shard, len(pairs)) for shard in shards])[0]
 
+    def score_tokens(self, contexts: list[tuple[str, str]], continuations: list[list[int]]) -> list[list[float]]:
+        """The policy's log-probabilities of engine-sampled tokens (rayscale.sync.logprob_gap), every rank."""
+        return self._call_all("score_tokens", contexts, continuations)[0]
+
     def train_sft(self, examples: Sequence[SFTExample]) -> dict[str, float]:
         validate_sft(examples, self.num_ranks)
         shards = shard_evenly(list(examples), self.num_ranks, sft_text_size)

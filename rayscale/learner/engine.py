@@ -37,7 +37,7 @@ from rayscale.algos.losses import LossParams, preference_loss, segment_sums
 from rayscale.colocation import LEARNER_PARTS, Holdings
 from rayscale.config import DEFAULT_BUCKET_BYTES, AlgoConfig, LearnerConfig
 from rayscale.learner import deepspeed_config as dsc
-from rayscale.sync import output_check
+from rayscale.sync import logprob_gap, output_check
 
 CHECKPOINT_STATE = "learner_state.json"
 DS_TAG = "state"  # one DeepSpeed checkpoint per directory: <dir>/deepspeed/state/
@@ -414,6 +414,14 @@ class LearnerEngine:
         self.policy.eval()  # LoRA dropout off (the model's own is always 0); the next step sets train() again
         scored = output_check.score_greedy(self.hf_model, self.tokenizer, prompts, continuations)
         return {"scores": scored, "dtype": "bfloat16" if self.bf16 else "float32"}
+
+    @torch.no_grad()
+    def score_tokens(self, contexts: list[tuple[str, str]], continuations: list[list[int]]) -> list[list[float]]:
+        """The policy's log-probability of each engine-sampled token after its (prompt, prefix): the learner's
+        side of the logprob gap (rayscale.sync.logprob_gap). Collective (every rank forwards)."""
+        self.holdings.require("score sampled tokens", ("weights",))
+        self.policy.eval()  # as in score_greedy
+        return logprob_gap.score_tokens(self.hf_model, self.tokenizer, contexts, continuations)
 
     @torch.no_grad()
     def greedy(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:

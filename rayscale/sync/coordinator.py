@@ -32,6 +32,10 @@ from rayscale.wire.receiver import SyncError
 log = logging.getLogger(__name__)
 
 
+class LogprobGapError(SyncError):
+    """The engines sample from other weights than the learner's (sync.max_logprob_gap, action stop)."""
+
+
 def _one_of(error: RayActorError, actors: list) -> bool:
     """Whether the actor that `error` reports dead is one of `actors`."""
     return error.actor_id is not None and error.actor_id in {a._actor_id.hex() for a in actors}
@@ -65,6 +69,7 @@ class WeightSync:
         self.bucket_bytes: int = cfg.bucket_bytes  # the learner's one bucket size: give it to LearnerGroup
         self.verify: bool = cfg.verify
         self.timeout_s: float = cfg.timeout_s  # group join and each call of a sync
+        self.max_logprob_gap, self.logprob_gap_action = cfg.max_logprob_gap, cfg.logprob_gap_action
         # what vLLM rollout engines are built with (RolloutManager(weight_transfer=...)), None for nothing
         self.vllm_weight_transfer: str | None = self.transport.vllm_weight_transfer
         self.version = 0  # what every worker holds (0: the weights in model_path, the learner's starting point)
@@ -72,6 +77,7 @@ class WeightSync:
         self._group_key: tuple | None = None  # (transport, sender, workers) of the live broadcast group
         self._members: list = []  # actors that may hold a handle of that group
         self._pushing = False
+        self._engine_dtypes: dict[tuple, list[str]] = {}  # the workers' compute dtypes, by the workers' ids
         self.last_report: dict = {}  # the last push's report (bytes, seconds, buckets: `rayscale bench` reads it)
 
     # ------------------------------------------------------------------ the controller's calls
@@ -123,6 +129,26 @@ class WeightSync:
                 raise SyncError(f"rollout worker {index} ({dtype}) does not compute with the learner's weights of "
                                 f"version {version}: " + "; ".join(problems[:3]))
 
+    def check_logprob_gap(self, gaps: dict, version: int) -> None:
+        """`gaps` (rayscale.sync.logprob_gap.gap) of samples of policy `version` against the learner on the same
+        weights: above `sync.max_logprob_gap` the engines do not sample from the learner's weights, which names
+        the sync that should have brought them (`sync.logprob_gap_action`: raise LogprobGapError, or warn)."""
+        limit, measured = self.max_logprob_gap, gaps.get("logprob_gap")
+        if limit is None or measured is None or measured <= limit:
+            return
+        how = (f"weight sync {version} ({self.last_report.get('transport', self.transport.name)}, "
+               f"{self.last_report.get('bytes', 0) / 1e6:,.1f} MB)" if version else
+               "no weight sync yet: the engines' weights are model_path's")
+        message = (f"the rollout engines do not sample from the learner's weights of policy version {version}: "
+                   f"their log-probabilities of their own sampled tokens differ from the learner's by "
+                   f"{measured:.4g} per token (worst sequence {gaps.get('logprob_gap_max') or 0:.4g}) > "
+                   f"sync.max_logprob_gap {limit:g}; {how} did not reach what they compute with. Check the "
+                   "transport (sync.transport) and turn on sync.verify to find the worker; raise "
+                   "sync.max_logprob_gap if this gap is the engines' numerical noise (bf16: docs/rollout_and_sync.md)")
+        if self.logprob_gap_action == "stop":
+            raise LogprobGapError(message)
+        log.warning("%s", message)
+
     def close(self, timeout_s: float | None = None) -> None:
         """Tear the broadcast group down (best effort: members may be gone) and forget the last sync, so that the
         next push starts afresh (a restarted learner group and rollout manager). Safe to call twice."""
@@ -157,8 +183,9 @@ class WeightSync:
         """One sync over the group of senders[0] and `workers` (built or rebuilt for `transport`): every worker
         receives through `transport` while every sender sends through it."""
         self._ensure_group(transport, senders[0], workers)
+        wire = self.wire_dtype(workers)  # before the receives: a receiving worker answers nothing else
         recv = [w.receive_weights.remote(transport, version, None, self.verify) for w in workers]
-        send = [s.send_weights.remote(transport, version, self.verify) for s in senders]
+        send = [s.send_weights.remote(transport, version, self.verify, wire) for s in senders]
         try:
             return self.call(send + recv)[0]
         except SyncError:
@@ -178,6 +205,16 @@ class WeightSync:
             if died is not None:
                 raise died from e
             raise
+
+    def wire_dtype(self, workers: list) -> str | None:
+        """What the senders cast floating-point buckets to: the engines' compute dtype when every worker computes
+        in the same 16-bit float (half the bytes of fp32, cast where the sender copies anyway); None otherwise
+        (fp32 engines keep fp32). Asked once per set of workers."""
+        key = tuple(w._actor_id for w in workers)
+        if key not in self._engine_dtypes:
+            self._engine_dtypes = {key: self.call([w.engine_dtype.remote() for w in workers])}
+        dtypes = set(self._engine_dtypes[key])
+        return dtypes.pop() if len(dtypes) == 1 and dtypes <= {"bfloat16", "float16"} else None
 
     def call(self, refs: list):
         return ray.get(refs, timeout=self.timeout_s)

@@ -89,6 +89,7 @@ class WeightSenderMixin:
     _sync_store = None
     _sync_pools: dict | None = None
     _shared_buffers: list = []  # the ipc transport's GPU buckets, alive until every worker loaded them
+    _wire_cast: torch.dtype | None = None  # the dtype of this sync's floating-point buckets (send_weights)
 
     def sync_endpoint(self, world_size: int, timeout_s: float = 300.0) -> tuple[str, int]:
         """Rank 0 opens the rendezvous store on its node's IP and an OS-chosen free port, for the workers to join."""
@@ -107,9 +108,12 @@ class WeightSenderMixin:
             self._sync_group.close()
         self._sync_group = None
 
-    def send_weights(self, transport, version: int, verify: bool = False):
+    def send_weights(self, transport, version: int, verify: bool = False, wire_dtype: str | None = None):
         """The sending half of `transport` (a rayscale.sync.transports object, the coordinator's choice): what it
-        returns goes back to the coordinator (a report, object-store refs, in-memory handles)."""
+        returns goes back to the coordinator (a report, object-store refs, in-memory handles). `wire_dtype`: the
+        engines' compute dtype when it is narrower than the weights' (bf16, fp16): every floating-point tensor is
+        cast into its bucket, half the bytes of fp32 (None: as the weights are)."""
+        self._wire_cast = getattr(torch, wire_dtype) if wire_dtype else None
         return transport.send(self, version, verify)
 
     # ---- what the transports' sending halves use
@@ -129,7 +133,8 @@ class WeightSenderMixin:
         # The bucket size is fixed at construction; should the layout change anyway, the announced plan
         # fails the sync cleanly on both sides and the coordinator's retry streams the new one.
         key = str(device)
-        buckets = iter_buckets(params, self.bucket_bytes, device, pool.alloc, zero_copy=self.sync_zero_copy)
+        buckets = iter_buckets(params, self.bucket_bytes, device, pool.alloc, zero_copy=self.sync_zero_copy,
+                               cast=self._wire_cast)
         try:
             report = send_stream(self._sync_group, buckets, version, verify, plan=plans.get(key), on_sent=pool.sent)
         except SyncError:
@@ -148,7 +153,7 @@ class WeightSenderMixin:
             return None
         pool = self._pool("cpu")
         out = []
-        for bucket in iter_buckets(params, self.bucket_bytes, "cpu", pool.alloc):
+        for bucket in iter_buckets(params, self.bucket_bytes, "cpu", pool.alloc, cast=self._wire_cast):
             out.append(put(*to_bytes(stamp(bucket, verify))))
             pool.release(bucket)
         return out
@@ -163,7 +168,7 @@ class WeightSenderMixin:
             return
         held = []
         for bucket in iter_buckets(itertools.chain([first], params), self.bucket_bytes, first[1].device,
-                                   zero_copy=self.sync_zero_copy):
+                                   zero_copy=self.sync_zero_copy, cast=self._wire_cast):
             if bucket.flat.is_cuda:  # CPU buckets are copied by the hand-over
                 held.append(bucket.flat)
             yield stamp(bucket, verify)

@@ -163,7 +163,7 @@ class IPCTransport(Transport):
         if len(senders) != len(workers):
             raise ValueError(f"sync.transport {self.name} pairs learner rank i with rollout worker i: {len(senders)} "
                              f"sender(s) for {len(workers)} worker(s); pass every rank (LearnerGroup.ranks)")
-        shared = coordinator.call([s.send_weights.remote(self, version, coordinator.verify) for s in senders])
+        shared = coordinator.call([s.send_weights.remote(self, version, coordinator.verify, coordinator.wire_dtype(workers)) for s in senders])
         try:
             coordinator.call([w.receive_weights.remote(self, version, items, coordinator.verify)
                               for w, items in zip(workers, shared)])
@@ -225,7 +225,7 @@ class ObjectStoreTransport(IPCTransport):
         return self.deliver(coordinator, senders, rollout.workers, version)
 
     def deliver(self, coordinator, senders: list, workers: list, version: int) -> dict:
-        refs = coordinator.call([s.send_weights.remote(self, version, coordinator.verify) for s in senders])[0]
+        refs = coordinator.call([s.send_weights.remote(self, version, coordinator.verify, coordinator.wire_dtype(workers)) for s in senders])[0]
         coordinator.call([w.receive_weights.remote(self, version, refs, coordinator.verify) for w in workers])
         return self.report(version, refs)
 

@@ -117,16 +117,19 @@ class BucketPacker:
     right after (ZeRO-3 gathers a layer, yields it, releases it). With `zero_copy`, tensors that lie back to back
     in one storage (DeepSpeed ZeRO-1/2 keeps the parameters as views of one flat buffer) become a bucket that is
     a view over that memory: nothing is copied. That is only safe while the tensors stay valid and unchanged
-    until the buckets are sent. `alloc` lets a sender reuse warm buffers between syncs.
+    until the buckets are sent. `alloc` lets a sender reuse warm buffers between syncs. `cast`: floating-point
+    tensors are packed in this dtype (an fp32 learner feeding a bf16 engine sends half the bytes); the cast happens
+    in the copy into the bucket, which a cast tensor always takes.
     """
 
     def __init__(self, bucket_bytes: int, device: torch.device | str = "cpu", alloc: Allocator | None = None,
-                 zero_copy: bool = False):
+                 zero_copy: bool = False, cast: torch.dtype | None = None):
         if bucket_bytes <= 0:
             raise ValueError(f"bucket_bytes must be positive, got {bucket_bytes}")
         self.bucket_bytes = int(bucket_bytes)
         self.device = torch.device(device)
         self.zero_copy = zero_copy
+        self.cast = cast
         self._alloc = alloc or _fresh(self.device)
         self._open: dict[torch.dtype, _Open] = {}
         self._seen: set[str] = set()
@@ -138,7 +141,7 @@ class BucketPacker:
             raise ValueError(f"tensor {name!r} was given twice in one sync")
         self._seen.add(name)
         t = tensor.detach()
-        dtype, numel = t.dtype, t.numel()
+        dtype, numel = self.cast if self.cast is not None and t.is_floating_point() else t.dtype, t.numel()
         limit = max(1, self.bucket_bytes // dtype.itemsize)
         done: list[Bucket] = []
         if numel >= limit:  # an oversized tensor travels alone
@@ -169,7 +172,8 @@ class BucketPacker:
         return [self._close(dtype) for dtype in list(self._open)]
 
     def _viewable(self, t: torch.Tensor) -> bool:
-        return self.zero_copy and t.is_contiguous() and t.device == self.device
+        return (self.zero_copy and t.is_contiguous() and t.device == self.device
+                and (self.cast is None or not t.is_floating_point() or t.dtype == self.cast))
 
     def _continues(self, op: _Open, t: torch.Tensor) -> bool:
         return (self._viewable(t) and t.untyped_storage().data_ptr() == op.run.untyped_storage().data_ptr()
@@ -191,8 +195,9 @@ def iter_buckets(
     device: torch.device | str = "cpu",
     alloc: Allocator | None = None,
     zero_copy: bool = False,
+    cast: torch.dtype | None = None,
 ) -> Iterator[Bucket]:
-    packer = BucketPacker(bucket_bytes, device, alloc, zero_copy)
+    packer = BucketPacker(bucket_bytes, device, alloc, zero_copy, cast)
     for name, tensor in named_tensors:
         yield from packer.add(name, tensor)
     yield from packer.finish()

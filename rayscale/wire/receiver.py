@@ -49,7 +49,8 @@ class ModelReceiver:
     def apply(self, meta: BucketMeta, flat: torch.Tensor) -> None:
         """Make the module hold this bucket's values. `flat` is what `buffer_for` returned, or any source tensor."""
         bound = self._bound.get(meta.index)
-        if bound is not None and bound.flat is flat:  # received in place: only the unbindable entries need work
+        if bound is not None and bound.flat is flat and self._still_views(meta, bound):
+            # received in place: only the unbindable entries need work
             views = dict(unflatten(meta, flat))
             for e in bound.copied:
                 self._write(e.name, views[e.name], bind=False)
@@ -63,6 +64,21 @@ class ModelReceiver:
         copied = [e for (name, view), e in zip(unflatten(meta, flat), meta.entries)
                   if not self._write(name, view, bind=True)]
         self._bound[meta.index] = _Bound(meta.layout_key(), flat, copied)
+
+    def _still_views(self, meta: BucketMeta, bound: _Bound) -> bool:
+        """Whether every bound parameter of this bucket still is a view of its buffer. A load through another
+        layout (a catch-up or a test's scramble with another bucket size) re-points parameters at its own buffers:
+        receiving into the old one would then change nothing, a sync that silently loads nothing."""
+        copied = {e.name for e in bound.copied}
+        base, size, seen = bound.flat.data_ptr(), bound.flat.element_size(), set()
+        for e in meta.entries:
+            target = self._targets.get(e.name)
+            if e.name in copied or target is None or id(target) in seen:
+                continue  # copied after every receive, unknown (reported by _write), or a tied alias
+            seen.add(id(target))
+            if target.data_ptr() != base + e.offset * size:
+                return False
+        return True
 
     def _copy_all(self, meta: BucketMeta, flat: torch.Tensor) -> None:
         for name, view in unflatten(meta, flat):

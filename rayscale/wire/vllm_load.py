@@ -28,6 +28,7 @@ class BucketLoader:
         self.device, self.engine_dtype = torch.device(device), engine_dtype
         self._ring: list = [None, None]  # receive buffers of buckets that are cast (see buffer_for)
         self._cast_ring = _WarmRing(3)
+        self._recv_ring = _WarmRing(4)  # receive buffers of buckets vLLM is handed as they are (see buffer_for)
 
     def received(self, group: SyncGroup, version: int, verify: bool, report: SyncReport):
         """(name, tensor) of every bucket of one broadcast sync, two buckets in flight."""
@@ -38,8 +39,11 @@ class BucketLoader:
     def buffer_for(self, meta: BucketMeta, device: torch.device) -> torch.Tensor:
         dtype = dtype_from_name(meta.dtype)
         if not self.copies_out(dtype, device):
-            # vLLM keeps views of what it is given until each layer is complete, which may be a bucket later:
-            # a fresh buffer per bucket (at most two alive: two in flight)
+            # vLLM keeps views of what it is given until each layer is complete, which may be a bucket later. On
+            # a CPU (the learner sent the engine's dtype: no cast) warm buffers in turn, one that vLLM still views
+            # replaced by a fresh one (_WarmRing); two in flight plus the one being loaded. On a GPU, fresh.
+            if device.type == "cpu" and self.device.type == "cpu":
+                return self._recv_ring.take(dtype, meta.numel)
             return torch.empty(meta.numel, dtype=dtype, device=device)
         # Cast on the CPU into a new tensor before vLLM sees it: this buffer is free again once its bucket has
         # been handed on, which happens before the bucket two places later is posted (two in flight). So two
