@@ -67,7 +67,7 @@ def test_every_actor_of_the_trainer_is_in_its_roles_placement_group(local_ray, t
         trainer.start_policy_actors(str(tiny_model_dir), None)
         group_of = {p.group.id.hex(): role for role, p in trainer.placements.items()}
         actors = {"rollout": trainer.rollout.workers, "learner": trainer.learner.ranks,
-                  "teacher": [trainer.teacher], "verifier": trainer.verifier.actors}
+                  "teacher": [trainer.teacher.actor], "verifier": trainer.verifier.actors}
         plan = plan_placement(cfg)
         for role, handles in actors.items():
             where = ray.get([h.location.remote() for h in handles], timeout=120)
