@@ -277,7 +277,7 @@ def test_learner_restarts_exhausted_end_with_role_cause_and_fix(tiny_model_dir, 
     cfg = load_config(None, [f"model.path={tiny_model_dir}", f"tracking.run_dir={tmp_path}", "tracking.wandb=false",
                              "checkpoint.max_restarts=1", "data.synthetic.train_size=20"])
     trainer = controller.Trainer(cfg, prepare_run(cfg))
-    monkeypatch.setattr(controller.cluster, "start_or_join", lambda cfg: None)
+    monkeypatch.setattr(controller.cluster, "start_or_join", lambda cfg, **kw: None)
     monkeypatch.setattr(controller, "place_roles", lambda cfg: {})
     monkeypatch.setattr(controller, "remove_placement_groups", lambda placements: None)
     attempts = []
