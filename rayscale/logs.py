@@ -54,7 +54,9 @@ def capture_worker_output() -> Path | None:
         return None
     path = Path(directory) / f"worker-{os.getpid()}.log"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Only inside a run directory that exists here: a node that does not share it must not grow an empty one
+        # of the same name (the start-up check, cluster.require_shared_storage, tells the two apart).
+        path.parent.mkdir(exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     except OSError as e:  # e.g. a run directory this node cannot write: keep today's behaviour, say so once
         print(f"rayscale: cannot write the actor log {path} ({e.strerror}); this worker's output stays on the "

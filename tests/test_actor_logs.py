@@ -59,3 +59,13 @@ def test_an_unwritable_log_directory_leaves_the_output_on_the_console_and_says_w
     r = run_actor({logs.LOG_DIR_ENV: str(blocker / "logs")})
     assert r.returncode == 0, r.stderr
     assert "cannot write the actor log" in r.stderr and "engine info line" in r.stdout
+
+
+def test_a_node_without_the_run_directory_does_not_create_one(tmp_path):
+    """On a node that does not share the run directory the hook creates nothing (an empty directory of the same
+    name would hide the missing shared storage from the start-up check) and keeps the output on the console."""
+    missing_run_dir = tmp_path / "elsewhere" / "run"
+    r = run_actor({logs.LOG_DIR_ENV: str(missing_run_dir / "logs")})
+    assert r.returncode == 0, r.stderr
+    assert not (tmp_path / "elsewhere").exists()
+    assert "cannot write the actor log" in r.stderr and "engine info line" in r.stdout
