@@ -64,6 +64,8 @@ def local_ray():
     """A private local Ray for one test module (address="local": never join a cluster already on the host)."""
     import ray
 
+    if ray.is_initialized():  # a connection left by an earlier test (or Ray's auto-init) would be reused
+        ray.shutdown()
     ray.init(address="local", num_cpus=4, include_dashboard=False)
     yield
     ray.shutdown()

@@ -20,6 +20,8 @@ def two_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
+    if ray.is_initialized():  # a connection left by an earlier test would shadow this cluster
+        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 3, "resources": {"node0": 1}})
     cluster.connect()  # attach to the head first: a driver bound to a worker node dies with it at teardown
     cluster.add_node(num_cpus=2, resources={"node1": 1})
@@ -46,6 +48,7 @@ def test_rollout_on_second_node_receives_every_sync(two_nodes, tmp_path):
     assert sorted(node_of.values()) == ["node0", "node1"]
     placed = {}
     for actor in list_actors(detail=True, limit=1000):
-        placed.setdefault(actor["class_name"], set()).add(node_of.get(actor["node_id"]))
+        if actor["node_id"]:  # an actor that never got a node (killed while pending) was placed nowhere
+            placed.setdefault(actor["class_name"], set()).add(node_of.get(actor["node_id"]))
     assert placed["RolloutWorker"] == {"node1"}
     assert placed["LearnerRank"] == {"node0"}
