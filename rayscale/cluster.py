@@ -1,8 +1,9 @@
 """Connecting to Ray: the one module that calls `ray.init`.
 
     start_or_join(cfg)      a training run or `rayscale eval`: join `cluster.address` or start a local Ray sized
-                            for the plan, then (training) check the plan fits and that every node that may host
-                            one of its actors sees the run directory, before any actor starts
+                            for the plan, then (training) check that every node that may host one of its actors
+                            sees the run directory, before any actor starts (whether the plan fits is checked
+                            by the one that reserves it: rayscale.actors.placement.place_roles)
     join(address, wait_s)   `rayscale status`: a running cluster only, failing at once when nothing answers
     ensure_local()          a component used on its own (a test, a benchmark): a local Ray unless one is up
 
@@ -26,16 +27,16 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from rayscale.actors.placement import cluster_nodes
 from rayscale.config import RayscaleConfig
 from rayscale.errors import ConfigError
-from rayscale.plan import ClusterUnavailable, Node, Plan, plan_placement, require_fit
+from rayscale.plan import ClusterUnavailable, Node, Plan, plan_placement
 from rayscale.run_setup import model_sources
 from rayscale.sanity import check_local_cpus
 
 
-def start_or_join(cfg: RayscaleConfig, check_fit: bool = True, log_to_driver: bool = True,
+def start_or_join(cfg: RayscaleConfig, check_storage: bool = True, log_to_driver: bool = True,
                   runtime_env: dict | None = None) -> None:
     """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one, then (for a
-    training run) check that every role's actors fit before any is started: a shortfall fails at once, naming the
-    role, never a hang. `log_to_driver=False` keeps the actors' output out of this process (`rayscale bench`).
+    training run, `check_storage`) check that the nodes see the run directory (`require_shared_storage`). Whether
+    the roles fit is checked once, by `place_roles`, against exactly the roles it reserves. `log_to_driver=False` keeps the actors' output out of this process (`rayscale bench`).
     `runtime_env`: the job's (a training run's: `rayscale.logs.runtime_env`, actors' output into the run
     directory); with one, Ray's own INFO lines are left out of the console too."""
     plan = plan_placement(cfg)
@@ -51,9 +52,7 @@ def start_or_join(cfg: RayscaleConfig, check_fit: bool = True, log_to_driver: bo
                 print(f"warning: {warning}", file=sys.stderr, flush=True)
             ray.init(address="local", num_cpus=local_num_cpus(cfg), include_dashboard=False,
                      log_to_driver=log_to_driver, **quiet)
-    if check_fit and not cfg.cluster.autoscaling:
-        require_fit(plan, cluster_nodes())
-    if check_fit and cfg.cluster.address:
+    if check_storage and cfg.cluster.address:
         require_shared_storage(cfg, plan)
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from ray.exceptions import RayActorError
 
 from rayscale import checkpointing, cluster, failures, logs, writing
+from rayscale import metric_names as M
 from rayscale.actors.learner import LearnerGroup, LearnerGroupError
 from rayscale.actors.placement import RolePlacement, place_roles, remove_placement_groups
 from rayscale.actors.rollout import RolloutManager
@@ -159,7 +160,7 @@ class Trainer:
             self.sync_weights()  # workers start from the resumed policy
         self.turns.start(self.learner)  # colocated: the engines go first
         if state is None and cfg.algo.eval_every and cfg.algo.eval_at_start:
-            self.tracker.log({"iteration": 0, "policy_version": 0, **self.evaluate(0)})
+            self.tracker.log({M.ITERATION: 0, M.POLICY_VERSION: 0, **self.evaluate(0)})
             print(self.tracker.console_line(self.tracker.rows[-1]), flush=True)
 
         first, last = (state.iteration if state else 0) + 1, cfg.algo.iterations
@@ -176,32 +177,32 @@ class Trainer:
                 # Async: iteration it+1's rollouts run on the current weights while the learner trains on `exp`
                 # (one step off-policy); sync mode collects at the top of each iteration instead.
                 ahead = background.submit(self.collect, it + 1) if cfg.algo.async_rollout and it < last else None
-                staleness = self.version - exp.stats["rollout_policy_version"]  # 0 in sync mode, <= 1 async
+                staleness = self.version - exp.stats[M.ROLLOUT_POLICY_VERSION]  # 0 in sync mode, <= 1 async
                 if self.turns.enabled:
-                    with timer("hand_over"):  # colocated: the engines sleep, the learner takes the devices
+                    with timer(M.STAGE_HAND_OVER):  # colocated: the engines sleep, the learner takes the devices
                         self.turns.to_learner(self.rollout, self.learner)
-                with timer("train"):
+                with timer(M.STAGE_TRAIN):
                     learn = self.train(exp)
                 if cfg.algo.ref_update_every and it % cfg.algo.ref_update_every == 0:
-                    with timer("ref_update"):  # the next iteration's DPO is anchored at this policy
+                    with timer(M.STAGE_REF_UPDATE):  # the next iteration's DPO is anchored at this policy
                         self.learner.set_reference_from_policy()
-                with timer("wait_rollout"):
+                with timer(M.STAGE_WAIT_ROLLOUT):
                     next_exp = ahead.result() if ahead else None
-                with timer("sync"):  # colocated: the learner offloads around it, the engines wake
+                with timer(M.STAGE_SYNC):  # colocated: the learner offloads around it, the engines wake
                     if learn:
                         self.version += 1
                     self.turns.to_rollout(self.rollout, self.learner, self._sync_after(bool(learn)),
                                           generates=self.weight_sync.verify)
                 row = self.iteration_row(exp, learn)
                 if self.turns.enabled:
-                    row["colocate"] = self.turns.last
+                    row[M.COLOCATE] = self.turns.last
                 self.tracker.log_pairs(it, exp.pairs)
-                row["staleness"] = staleness
+                row[M.STALENESS] = staleness
                 if cfg.algo.eval_every and (it % cfg.algo.eval_every == 0 or it == last):
-                    with timer("eval"):
+                    with timer(M.STAGE_EVAL):
                         row.update(self.evaluate(it))
-                row["iteration_s"] = time.perf_counter() - iteration_started  # the wall time, every stage in it
-                row["time"] = iteration_times(exp.times, timer.times, row["iteration_s"], collected_ahead)
+                row[M.ITERATION_S] = time.perf_counter() - iteration_started  # the wall time, every stage in it
+                row[M.TIME] = iteration_times(exp.times, timer.times, row[M.ITERATION_S], collected_ahead)
                 self.tracker.log(row)
                 print(self.tracker.console_line(row), flush=True)
                 failures.check_teacher_failures(it, exp.stats, cfg.teacher)  # after its row: counts on record
@@ -305,21 +306,21 @@ class Trainer:
         batch = [self.inputs.train[i] for i in self.cursor.next_batch(algo.prompts_per_iteration)]
         cursor_state = self.cursor.state_dict()
         rng = random.Random(stable_seed(algo.seed, it, 2))
-        with timer("rollout"):
+        with timer(M.STAGE_ROLLOUT):
             requests = [RolloutRequest(p.id, self.prompt(p), n=algo.samples_per_prompt,
                                        seed=stable_seed(algo.seed, it, j),
                                        logprobs=True)  # the engine's own, for the logprob gap
                         for j, p in enumerate(batch)]
             samples = self.rollout.generate(requests)
-        with timer("verify"):
+        with timer(M.STAGE_VERIFY):
             graded = self.grade(batch, samples)
         strategies = P.assign_strategies([p.id for p in batch], algo.strategy, rng)
         pairs: list[PreferencePair] = []
-        stats: dict[str, Any] = {"accuracy": _mean([g.correct for gs in graded for g in gs]),
-                                 "prompts_digest": _digest(p.id for p in batch),
-                                 "rollout_policy_version": min(x.policy_version for s in samples for x in s),
-                                 "samples": sum(len(s) for s in samples),
-                                 "tokens": sum(len(x.token_ids) for s in samples for x in s)}
+        stats: dict[str, Any] = {M.ACCURACY: _mean([g.correct for gs in graded for g in gs]),
+                                 M.PROMPTS_DIGEST: _digest(p.id for p in batch),
+                                 M.ROLLOUT_POLICY_VERSION: min(x.policy_version for s in samples for x in s),
+                                 M.SAMPLES: sum(len(s) for s in samples),
+                                 M.TOKENS: sum(len(x.token_ids) for s in samples for x in s)}
         by_strategy: dict[str, list[tuple[Problem, list[P.Graded]]]] = {}
         for p, gs in zip(batch, graded):
             by_strategy.setdefault(strategies[p.id], []).append((p, gs))
@@ -328,9 +329,9 @@ class Trainer:
             with timer(name):
                 built = S.build_pairs(name, ctx, group, rng, it, stats)
             pairs.extend(built)
-            stats[f"pairs/{name}"] = len(built)
-        stats["pairs"] = len(pairs)
-        sampled = LG.trained_samples(pairs, samples, stats["rollout_policy_version"])
+            stats[M.PAIRS_PREFIX + name] = len(built)
+        stats[M.PAIRS] = len(pairs)
+        sampled = LG.trained_samples(pairs, samples, stats[M.ROLLOUT_POLICY_VERSION])
         return Experience(it, pairs, stats, cursor_state, timer.times, sampled)
 
     def grade(self, batch: list[Problem], samples) -> list[list[P.Graded]]:
@@ -367,7 +368,7 @@ class Trainer:
         """The engines' log-probabilities of the tokens they sampled (of the pairs this step trains on) against
         the learner's on the same weights (rayscale.sync.logprob_gap); the coordinator stops or warns on a gap
         above sync.max_logprob_gap. None where the samples are of another version (async mode's, one behind)."""
-        if not exp.sampled or exp.stats["rollout_policy_version"] != self.version:
+        if not exp.sampled or exp.stats[M.ROLLOUT_POLICY_VERSION] != self.version:
             return dict.fromkeys(LG.GAP_KEYS)
         learner = self.learner.score_tokens([(s.prompt, s.prefix) for s in exp.sampled],
                                             [s.token_ids for s in exp.sampled])
@@ -376,13 +377,13 @@ class Trainer:
         return gaps
 
     def iteration_row(self, exp: Experience, learn: dict[str, Any] | None) -> dict[str, Any]:
-        row: dict[str, Any] = {"iteration": exp.iteration, "policy_version": self.version, **exp.stats}
+        row: dict[str, Any] = {M.ITERATION: exp.iteration, M.POLICY_VERSION: self.version, **exp.stats}
         for k, v in (learn or {}).items():
-            row[f"learner/{k}"] = v
-        row["tokens_per_s"] = exp.stats["tokens"] / max(exp.times.get("rollout", 0.0), 1e-9)
+            row[M.LEARNER_PREFIX + k] = v
+        row[M.TOKENS_PER_S] = exp.stats[M.TOKENS] / max(exp.times.get(M.STAGE_ROLLOUT, 0.0), 1e-9)
         if learn:  # this iteration synced: the bytes it sent (rayscale bench's GB/s)
-            row["sync/bytes"] = self.weight_sync.last_report.get("bytes")
-            row["sync/transport"] = self.weight_sync.last_report.get("transport")
+            row[M.SYNC_BYTES] = self.weight_sync.last_report.get("bytes")
+            row[M.SYNC_TRANSPORT] = self.weight_sync.last_report.get("transport")
         return row
 
     # ------------------------------------------------------------------------------------------------ eval
@@ -392,7 +393,7 @@ class Trainer:
         prompts = [self.prompt(p) for p in held_out]
         out, samples = {}, []
         for name, temperature in (("greedy", 0.0), ("sampled", self.cfg.rollout.temperature)):
-            out[f"eval/{name}_acc"], rows = accuracy_on(self.rollout, self.verifier, held_out, prompts, temperature,
+            out[M.eval_acc(name)], rows = accuracy_on(self.rollout, self.verifier, held_out, prompts, temperature,
                                                         samples_per_problem=self.cfg.algo.eval_samples)
             samples += [{"mode": name, "policy_version": self.version, **r} for r in rows]
         self.tracker.log_samples(iteration, samples)

@@ -53,7 +53,7 @@ def run_eval(cfg, model: str, data: str, limit: int | None, temperature: float, 
     tokenizer = load_tokenizer(model, cfg.model.trust_remote_code)
     prompts = [render_prompt(tokenizer, p.question, cfg.data.prompt_style, cfg.data.use_chat_template)
                for p in problems]
-    cluster.start_or_join(cfg, check_fit=False)  # eval starts only rollout workers and verifiers
+    cluster.start_or_join(cfg, check_storage=False)  # eval starts only rollout workers and verifiers
     placements = place_roles(cfg, roles=("rollout", "verifier"))
     rollout = RolloutManager(model, cfg.rollout, placement=placements["rollout"],
                              trust_remote_code=cfg.model.trust_remote_code)

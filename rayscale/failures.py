@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import signal
 
+from rayscale import metric_names as M
+
 FINISHED = 0
 BAD_INPUT = 2
 FAILED = 3
@@ -83,8 +85,9 @@ def learner_failure(err: BaseException, max_restarts: int) -> RunFailure:
 def check_teacher_failures(it: int, stats: dict, teacher_cfg) -> None:
     """Stop a run whose teacher failed more than `teacher.max_failed_fraction` of an iteration's requests (exit 3
     with the reasons): pairs would silently come only from what little got through."""
-    asked = stats.get("correction/requests", 0)
-    failed = {k.removeprefix("teacher/failed/"): v for k, v in stats.items() if k.startswith("teacher/failed/")}
+    asked = stats.get(M.CORRECTION_REQUESTS, 0)
+    failed = {k.removeprefix(M.TEACHER_FAILED_PREFIX): v for k, v in stats.items()
+              if k.startswith(M.TEACHER_FAILED_PREFIX)}
     if asked and sum(failed.values()) / asked > teacher_cfg.max_failed_fraction:
         reasons = ", ".join(f"{k} {v}" for k, v in sorted(failed.items(), key=lambda kv: -kv[1]))
         raise RunFailure(

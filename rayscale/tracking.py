@@ -13,18 +13,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rayscale import metric_names as M
 from rayscale.config import RayscaleConfig
 from rayscale.config_loading import redacted
 
 CONSOLE_KEYS = [  # (metric, label, format) shown on the per-iteration line when present
-    ("accuracy", "acc", "{:.3f}"),
-    ("eval/greedy_acc", "eval_greedy", "{:.3f}"),
-    ("eval/sampled_acc", "eval_sampled", "{:.3f}"),
-    ("pairs", "pairs", "{:d}"),
-    ("learner/rewards/margins", "margin", "{:+.3f}"),
-    ("learner/loss", "loss", "{:.4f}"),
-    ("tokens_per_s", "tok/s", "{:.0f}"),
-    ("logprob_gap", "lp_gap", "{:.3g}"),  # engine vs learner on sampled tokens (rayscale.sync.logprob_gap)
+    (M.ACCURACY, "acc", "{:.3f}"),
+    (M.EVAL_GREEDY, "eval_greedy", "{:.3f}"),
+    (M.EVAL_SAMPLED, "eval_sampled", "{:.3f}"),
+    (M.PAIRS, "pairs", "{:d}"),
+    (M.LEARNER_MARGINS, "margin", "{:+.3f}"),
+    (M.LEARNER_LOSS, "loss", "{:.4f}"),
+    (M.TOKENS_PER_S, "tok/s", "{:.0f}"),
+    (M.LOGPROB_GAP, "lp_gap", "{:.3g}"),  # engine vs learner on sampled tokens (rayscale.sync.logprob_gap)
 ]
 
 
@@ -59,11 +60,11 @@ class Tracker:
 
     def truncate_after(self, iteration: int) -> None:
         """Drop rows logged after the checkpoint being resumed from, so each iteration appears once."""
-        self.rows = [r for r in self.rows if r.get("iteration", -1) <= iteration]
+        self.rows = [r for r in self.rows if r.get(M.ITERATION, -1) <= iteration]
         self.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
         if self.pairs_path.is_file():
             kept = [line for line in self.pairs_path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["iteration"] <= iteration]
+                    if line.strip() and json.loads(line)[M.ITERATION] <= iteration]
             self.pairs_path.write_text("".join(line + "\n" for line in kept))
 
     def log_pairs(self, iteration: int, pairs: list) -> None:
@@ -103,18 +104,19 @@ class Tracker:
         with self.metrics_path.open("a") as f:
             f.write(json.dumps(row) + "\n")
         if self._wandb is not None:
-            self._wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row["iteration"])
+            self._wandb.log({k: v for k, v in row.items() if isinstance(v, (int, float))}, step=row[M.ITERATION])
 
     @staticmethod
     def console_line(row: dict[str, Any]) -> str:
-        parts = [f"iter {row['iteration']:>3}"]
+        parts = [f"iter {row[M.ITERATION]:>3}"]
         for key, label, fmt in CONSOLE_KEYS:
             if row.get(key) is not None:
                 parts.append(f"{label} {fmt.format(row[key])}")
-        failed = {k.removeprefix("teacher/failed/"): v for k, v in row.items() if k.startswith("teacher/failed/") and v}
+        failed = {k.removeprefix(M.TEACHER_FAILED_PREFIX): v for k, v in row.items()
+                  if k.startswith(M.TEACHER_FAILED_PREFIX) and v}
         if failed:  # never silent: a teacher that fails shows on every line it fails on
             parts.append("teacher failed " + " ".join(f"{k} {v}" for k, v in sorted(failed.items())))
-        times = row.get("time", {})
+        times = row.get(M.TIME, {})
         if times:
             parts.append("| " + " ".join(f"{k} {v:.1f}s" for k, v in times.items()))
         return "  ".join(parts)
@@ -134,13 +136,13 @@ def plot_metrics(rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     import matplotlib.pyplot as plt  # after use("Agg"): no display backend is ever tried
 
     def series(key: str) -> tuple[list[int], list[float]]:
-        pts = [(r["iteration"], r[key]) for r in rows if r.get(key) is not None]
+        pts = [(r[M.ITERATION], r[key]) for r in rows if r.get(key) is not None]
         return [p[0] for p in pts], [p[1] for p in pts]
 
     written = []
     for name, keys, ylabel in (
-        ("accuracy.png", ["accuracy", "eval/greedy_acc", "eval/sampled_acc"], "accuracy"),
-        ("margins.png", ["learner/rewards/margins", "learner/rewards/chosen", "learner/rewards/rejected"],
+        ("accuracy.png", [M.ACCURACY, M.EVAL_GREEDY, M.EVAL_SAMPLED], "accuracy"),
+        ("margins.png", [M.LEARNER_MARGINS, M.LEARNER_CHOSEN, M.LEARNER_REJECTED],
          "reward (beta * log ratio)"),
     ):
         fig, ax = plt.subplots(figsize=(6, 4))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from rayscale.algos.pairs import strategy_mix
 from rayscale.algos.strategies import strategy_names
 from rayscale.config import AlgoConfig, RayscaleConfig
+from rayscale.plan import teacher_num_gpus
 from rayscale.sync import transports
 
 
@@ -28,6 +29,9 @@ def validate(cfg: RayscaleConfig) -> RayscaleConfig:
                          "right with a wrong sample of the same prompt, so no pair can ever be built; set "
                          "algo.samples_per_prompt to 2 or more (4: the default), or use correction or "
                          "step_controlled, which pair one sample with its own continuation")
+    resources_problem = _resources_problem(cfg)
+    if resources_problem:
+        raise ValueError(resources_problem)
     sync_problem = transports.problem(cfg)  # the chosen transport's capability check: here, once
     if sync_problem:
         raise ValueError(sync_problem)
@@ -60,6 +64,44 @@ def _pairless_strategies(algo: AlgoConfig) -> list[str]:
         return []
     used = strategy_mix(algo.strategy)
     return [n for n in used if n in TWO_SAMPLE_STRATEGIES]
+
+
+def _resources_problem(cfg: RayscaleConfig) -> str | None:
+    """Why the roles' devices and `cluster.<role>` resources cannot be placed as asked (None: they can). What the
+    cluster's nodes hold is placement's check (rayscale.plan.require_fit), at run time."""
+    c = cfg.cluster
+    if cfg.rollout.backend == "vllm":
+        tp, gpus = cfg.rollout.vllm.tensor_parallel_size, c.rollout.num_gpus
+        if tp > 1 and gpus != tp:
+            return (f"cluster.rollout.num_gpus={_num(gpus)} but rollout.vllm.tensor_parallel_size={tp}: a vLLM worker "
+                    f"needs its {tp} GPUs reserved on one node; set cluster.rollout.num_gpus={tp}"
+                    + (" (vLLM on CPU runs tensor_parallel_size=1 only)" if gpus == 0 else ""))
+    elif cfg.rollout.device == "cuda" and c.rollout.num_gpus == 0:
+        return ("rollout.device=cuda but cluster.rollout.num_gpus=0: Ray would hide every GPU from the workers; set "
+                "cluster.rollout.num_gpus (1 per worker)")
+    if c.learner.num_gpus > 1:
+        return (f"cluster.learner.num_gpus={_num(c.learner.num_gpus)}: a DeepSpeed rank drives one GPU; raise "
+                "learner.num_ranks for more GPUs")
+    if cfg.learner.device == "cuda" and c.learner.num_gpus <= 0:
+        return "learner.device=cuda needs cluster.learner.num_gpus > 0 (one GPU per rank)"
+    teacher_gpus = teacher_num_gpus(cfg)
+    if cfg.teacher.backend == "local" and cfg.teacher.local.backend == "vllm" and 0 < teacher_gpus < 1:
+        return (f"cluster.teacher.num_gpus={_num(teacher_gpus)}: a vLLM teacher takes a whole GPU (1) or none "
+                "(0: vLLM on CPU)")
+    for role in ("learner", "rollout", "teacher", "verifier"):  # each as rayscale.plan reserves its bundles
+        res = getattr(c, role)
+        bundle = res.bundle(num_gpus=teacher_gpus if role == "teacher" else res.num_gpus)
+        for k, v in bundle.items():
+            if v > 1 and not float(v).is_integer():
+                return f"cluster.{role}: {k}={_num(v)}; Ray needs whole numbers above 1 (fractions only below 1)"
+        if not bundle:
+            return f"cluster.{role} reserves nothing (num_cpus=0, num_gpus=0); give it num_cpus > 0"
+    return None
+
+
+def _num(v: float) -> str:
+    """An amount as rayscale.plan's messages print it."""
+    return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
 
 
 def _colocation_problem(cfg: RayscaleConfig) -> str | None:

@@ -215,6 +215,14 @@ CROSS_SECTION_RULES = {  # each override set breaks one rule of rayscale.validat
     "no pair possible": ["algo.samples_per_prompt=1", "algo.strategy=outcome"],
     "sync transport": ["sync.transport=ipc"],
     "colocation": ["cluster.colocate=true", "rollout.num_workers=2", "learner.num_ranks=1"],
+    # devices and cluster.<role> resources (what the nodes hold is placement's run-time check)
+    "vLLM tensor parallel GPUs": ["rollout.backend=vllm", "rollout.vllm.tensor_parallel_size=2"],
+    "rollout on cuda without GPUs": ["rollout.device=cuda"],
+    "learner rank with GPUs": ["cluster.learner.num_gpus=2"],
+    "learner on cuda without GPUs": ["learner.device=cuda"],
+    "vLLM teacher GPU share": ["teacher.backend=local", "teacher.local.backend=vllm", "cluster.teacher.num_gpus=0.5"],
+    "fractional bundle": ["cluster.rollout.num_gpus=1.5"],
+    "empty bundle": ["cluster.verifier.num_cpus=0"],
 }
 
 

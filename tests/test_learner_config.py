@@ -50,8 +50,8 @@ def test_device_follows_the_gpu_resources():
 
     assert _resolve_device(LearnerConfig(), RoleResources(num_gpus=1)) == "cuda"
     assert _resolve_device(LearnerConfig(), RoleResources()) == "cpu"
-    with pytest.raises(ValueError, match="needs cluster.learner.num_gpus > 0"):
-        _resolve_device(LearnerConfig(device="cuda"), RoleResources())
+    with pytest.raises(ConfigError, match="needs cluster.learner.num_gpus > 0"):  # at load, the one validation
+        load_config(None, ["learner.device=cuda"])
 
 
 def test_cpu_shm_comm_op_is_never_built():

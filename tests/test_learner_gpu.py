@@ -8,6 +8,7 @@ import pytest
 
 from rayscale.config import AlgoConfig, LearnerConfig, RoleResources, TinyModelConfig
 from rayscale.types import PreferencePair
+from tests.actor_state import learner_state
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 
@@ -31,7 +32,7 @@ def test_zero3_dpo_with_nccl_on_one_gpu(tmp_path, offload):
         with LearnerGroup(model_dir, cfg, AlgoConfig(loss="rpo"), RoleResources(num_cpus=1, num_gpus=1)) as group:
             assert group.info[0]["backend"] == "nccl" and group.info[0]["device"].startswith("cuda")
             steps = [group.train_dpo(pairs) for _ in range(2)]
-            state = group.gather_state_for_sync()
+            state = learner_state(group)
             group.export_hf(str(tmp_path / "export"))
     finally:
         ray.shutdown()

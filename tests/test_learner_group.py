@@ -13,6 +13,7 @@ import torch
 
 from rayscale.config import AlgoConfig, LearnerConfig, RoleResources, TinyModelConfig
 from rayscale.types import PreferencePair, SFTExample
+from tests.actor_state import learner_state
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -157,7 +158,7 @@ def test_gather_state_is_the_full_hf_state_and_export_loads(zero3, model_dir, tm
     from transformers import AutoModelForCausalLM
 
     assert zero3.group._call_all("__ray_call__", lambda rank: rank.bucket_bytes) == [SMALL_BUCKET] * 2
-    state = zero3.group.gather_state_for_sync()
+    state = learner_state(zero3.group)
     zero3.group.export_hf(str(tmp_path / "export"))
     expected = AutoModelForCausalLM.from_pretrained(str(tmp_path / "export")).state_dict()
     assert set(state) == set(expected)  # HF names, no wrapper prefix, the tied lm_head alias included

@@ -19,6 +19,7 @@ from rayscale.errors import ConfigError
 from rayscale.learner import lora
 from rayscale.learner.engine import REFERENCE_ADAPTER, LearnerEngine
 from rayscale.types import PreferencePair, RolloutRequest
+from tests.actor_state import engine_greedy
 
 peft = pytest.importorskip("peft")  # the `test` extra installs it (rayscale[lora])
 
@@ -161,6 +162,7 @@ def test_two_ranks_train_the_adapter_like_one(trained, model_dir, local_ray):
     """DeepSpeed's gradient all-reduce over the adapters only (the frozen base has no gradient), on Ray actors."""
     from rayscale.actors.learner import LearnerGroup
     from rayscale.config import RoleResources
+    from tests.actor_state import learner_state
 
     batches = [_pairs(s) for s in (20, 21)]
     one = _engine(model_dir, _cfg())
@@ -168,7 +170,7 @@ def test_two_ranks_train_the_adapter_like_one(trained, model_dir, local_ray):
     with LearnerGroup(model_dir, _cfg(num_ranks=2), ALGO, RoleResources(num_cpus=1)) as group:
         assert group.info[0]["trainable_parameters"] == sum(t.numel() for t in _adapters(one, lora.ADAPTER).values())
         metrics = [group.train_dpo(b) for b in batches]
-        state = group.gather_state_for_sync()
+        state = learner_state(group)
     for m, e in zip(metrics, expected):
         for key in ("loss", "rewards/margins", "grad_norm"):
             assert m[key] == pytest.approx(e[key], abs=1e-5), key
@@ -185,7 +187,7 @@ def test_sync_tensors_are_the_merged_model_under_the_base_names(trained, model_d
     base_model = AutoModelForCausalLM.from_pretrained(model_dir)
     sent = list(engine.iter_params_for_sync())
     assert [n for n, _ in sent] == [n for n, _ in base_model.named_parameters()]  # same names, same order
-    merged = copy.deepcopy(engine._peft).merge_and_unload().state_dict()  # peft's own merge, on a copy
+    merged = copy.deepcopy(engine.weights.peft_model).merge_and_unload().state_dict()  # peft's own merge, on a copy
     for name, tensor in sent:
         assert torch.equal(tensor, merged[name]), name
     assert any(not torch.equal(t, before["base"][n]) for n, t in sent)  # the adapter is in there
@@ -198,8 +200,7 @@ def test_sync_tensors_are_the_merged_model_under_the_base_names(trained, model_d
 def test_a_rollout_engine_on_the_synced_weights_generates_like_the_lora_policy(trained, model_dir, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from rayscale.rollout.backends import HFBackend
-    from rayscale.rollout.hf_engine import HFEngine
+    from rayscale.rollout.hf_engine import HFBackend, HFEngine
     from rayscale.sync import output_check
     from rayscale.wire.buckets import iter_buckets
 
@@ -210,7 +211,7 @@ def test_a_rollout_engine_on_the_synced_weights_generates_like_the_lora_policy(t
     base_tokens = [s.token_ids for (s,) in backend.generate(requests, 0)]
     backend.load_buckets(iter_buckets(engine.iter_params_for_sync(), SMALL_BUCKET, "cpu"))  # every tensor arrives
     engine_tokens = [s.token_ids for (s,) in backend.generate(requests, 1)]
-    assert engine_tokens == engine.greedy(PROMPTS, GREEDY_TOKENS)
+    assert engine_tokens == engine_greedy(engine, PROMPTS, GREEDY_TOKENS)  # eval(): adapter dropout off
     assert engine_tokens != base_tokens  # the trained adapter changed what the model says
     scored = engine.score_greedy(PROMPTS, engine_tokens)
     assert not output_check.disagreements(engine_tokens, scored["scores"], output_check.tolerance("float32"))
@@ -226,7 +227,7 @@ def test_a_separate_reference_copy_gets_the_merged_weights(trained, model_dir, t
 
     other = shutil.copytree(model_dir, tmp_path / "ref")  # model.ref_path: a model of its own, so a copy
     engine = _engine(model_dir, _cfg(ref_mode="replicated"), ref_model_path=str(other))
-    assert not engine._ref_adapter and not _adapters(engine, lora.REFERENCE)
+    assert not engine.weights.reference_in_policy and not _adapters(engine, lora.REFERENCE)
     engine.train_dpo(_pairs(1), 4)
     engine.set_reference_from_policy()
     ref = dict(engine.ref.model.named_parameters())

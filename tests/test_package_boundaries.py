@@ -116,8 +116,9 @@ NO_HEAVY = [  # none of HEAVY
     "rayscale.teacher.parsers", "rayscale.teacher.prompting", "rayscale.teacher.records", "rayscale.teacher.teacher",
     "rayscale.teacher.local_backend",
     "rayscale.data.loaders", "rayscale.data.synthetic", "rayscale.data.cursor", "rayscale.data.problem",
-    "rayscale.text", "rayscale.prompts", "rayscale.tracking", "rayscale.pretrained",
+    "rayscale.text", "rayscale.prompts", "rayscale.tracking", "rayscale.pretrained", "rayscale.metric_names",
     "rayscale.learner.deepspeed_config", "rayscale.rollout.scheduling", "rayscale.confidence",
+    "rayscale.rollout.vllm_contract", "rayscale.rollout.vllm_sources",  # read a vLLM release, never import it
 ]
 NO_RAY = [  # torch is theirs, Ray is their actor's (rayscale.actors.*); backends pulls in every engine module
     "rayscale.rollout.backends", "rayscale.rollout.vllm_extension",

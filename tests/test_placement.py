@@ -233,3 +233,28 @@ def test_status_without_a_cluster_says_so_without_a_traceback():
 def test_status_rejects_a_bad_config_before_connecting():
     r = _cli("status", "rollout.backend=vllm", "rollout.vllm.tensor_parallel_size=2", "--address", "127.0.0.1:1")
     assert r.returncode == 2 and "cluster.rollout.num_gpus" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_run_checks_the_fit_once_where_it_reserves(monkeypatch):
+    """Joining the cluster checks no fit; `place_roles` checks the plan it reserves, before any placement group."""
+    import ray
+
+    from rayscale import cluster
+    from rayscale.actors import placement
+
+    cfg = load_config(None, ["cluster.rollout.num_cpus=64"])
+    asked = []
+
+    def nodes():
+        asked.append("nodes")
+        return [node("a" * 16, CPU=8)]
+
+    monkeypatch.setattr(ray, "is_initialized", lambda: True)
+    monkeypatch.setattr(cluster, "cluster_nodes", nodes)
+    monkeypatch.setattr(placement, "cluster_nodes", nodes)
+    monkeypatch.setattr(placement, "placement_group", lambda *a, **kw: pytest.fail("reserved before the check"))
+    cluster.start_or_join(cfg)
+    assert asked == []
+    with pytest.raises(PlacementError, match="rollout needs 64 CPU"):
+        placement.place_roles(cfg)
+    assert asked == ["nodes"]

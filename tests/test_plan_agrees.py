@@ -38,7 +38,7 @@ def test_train_reserves_exactly_the_plan_dry_run_prints(config, tmp_path, monkey
         raise _Reserved
 
     monkeypatch.setattr(placement_module, "create_placement_groups", reserve)
-    monkeypatch.setattr(controller.cluster, "start_or_join", lambda cfg, check_fit=True, **kw: None)
+    monkeypatch.setattr(controller.cluster, "start_or_join", lambda cfg, check_storage=True, **kw: None)
     monkeypatch.setattr(controller, "load_tokenizer", lambda *a, **k: None)
     trainer = controller.Trainer(cfg, controller.prepare_run(cfg, build_model=False))
     with pytest.raises(_Reserved):

@@ -18,6 +18,7 @@ import torch
 from rayscale.config import AlgoConfig, LearnerConfig, RoleResources, RolloutConfig, SyncConfig, VLLMConfig
 from rayscale.types import PreferencePair, RolloutRequest
 from rayscale.wire.buckets import state_checksums
+from tests.actor_state import learner_greedy, learner_state, policy_versions
 
 pytestmark = [pytest.mark.gpu, pytest.mark.ray]
 
@@ -71,7 +72,7 @@ def _manager(model_dir, backend: str, sync_backend: str, weight_transfer: str | 
 
 
 def _learner_greedy(learner) -> list[list[int]]:
-    return learner._call_all("greedy", PROMPTS, NEW_TOKENS)[0]
+    return learner_greedy(learner, PROMPTS, NEW_TOKENS)
 
 
 def _engine_greedy(manager) -> list[list[int]]:
@@ -107,11 +108,11 @@ def test_hf_backend_on_gpu_matches_the_learner_bit_for_bit(ray_gpu, model_dir, s
         manager = _manager(model_dir, "hf", sync_backend)
         assert learner.info[0]["device"].startswith("cuda")
         _step(learner)
-        want = state_checksums(learner.gather_state_for_sync().items())  # equal across devices by construction
+        want = state_checksums(learner_state(learner).items())  # equal across devices by construction
         worker = manager.workers[0]
         assert ray.get(worker.get_state_checksum.remote()) != want  # the step moved the weights: a sync to check
         report = weight_sync.push(learner.ranks, manager, 1)  # verify=True: checksums and the output check inside
-        assert report["version"] == 1 and manager.policy_versions() == [1]
+        assert report["version"] == 1 and policy_versions(manager) == [1]
         assert ray.get(worker.get_state_checksum.remote()) == want
     finally:
         _shutdown(weight_sync, manager, learner)
@@ -137,7 +138,7 @@ def test_vllm_backend_generates_syncs_and_generates_what_the_learner_generates(r
         assert before == _learner_greedy(learner)  # both start from the same directory
         _step(learner)
         report = weight_sync.push(learner.ranks, manager, 1)  # verify=True: checksums and the output check inside
-        assert report["version"] == 1 and manager.policy_versions() == [1]
+        assert report["version"] == 1 and policy_versions(manager) == [1]
         after = _engine_greedy(manager)
         assert after != before
         assert after == _learner_greedy(learner)
@@ -182,7 +183,7 @@ def test_colocated_vllm_sleeps_for_the_learner_and_takes_its_weights_by_cuda_ipc
         _step(learner)
         want = _learner_greedy(learner)
         turns.to_rollout(manager, learner, lambda: weight_sync.push(learner.ranks, manager, 1), generates=True)
-        assert weight_sync.last_report["transport"] == "ipc" and manager.policy_versions() == [1]
+        assert weight_sync.last_report["transport"] == "ipc" and policy_versions(manager) == [1]
         assert "lp_params" in turns.last["learner_offload_weights"][0]["moved"]
         after = _engine_greedy(manager)
         assert after != before and after == want

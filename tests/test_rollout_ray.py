@@ -17,6 +17,7 @@ import torch  # noqa: E402
 
 from rayscale.config import RoleResources, RolloutConfig, SyncConfig, TinyModelConfig  # noqa: E402
 from rayscale.types import RolloutRequest  # noqa: E402
+from tests.actor_state import policy_versions  # noqa: E402
 from tests.ray_faults import kill_and_wait_dead  # noqa: E402
 
 PROMPTS = ["<|user|>3+4*2<|assistant|>", "<|user|>12-5<|assistant|>", "<|user|>7*7-1<|assistant|>"]
@@ -82,7 +83,7 @@ def _greedy(manager) -> list[str]:
 
 
 def _assert_workers_equal_learner(manager, learner, version: int) -> None:
-    assert manager.policy_versions() == [version] * len(manager.workers)
+    assert policy_versions(manager) == [version] * len(manager.workers)
     want = ray.get(learner.get_state_checksum.remote())
     for got in ray.get([w.get_state_checksum.remote() for w in manager.workers]):
         assert got == want  # every tensor, bit for bit
@@ -183,4 +184,4 @@ def test_a_sync_restores_scrambled_engines_exactly(manager, learner, weight_sync
     for w in manager.workers:
         engine = ray.get(w.__ray_call__.remote(engine_weights))
         assert set(engine) == set(state) and mismatches(engine, state, torch.float32) == []
-    assert manager.policy_versions() == [version] * 2
+    assert policy_versions(manager) == [version] * 2

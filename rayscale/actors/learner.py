@@ -100,9 +100,6 @@ class LearnerGroup:
         return self._call_all("train_sft", per_rank=[(shard,) for shard in shards])[0]
 
     # ------------------------------------------------------------------------------------------- state
-    def gather_state_for_sync(self) -> dict[str, Any]:
-        return self._call_all("gather_state_for_sync")[0]
-
     def set_reference_from_policy(self) -> None:
         self._call_all("set_reference_from_policy")
 
@@ -183,6 +180,4 @@ class LearnerGroup:
 def _resolve_device(cfg: LearnerConfig, resources: RoleResources) -> str:
     if cfg.device == "auto":
         return "cuda" if resources.num_gpus > 0 else "cpu"
-    if cfg.device == "cuda" and resources.num_gpus <= 0:
-        raise ValueError("learner.device=cuda needs cluster.learner.num_gpus > 0 (one GPU per rank)")
-    return cfg.device
+    return cfg.device  # learner.device=cuda without cluster.learner.num_gpus: refused at load (rayscale.validation)

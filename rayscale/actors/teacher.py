@@ -20,7 +20,6 @@ from rayscale.teacher.records import (
     TEACHER_UNAVAILABLE,
     Correction,
     CorrectionRequest,
-    Localisation,
     ThoughtTemplate,
 )
 from rayscale.teacher.teacher import make_teacher
@@ -36,9 +35,6 @@ class TeacherService:
 
     def correct(self, items: list[CorrectionRequest]) -> list[Correction]:
         return self._teacher.correct(items)
-
-    def localise(self, items: list[CorrectionRequest]) -> list[Localisation]:
-        return self._teacher.localise(items)
 
     def thought_templates(self, problems: list[Problem | dict]) -> list[ThoughtTemplate]:
         return self._teacher.thought_templates(problems)

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rayscale import metric_names as M
 from rayscale.algos import pairs as P
 from rayscale.teacher.records import failure_reason
 from rayscale.types import PreferencePair, RolloutRequest, Sample, VerifyResult
@@ -91,7 +92,7 @@ def correction(ctx: StrategyContext, group: Group, rng: random.Random, iteration
                stats: dict[str, Any]) -> list[PreferencePair]:
     cfg = ctx.algo.correction
     wrong = [(p, g) for p, gs in group for g in P.wrong_samples_to_correct(gs, cfg.max_per_prompt, rng)]
-    stats["correction/requests"] = stats.get("correction/requests", 0) + len(wrong)  # teacher calls asked
+    stats[M.CORRECTION_REQUESTS] = stats.get(M.CORRECTION_REQUESTS, 0) + len(wrong)  # teacher calls asked
     pairs = []
     for (_, g), c in zip(wrong, ctx.correct(wrong)):
         if not c.accepted:
@@ -99,7 +100,8 @@ def correction(ctx: StrategyContext, group: Group, rng: random.Random, iteration
             stats[key] = stats.get(key, 0) + 1
             failed = failure_reason(c.reject_reason, c.meta)
             if failed:  # no answer at all: counted by the backend's reason (the controller's stop rule reads it)
-                stats[f"teacher/failed/{failed}"] = stats.get(f"teacher/failed/{failed}", 0) + 1
+                key = M.TEACHER_FAILED_PREFIX + failed
+                stats[key] = stats.get(key, 0) + 1
             continue
         pair = P.correction_pair(g.sample, c.wrong_step, "\n".join(c.corrected_steps), cfg.span)
         if pair is not None:

@@ -3,9 +3,9 @@
 Plain Python (no Ray): `rayscale.actors.learner.LearnerRank` wraps it as an actor, one process per rank, all ranks
 forming one torch.distributed group. Every public method that touches parameters is collective — all ranks call it
 together, as LearnerGroup does. One bucket size (`bucket_bytes`, given at construction: `sync.bucket_size_mb` in a
-run) bounds every ZeRO-3 gather: weight sync, HF export, checkpoint and reference copies. With `learner.lora` the
-policy carries peft adapters (rayscale.learner.lora): only they train, and everything that leaves the rank is the
-merged model under the base model's names.
+run) bounds every ZeRO-3 gather: weight sync, HF export, checkpoint and reference copies. What trains, what leaves
+the rank and where the reference lives (full fine-tuning or `learner.lora`'s adapters) is the weights object chosen
+at construction (rayscale.learner.weights).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from rayscale.algos.losses import LossParams, preference_loss, segment_sums
 from rayscale.colocation import LEARNER_PARTS, Holdings
 from rayscale.config import DEFAULT_BUCKET_BYTES, AlgoConfig, LearnerConfig
 from rayscale.learner import deepspeed_config as dsc
+from rayscale.learner import weights
 from rayscale.sync import logprob_gap, output_check
 
 CHECKPOINT_STATE = "learner_state.json"
@@ -56,9 +57,7 @@ class LearnerEngine:
         self.model_path = model_path
         self.device = device
         self.ref_source: str = ref_model_path or model_path  # HF dir of the current reference; None = from policy
-        self.lora = self.cfg.lora if self.cfg.lora.enabled else None
-        # LoRA with the policy's own starting weights as reference: no copy, the base plus a frozen adapter.
-        self._ref_adapter = self.lora is not None and self.ref_source == model_path
+        self.weights = weights.choose(self.cfg.lora, policy_is_reference=self.ref_source == model_path)
         self.step = 0
         self.holdings = Holdings(f"learner rank {rank}", LEARNER_PARTS)  # cluster.colocate's hand-overs
         self._store = None
@@ -66,10 +65,9 @@ class LearnerEngine:
         self.autocast = dsc.autocast_dtype(self.cfg)  # bf16-autocast: the forwards' matmuls in bf16, weights fp32
         # True while the reference holds exactly the policy's weights (the start, when both load the same
         # directory; right after set_reference_from_policy): the next step's reference log-probs are then the
-        # policy's own, taken from its forward instead of a second pass. Cleared by every optimizer step.
+        # policy's own, taken from its forward instead of a second pass (when that forward is deterministic:
+        # weights.deterministic_forward). Cleared by every optimizer step.
         self._ref_is_policy = self.ref_source == model_path
-        # ... unless the policy's training forward is noisy (LoRA dropout; the model's own dropout is always off)
-        self._ref_shares_forward = self.lora is None or self.lora.dropout == 0
 
     # ------------------------------------------------------------------------------------------- setup
     def create_store(self, host: str) -> int:
@@ -89,8 +87,6 @@ class LearnerEngine:
             os.environ["DS_ACCELERATOR"] = "cpu"  # even where a GPU is visible, this rank was asked for the CPU
         else:
             torch.cuda.set_device(0)
-        import deepspeed  # local: heavy, and reads DS_ACCELERATOR (just set) on first import
-
         timeout = timedelta(seconds=self.cfg.collective_timeout_s)
         if self._store is None:
             self._store = dist.TCPStore(master_addr, master_port, self.world_size, is_master=False, timeout=timeout)
@@ -98,7 +94,7 @@ class LearnerEngine:
         dist.init_process_group(backend, store=self._store, rank=self.rank, world_size=self.world_size,
                                 timeout=timeout)
         _skip_cpu_shm_op()
-        deepspeed.init_distributed(dist_backend=backend, timeout=timeout)
+        _deepspeed().init_distributed(dist_backend=backend, timeout=timeout)
         self._comm_device = torch.device("cuda", 0) if cuda else torch.device("cpu")
 
         from rayscale.models import load_tokenizer  # local: transformers is heavy
@@ -115,12 +111,9 @@ class LearnerEngine:
         if self.cfg.gradient_checkpointing:  # non-reentrant: works under ZeRO-3 and with frozen inputs
             policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             policy.config.use_cache = False
-        if self.lora is not None:  # adapters injected in place; `policy` stays the HF model the learner drives
-            from rayscale.learner import lora  # local: peft is optional and heavy
-
-            self._peft = lora.wrap(policy, self.lora, reference_adapter=self._ref_adapter)
+        self.weights.prepare(policy)  # LoRA: adapters injected in place; `policy` stays the HF model trained
         trainable = [p for p in policy.parameters() if p.requires_grad]  # the optimizer holds these only
-        self.policy, *_ = deepspeed.initialize(model=TargetLogps(policy), model_parameters=trainable,
+        self.policy, *_ = _deepspeed().initialize(model=TargetLogps(policy), model_parameters=trainable,
                                                config=ds_config, lr_scheduler=dsc.make_scheduler(self.cfg))
         self.bf16 = dsc.use_bf16(self.cfg, self.device)
         if self.cfg.zero_stage == 0 and not self.bf16:
@@ -155,28 +148,23 @@ class LearnerEngine:
         """ref_mode: zero3 = a ZeRO-3 inference engine (sharded, gathered layer by layer); replicated = a full frozen
         copy per rank, scoring every call's shard afresh; precompute = the same copy, scoring a batch once and
         remembering the scores while the same pairs come back (updates_per_iteration > 1). In every mode the
-        reference scores the whole shard before the first policy forward (one pass per micro-batch). LoRA with the
-        policy's starting weights as reference: the policy itself with its frozen `reference` adapter active (no
-        copy; precompute and replicated as above)."""
-        import deepspeed  # local: heavy, reads DS_ACCELERATOR on first import
-
-        if self._ref_adapter:
-            from rayscale.learner import lora  # local: peft is optional and heavy
-
-            self.ref = lora.AdapterReference(self._peft, self.policy.module)
-            self._ref_cache.clear()
+        reference scores the whole shard before the first policy forward (one pass per micro-batch). A reference
+        inside the policy (LoRA with the policy's starting weights as reference: the policy with its frozen
+        `reference` adapter active) loads nothing; precompute and replicated as above."""
+        self._ref_cache.clear()
+        if self.weights.reference_in_policy:
+            self.ref = self.weights.reference(self.policy.module)
             return
         if self.cfg.ref_mode == "zero3":
             config = dsc.reference_config(self.cfg, self.device)
             model = self._load_hf(path, zero3=True, ds_config=config)
-            self.ref, *_ = deepspeed.initialize(model=TargetLogps(model), config=config)
+            self.ref, *_ = _deepspeed().initialize(model=TargetLogps(model), config=config)
         else:
             dtype = torch.bfloat16 if self.bf16 else torch.float32
             model = self._load_hf(path, zero3=False, ds_config={}, dtype=dtype).to(self._comm_device)
             self.ref = TargetLogps(model)
         self.ref.eval()
         self.ref.requires_grad_(False)
-        self._ref_cache.clear()
 
     # ------------------------------------------------------------------------------------------- training
     def train_dpo(self, pairs: list, global_pairs: int) -> dict[str, float]:
@@ -190,7 +178,8 @@ class LearnerEngine:
             error = e
         self._agree(error)
 
-        own_reference = self.loss_params.needs_reference and self._ref_is_policy and self._ref_shares_forward
+        own_reference = (self.loss_params.needs_reference and self._ref_is_policy
+                         and self.weights.deterministic_forward)
         refs = (self._reference_logps(batches) if self.loss_params.needs_reference and not own_reference
                 else [None] * len(batches))
         sums: dict[str, float] = defaultdict(float)
@@ -324,28 +313,14 @@ class LearnerEngine:
         if not zero3:
             yield from ((name, p.data) for name, p in named)
             return
-        import deepspeed  # local: heavy, reads DS_ACCELERATOR on first import
-
         for group in _buckets(named, self.bucket_bytes):
-            with deepspeed.zero.GatheredParameters([p for _, p in group], modifier_rank=None):
+            with _deepspeed().zero.GatheredParameters([p for _, p in group], modifier_rank=None):
                 yield from ((name, p.data) for name, p in group)
 
     def _iter_policy(self) -> Iterator[tuple[str, torch.Tensor]]:
-        """The policy's full parameters by HF name on every rank; with LoRA the merged W + (alpha/r)·B@A under the
-        base names, adapters folded in (fresh tensors: the training weights are not touched)."""
-        if self.lora is None:
-            return self._iter_full(self.hf_model, self.cfg.zero_stage == 3)
-        from rayscale.learner import lora  # local: peft is optional and heavy
-
-        return lora.merged_parameters(self.hf_model)  # ZeRO 0-2 (config): whole tensors on every rank
-
-    def _policy_named_parameters(self, remove_duplicate: bool) -> Iterator[tuple[str, torch.nn.Parameter]]:
-        """The policy's parameters under the base model's names (LoRA: adapters left out)."""
-        if self.lora is None:
-            return self.hf_model.named_parameters(remove_duplicate=remove_duplicate)
-        from rayscale.learner import lora  # local: peft is optional and heavy
-
-        return lora.base_named_parameters(self.hf_model, remove_duplicate)
+        """The policy's full parameters by HF name on every rank, as they leave the rank (LoRA: the merged
+        W + (alpha/r)·B@A under the base names, fresh tensors: the training weights are not touched)."""
+        return self.weights.exported(self.hf_model, lambda m: self._iter_full(m, self.cfg.zero_stage == 3))
 
     def iter_params_for_sync(self, every_rank: bool = False) -> Iterator[tuple[str, torch.Tensor]]:
         """Full policy parameters by HF name, in a stable order, yielded on rank 0 only (on every rank with
@@ -362,25 +337,21 @@ class LearnerEngine:
         if self.rank != 0:
             return None
         first_name = {}
-        for name, p in self._policy_named_parameters(remove_duplicate=False):
+        for name, p in self.weights.named_parameters(self.hf_model, remove_duplicate=False):
             first_name.setdefault(id(p), name)
             if name not in state:
                 state[name] = state[first_name[id(p)]]
         for name, buf in _persistent_buffers(self.hf_model):
-            if self.lora is not None:  # a buffer of a LoRA-wrapped layer, under the base layer's name
-                name = name.replace(".base_layer.", ".")
-            state[name] = buf.detach().to("cpu", copy=True)
+            state[self.weights.state_name(name)] = buf.detach().to("cpu", copy=True)
         return state
 
     def set_reference_from_policy(self) -> None:
-        """Freeze the current policy as the reference (after stage-1 SFT). LoRA: the trained adapter is copied
-        into the reference adapter (base weights shared, so reference == policy exactly), or, into a separate
-        reference copy, the merged weights."""
+        """Freeze the current policy as the reference (after stage-1 SFT): inside the policy (LoRA: the trained
+        adapter copied into the reference adapter, base weights shared, so reference == policy exactly), or into
+        the reference copy, the weights as they leave the rank (LoRA: merged)."""
         self.holdings.require("copy the policy into the reference")
-        if self._ref_adapter:
-            from rayscale.learner import lora  # local: peft is optional and heavy
-
-            lora.copy_adapter(self.hf_model, lora.ADAPTER, lora.REFERENCE)
+        if self.weights.reference_in_policy:
+            self.weights.refresh_reference(self.hf_model)
             self._ref_cache.clear()
         else:
             self._copy_into_reference(self._iter_policy())
@@ -388,15 +359,13 @@ class LearnerEngine:
         self._ref_is_policy = True
 
     def _copy_into_reference(self, source: Iterable[tuple[str, torch.Tensor]]) -> None:
-        import deepspeed  # local: heavy, reads DS_ACCELERATOR on first import
-
         targets = dict(self._named_parameters(self.ref.model))
         zero3_ref = self.cfg.ref_mode == "zero3"
         with torch.no_grad():
             for name, tensor in source:
                 p = targets.pop(name)
                 if zero3_ref:  # write the full tensor on rank 0; leaving the context re-partitions it to all
-                    with deepspeed.zero.GatheredParameters([p], modifier_rank=0):
+                    with _deepspeed().zero.GatheredParameters([p], modifier_rank=0):
                         if self.rank == 0:
                             p.data.copy_(tensor)
                 else:
@@ -423,21 +392,6 @@ class LearnerEngine:
         self.policy.eval()  # as in score_greedy
         return logprob_gap.score_tokens(self.hf_model, self.tokenizer, contexts, continuations)
 
-    @torch.no_grad()
-    def greedy(self, prompts: list[str], max_new_tokens: int) -> list[list[int]]:
-        """The policy's own greedy continuation ids of each prompt (HF generate, EOS included when reached).
-        Collective: under ZeRO-3 every rank generates in step (synced_gpus)."""
-        self.policy.eval()  # as in score_greedy
-        model = self.hf_model
-        out = []
-        for prompt in prompts:
-            ids = torch.tensor([self.tokenizer(prompt, add_special_tokens=False)["input_ids"]], device=self._comm_device)
-            gen = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                                 max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id,
-                                 eos_token_id=self.tokenizer.eos_token_id, synced_gpus=self.cfg.zero_stage == 3)
-            out.append(gen[0, ids.shape[1]:].tolist())
-        return out
-
     # ------------------------------------------------------------------------------------------- checkpoints
     def export_hf(self, out_dir: str) -> None:
         """The policy as a Hugging Face directory (config, safetensors, tokenizer) any from_pretrained loads."""
@@ -459,7 +413,7 @@ class LearnerEngine:
         root = Path(ckpt_dir)
         self.policy.save_checkpoint(str(root / "deepspeed"), tag=DS_TAG, client_state={"learner_step": self.step})
         self.export_hf(str(root / "hf"))
-        if self.ref_source is None and not self._ref_adapter:  # the LoRA reference adapter is in deepspeed/
+        if self.ref_source is None and not self.weights.reference_in_policy:  # else it is in deepspeed/ too
             ref_state = {name: t.detach().to("cpu", copy=True)
                          for name, t in self._iter_full(self.ref.model, self.cfg.ref_mode == "zero3")}
             if self.rank == 0:
@@ -467,8 +421,9 @@ class LearnerEngine:
         if self.rank == 0:
             (root / CHECKPOINT_STATE).write_text(json.dumps({
                 "step": self.step, "num_ranks": self.world_size, "zero_stage": self.cfg.zero_stage,
-                "lora": self.lora is not None,
-                "reference": self.ref_source or (REFERENCE_ADAPTER if self._ref_adapter else "reference"),
+                "lora": self.weights.lora,
+                "reference": self.ref_source or (REFERENCE_ADAPTER if self.weights.reference_in_policy
+                                                 else "reference"),
             }, indent=2))
         dist.barrier()
 
@@ -483,11 +438,11 @@ class LearnerEngine:
             raise ValueError(f"{ckpt_dir} was saved by {state['num_ranks']} ranks at ZeRO stage {state['zero_stage']}; "
                              f"this group has {self.world_size} ranks at stage {self.cfg.zero_stage} (ZeRO shards are "
                              f"per rank: resume with the same learner.num_ranks and learner.zero_stage)")
-        if state.get("lora", False) != (self.lora is not None):
+        if state.get("lora", False) != self.weights.lora:
             raise ValueError(f"{ckpt_dir} was saved {'with' if state.get('lora') else 'without'} learner.lora; "
                              f"resume with the same learner.lora.enabled (the modules differ)")
         ref_dir = state["reference"]
-        if self._ref_adapter and ref_dir not in (REFERENCE_ADAPTER, self.model_path):
+        if self.weights.reference_in_policy and ref_dir not in (REFERENCE_ADAPTER, self.model_path):
             raise ValueError(f"{ckpt_dir}: its reference is {ref_dir!r}, this LoRA learner's is its own base "
                              f"weights ({self.model_path}); resume with the same model.path and model.ref_path")
         loaded, client = self.policy.load_checkpoint(str(root / "deepspeed"), tag=DS_TAG,
@@ -528,8 +483,7 @@ class LearnerEngine:
     def _move_states(self, parts: set[str], to: str) -> list[str]:
         if not self.device.startswith("cuda") or not parts:
             return []  # a CPU rank: nothing to free, the hand-over is bookkeeping only
-        from deepspeed.runtime.zero.offload_config import OffloadStateTypeEnum as State  # local: heavy
-
+        State = _deepspeed().runtime.zero.offload_config.OffloadStateTypeEnum
         moved = []
         # DeepSpeed moves ZeRO-1/2/3 optimizer buffers (not ZeRO-0's plain optimizer, not states it already
         # offloads itself: learner.offload=params)
@@ -543,7 +497,7 @@ class LearnerEngine:
         elif movable:
             self.policy.reload_states()
             moved.append("deepspeed states")
-        whole_reference = not self._ref_adapter and self.cfg.ref_mode != "zero3"
+        whole_reference = not self.weights.reference_in_policy and self.cfg.ref_mode != "zero3"
         if "weights" in parts and whole_reference:
             self.ref.to("cpu" if to == "cpu" else self._comm_device)
             moved.append("reference")
@@ -556,24 +510,29 @@ class LearnerEngine:
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+def _deepspeed():
+    """DeepSpeed, imported on first use rather than with this module: it takes seconds to import, and its first
+    import picks the accelerator from DS_ACCELERATOR, which `init` sets for a CPU rank just before."""
+    import deepspeed  # local: heavy, and reads DS_ACCELERATOR on first import (see above)
+
+    return deepspeed
+
+
 def _skip_cpu_shm_op() -> None:
     """Do not JIT-build DeepSpeed's CPU shared-memory all-reduce op. It only serves `inference_all_reduce` and only
     when LOCAL_SIZE equals the world size, which a Ray-launched group never sets, so it would be built and left
     idle. Building costs ~35 s of gcc per fresh machine, and every rank on a host compiles into the same torch
     extensions directory under a file lock: a rank killed mid-build leaves the lock behind and every later init on
     that host waits on it forever."""
-    from deepspeed.accelerator import get_accelerator  # local: heavy, reads DS_ACCELERATOR on first import
-
-    if get_accelerator().device_name() == "cpu":
-        import deepspeed.ops  # local: as above
-
+    deepspeed = _deepspeed()
+    if deepspeed.accelerator.get_accelerator().device_name() == "cpu":
         deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
 def _keep_fp32_grad_norm(engine) -> None:
     """Without ZeRO and in fp32, DeepSpeed clips through `clip_fp32_gradients` and drops the norm it computed (every
     other path keeps it for get_global_grad_norm); keep it too, for the grad_norm metric."""
-    from deepspeed.runtime.utils import clip_grad_norm_  # local: heavy, reads DS_ACCELERATOR on first import
+    clip_grad_norm_ = _deepspeed().runtime.utils.clip_grad_norm_
 
     def clip_and_keep() -> None:
         engine._global_grad_norm = clip_grad_norm_(parameters=engine.module.parameters(),

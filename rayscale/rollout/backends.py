@@ -1,110 +1,72 @@
-"""The rollout backends behind one interface, as the `RolloutWorker` actor drives them.
+"""The rollout backends behind one interface, as the `RolloutWorker` actor drives them: `RolloutBackend`, which
+both `rayscale.rollout.hf_engine.HFBackend` (around HF generate) and `rayscale.rollout.vllm_engine.VLLMBackend`
+(around a vLLM engine) implement, and `make_backend`, which builds the one `rollout.backend` names.
 
-    generate(requests, version) -> list[list[Sample]]
-    sync_ranks                  members this backend adds to the sync group (1; vLLM: one per TP/PP worker)
-
-and the receiving primitives the transports (rayscale.sync.transports) call, each a piece of the Ray-free wire
-(rayscale.wire); a backend never asks which transport called:
-
-    init_sync_group(master_addr, master_port, world_size, rank, backend, timeout_s), close_sync_group()
-    receive_weights(version, verify) -> SyncReport-like dict      a broadcast over that group
-    init_native_transfer(...), receive_native(version, verify)     vLLM only: through vLLM's weight-transfer API
-    load_buckets(buckets)                                          buckets handed over in memory
-    load_cuda_handles(items, verify)                               CUDA IPC handles of buckets on this GPU
-    device                      where its weights live
-    state_checksums() -> {name: checksum}
-    sleep(level) -> dict, wake_up(tags) -> dict   free / take back device memory (cluster.colocate), with a report
-    dtype                       the engine's compute dtype ("float32", "bfloat16", ...), for output checks
+The receiving primitives are the ones the transports (rayscale.sync.transports) call, each a piece of the Ray-free
+wire (rayscale.wire); a backend never asks which transport called. `NativeTransferBackend` adds what only vLLM
+offers: a transfer through vLLM's own weight-transfer API (the `vllm_native` transport).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any, Protocol
 
 from rayscale.config import RolloutConfig
-from rayscale.rollout.hf_engine import HFEngine
-from rayscale.rollout.vllm_engine import VLLMEngine
-from rayscale.wire.buckets import Bucket, state_checksums
-from rayscale.wire.group import Backend, SyncGroup
-from rayscale.wire.handover import open_cuda
-from rayscale.wire.protocol import receive_all
-from rayscale.wire.receiver import ModelReceiver
+from rayscale.rollout.hf_engine import HFBackend, HFEngine
+from rayscale.rollout.vllm_engine import VLLMBackend
+from rayscale.types import RolloutRequest, Sample
+from rayscale.wire.buckets import Bucket
 
 
-class HFBackend:
-    sync_ranks = 1
-
-    def __init__(self, engine: HFEngine):
-        self.engine = engine
-        self.receiver = ModelReceiver(engine.model)
-        self.group: SyncGroup | None = None
+class RolloutBackend(Protocol):
+    sync_ranks: int  # members this backend adds to the sync group (1; vLLM: one per TP/PP worker)
+    dtype: str  # the engine's compute dtype ("float32", "bfloat16", ...), for output checks
 
     @property
-    def dtype(self) -> str:
-        return str(next(self.engine.model.parameters()).dtype).removeprefix("torch.")
+    def device(self) -> Any:
+        """The torch.device its weights live on."""
 
-    @property
-    def device(self):
-        return self.engine.device
+    def generate(self, requests: list[RolloutRequest], version: int) -> list[list[Sample]]:
+        """Each request's n samples, stamped with the policy `version` that generated them."""
 
-    def generate(self, requests, version: int):
-        return self.engine.generate(requests, version)
-
-    def init_sync_group(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: Backend,
+    def init_sync_group(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: str,
                         timeout_s: float) -> None:
-        self.close_sync_group()
-        self.group = SyncGroup.join(master_addr, master_port, world_size, rank, backend, timeout_s)
+        """Join the learner's sync group as member(s) `rank`.. (the broadcast transport)."""
 
-    def close_sync_group(self) -> None:
-        if self.group is not None:
-            self.group.close()
-        self.group = None
+    def close_sync_group(self) -> None: ...
 
     def receive_weights(self, version: int, verify: bool) -> dict:
-        if self.group is None:
-            raise RuntimeError("receive_weights before init_sync_group")
-        device = self.group.device  # gloo receives on CPU; a GPU model then gets a copy (bound only on CPU)
-        self.receiver.begin()
-        # Every receive is posted at once (max_in_flight=None): the buffers are the model's own, bound last sync.
-        report = receive_all(self.group, lambda meta: self.receiver.buffer_for(meta, device), self.receiver.apply,
-                             version, verify, max_in_flight=None)
-        self.receiver.finish()
-        return report.summary()
-
-    def load_cuda_handles(self, items: list, verify: bool) -> None:
-        self.load_buckets(open_cuda(meta, handle, self.device, verify) for meta, (_, handle) in items)
+        """Take part in one broadcast over the sync group; a SyncReport-like summary."""
 
     def load_buckets(self, buckets: Iterable[Bucket]) -> None:
-        self.receiver.begin()
-        device = self.engine.device
-        for bucket in buckets:  # object-store memory is read-only and shared: copy into buffers we own
-            self.receiver.apply(bucket.meta, self.receiver.buffer_for(bucket.meta, device).copy_(bucket.flat))
-        self.receiver.finish()
+        """Buckets handed over in memory (the object-store transport)."""
 
-    def state_checksums(self) -> dict[str, int]:
-        return state_checksums(self.engine.model.state_dict().items())
+    def load_cuda_handles(self, items: list, verify: bool) -> None:
+        """CUDA IPC handles of buckets on this GPU (the ipc transport)."""
 
-    # ---- cluster.colocate: HF generate keeps no KV cache between calls, so what it can give back is the
-    # allocator's cached blocks; its weights stay (the twin serves small models)
+    def state_checksums(self) -> dict[str, int]: ...
+
     def sleep(self, level: int) -> dict:
-        import torch  # local: as everywhere in this module, the backend's own process
+        """Free device memory for a learner rank beside it (cluster.colocate), with a report of what it did."""
 
-        if self.engine.device.type != "cuda":
-            return {"slept": False, "reason": "HF generate on the CPU holds no device memory"}
-        torch.cuda.empty_cache()
-        return {"slept": True, "freed": "cached allocator blocks"}
+    def wake_up(self, tags: list[str]) -> dict: ...
 
-    def wake_up(self, tags: list[str]) -> dict:
-        return {"woke": list(tags)}
+
+class NativeTransferBackend(RolloutBackend, Protocol):
+    def init_native_transfer(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: str,
+                             timeout_s: float) -> None: ...
+
+    def receive_native(self, version: int, verify: bool) -> dict: ...
 
 
 def make_backend(model_path: str, cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
-                 trust_remote_code: bool = False, weight_transfer: str | None = None, colocated: bool = False):
+                 trust_remote_code: bool = False, weight_transfer: str | None = None, colocated: bool = False) -> RolloutBackend:
     """`weight_transfer`: the vLLM weight-transfer engine a vLLM engine is built with (the transport's
     `vllm_weight_transfer`; None: none). `colocated`: the worker shares its device with a learner rank
     (cluster.colocate), so vLLM is built to sleep."""
     if cfg.backend == "hf":
         return HFBackend(HFEngine.from_path(model_path, cfg, dtype, worker_index, trust_remote_code))
     if cfg.backend == "vllm":
-        return VLLMEngine(model_path, cfg, worker_index, trust_remote_code, weight_transfer, colocated)
+        return VLLMBackend(model_path, cfg, worker_index, trust_remote_code, weight_transfer, colocated)
     raise ValueError(f"unknown rollout backend {cfg.backend!r}; expected hf or vllm")

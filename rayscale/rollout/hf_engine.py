@@ -1,4 +1,5 @@
-"""Batched Hugging Face generation for rollouts: the pure core of the `hf` rollout backend (no Ray).
+"""Batched Hugging Face generation for rollouts (`HFEngine`, no Ray) and the `hf` rollout backend around it
+(`HFBackend`: rayscale.rollout.backends.RolloutBackend).
 
 A request becomes n rows (prompt ids + prefix ids, each row with its own seed, temperature and token limit);
 rows are sorted by length, cut into batches of `batch_size`, left-padded and run through `model.generate`. The
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
@@ -18,6 +20,11 @@ from rayscale.config import RolloutConfig
 from rayscale.models import load_model, load_tokenizer
 from rayscale.rollout.sampling import RowSampler, StopOnStrings, row_seed, truncate_at_stop
 from rayscale.types import RolloutRequest, Sample
+from rayscale.wire.buckets import Bucket, state_checksums
+from rayscale.wire.group import Backend, SyncGroup
+from rayscale.wire.handover import open_cuda
+from rayscale.wire.protocol import receive_all
+from rayscale.wire.receiver import ModelReceiver
 
 
 @dataclass
@@ -147,3 +154,70 @@ class HFEngine:
         head = self.tokenizer.decode(tail, skip_special_tokens=True)
         full = self.tokenizer.decode(tail + ids, skip_special_tokens=True)
         return full[len(head):] if full.startswith(head) else self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class HFBackend:
+    """The `hf` rollout backend (rayscale.rollout.backends.RolloutBackend) around one HFEngine (`engine`)."""
+
+    sync_ranks = 1
+
+    def __init__(self, engine: HFEngine):
+        self.engine = engine
+        self.receiver = ModelReceiver(engine.model)
+        self.group: SyncGroup | None = None
+
+    @property
+    def dtype(self) -> str:
+        return str(next(self.engine.model.parameters()).dtype).removeprefix("torch.")
+
+    @property
+    def device(self):
+        return self.engine.device
+
+    def generate(self, requests, version: int):
+        return self.engine.generate(requests, version)
+
+    def init_sync_group(self, master_addr: str, master_port: int, world_size: int, rank: int, backend: Backend,
+                        timeout_s: float) -> None:
+        self.close_sync_group()
+        self.group = SyncGroup.join(master_addr, master_port, world_size, rank, backend, timeout_s)
+
+    def close_sync_group(self) -> None:
+        if self.group is not None:
+            self.group.close()
+        self.group = None
+
+    def receive_weights(self, version: int, verify: bool) -> dict:
+        if self.group is None:
+            raise RuntimeError("receive_weights before init_sync_group")
+        device = self.group.device  # gloo receives on CPU; a GPU model then gets a copy (bound only on CPU)
+        self.receiver.begin()
+        # Every receive is posted at once (max_in_flight=None): the buffers are the model's own, bound last sync.
+        report = receive_all(self.group, lambda meta: self.receiver.buffer_for(meta, device), self.receiver.apply,
+                             version, verify, max_in_flight=None)
+        self.receiver.finish()
+        return report.summary()
+
+    def load_cuda_handles(self, items: list, verify: bool) -> None:
+        self.load_buckets(open_cuda(meta, handle, self.device, verify) for meta, (_, handle) in items)
+
+    def load_buckets(self, buckets: Iterable[Bucket]) -> None:
+        self.receiver.begin()
+        device = self.engine.device
+        for bucket in buckets:  # object-store memory is read-only and shared: copy into buffers we own
+            self.receiver.apply(bucket.meta, self.receiver.buffer_for(bucket.meta, device).copy_(bucket.flat))
+        self.receiver.finish()
+
+    def state_checksums(self) -> dict[str, int]:
+        return state_checksums(self.engine.model.state_dict().items())
+
+    # ---- cluster.colocate: HF generate keeps no KV cache between calls, so what it can give back is the
+    # allocator's cached blocks; its weights stay (the twin serves small models)
+    def sleep(self, level: int) -> dict:
+        if self.engine.device.type != "cuda":
+            return {"slept": False, "reason": "HF generate on the CPU holds no device memory"}
+        torch.cuda.empty_cache()
+        return {"slept": True, "freed": "cached allocator blocks"}
+
+    def wake_up(self, tags: list[str]) -> dict:
+        return {"woke": list(tags)}

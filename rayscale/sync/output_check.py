@@ -6,7 +6,8 @@ So the check runs the model: each rollout engine continues a few probe prompts g
 same tokens (teacher-forced, one forward), and every engine token must be the learner's argmax at its position,
 unless the learner's own top two logits there are closer than the engine's numerical noise (`tolerance`).
 
-Pure logic: the learner side is `score_greedy` on any HF causal LM; the rollout manager drives both sides.
+Pure logic: the learner side is `score_greedy` on any HF causal LM; the weight-sync coordinator
+(rayscale.sync.coordinator.WeightSync.check_outputs) drives both sides.
 """
 
 from __future__ import annotations
