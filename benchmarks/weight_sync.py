@@ -19,16 +19,17 @@ LM head travels once, as the embedding), 538 MB fp32, two fresh Ray nodes on thi
     (vllm_sync)    WeightSync.push(learner.ranks, manager, version): the DeepSpeed learner
                    (rayscale.actors.learner.LearnerGroup, 2 ranks, ZeRO-2, fp32, on node0) -> one vLLM rollout worker
                    (bf16 engine in the actor's process, num_cpus=1, node1), bucketed broadcast over gloo, received
-                   inside vLLM's worker (SyncWorkerExtension via collective_rpc), cast to bf16 and loaded by vLLM's
-                   reload_weights (layerwise re-processing: the CPU GEMMs are re-packed); timed end to end on the
-                   driver, sync.verify off
+                   inside vLLM's worker (SyncWorkerExtension via collective_rpc), sent as bf16 and loaded in place
+                   (rayscale.wire.vllm_load.load_in_place: vLLM's weight loaders into the parameters' storage, each
+                   linear layer's CPU GEMM re-packed; vLLM's reload_weights where that does not apply); timed end to
+                   end on the driver, sync.verify off
     (vllm_raw)     one raw broadcast of a warm flat buffer of the same bytes over the same group: learner rank 0
                    -> the group inside vLLM's worker (`actor.backend.llm.collective_rpc(fn)`; in-process on CPU)
 
 `ratio_vs_raw_vllm` = raw seconds / sync seconds (median of per-round ratios; goal >= 0.8), and the seconds of
 each part of a sync, measured inside the worker by timers wrapped around the extension's steps (`vllm.parts`):
-the receive wait, the fp32 -> bf16 cast, vLLM's own loading (weight loaders, re-packing, copy-back), the refresh
-of GEMMs the reload left stale, the rest of the worker's call (collective_rpc, prefix-cache reset) and what lies
+the receive wait, the fp32 -> bf16 cast, the load (weight loaders, the linear layers' re-packing), the re-packing
+of GEMMs the load left stale (the embedding and the tied LM head sharing it), the rest of the worker's call (collective_rpc, prefix-cache reset) and what lies
 outside it (Ray calls, the sender's last broadcasts). A final sync with sync.verify on checks the engine.
 
     python benchmarks/weight_sync.py [--quick] [--json out.json] [--backend gloo|nccl] [--device cpu|cuda]
@@ -240,14 +241,11 @@ def _install_timers(actor) -> None:
     actor._bench_parts = parts
     cur: dict = {}
 
-    def in_worker(wrapper) -> None:
-        worker = getattr(wrapper, "worker", wrapper)  # vLLM's WorkerWrapperBase holds the worker
-        runner = worker.model_runner
-        reload = runner.reload_weights
-
-        def timed_reload(weights_iterator=None, **kw):
-            def timed_iter():  # time spent getting the next weight: receive wait + cast
-                it = iter(weights_iterator)
+    def timed_load(load, weights_arg: str):
+        """`load` (vLLM's reload_weights or rayscale's load_in_place) timed, and the wait for each weight in it."""
+        def timed(*a, **kw):
+            def timed_iter(weights):  # time spent getting the next weight: receive wait + cast
+                it = iter(weights)
                 while True:
                     t = time.perf_counter()
                     try:
@@ -258,13 +256,23 @@ def _install_timers(actor) -> None:
                     cur["receive_and_cast"] = cur.get("receive_and_cast", 0.0) + time.perf_counter() - t
                     yield item
 
+            if weights_arg in kw:
+                kw[weights_arg] = timed_iter(kw[weights_arg])
+            else:
+                a = (*a[:-1], timed_iter(a[-1]))
             t = time.perf_counter()
-            reload(weights_iterator=timed_iter(), **kw)
+            load(*a, **kw)
             cur["reload"] = time.perf_counter() - t
 
-        runner.reload_weights = timed_reload
+        return timed
+
+    def in_worker(wrapper) -> None:
+        worker = getattr(wrapper, "worker", wrapper)  # vLLM's WorkerWrapperBase holds the worker
+        runner = worker.model_runner
+        runner.reload_weights = timed_load(runner.reload_weights, "weights_iterator")
 
     actor.backend.llm.collective_rpc(in_worker)
+    ext.load_in_place = timed_load(ext.load_in_place, "weights")  # how a CPU engine loads (the extension's call)
     unflatten = ext.BucketLoader.unflatten  # the in-process engine's workers share this process's classes
 
     def timed_unflatten(*a, **kw):
@@ -379,13 +387,13 @@ def run_vllm(args) -> dict:
 
     parts = []
     for p, end_to_end, sender in zip(parts_all, times["vllm_sync"], sender_seconds):
-        load = p["reload"] - p["receive_and_cast"]  # vLLM's own work inside reload_weights
+        load = p["reload"] - p["receive_and_cast"]  # the load itself, without waiting for the weights
         parts.append({  # the issue's breakdown: wire, cast (receiver side), load, re-pack; then the rest
             "end_to_end": end_to_end,
             "wire": p["receive_and_cast"] - p["cast"],  # waiting for the next bucket on the worker
             "cast": p["cast"],  # on the worker: 0 once the learner sends the engine's dtype
-            "load": load,  # vLLM's own reload (per-layer copies, the re-packing of the linear layers)
-            "re-pack": p.get("gemm_refresh", 0.0),  # the layers the reload leaves stale (the tied LM head)
+            "load": load,  # the copies into the engine's storage and the re-packing of the linear layers
+            "re-pack": p.get("gemm_refresh", 0.0),  # what the load leaves stale (embedding, tied LM head)
             "worker_rest": p["worker_call"] - p["reload"] - p.get("gemm_refresh", 0.0),
             "outside_worker": end_to_end - p["worker_call"],
             "sender_send_weights": sender,

@@ -22,6 +22,7 @@ from rayscale.config import (
 )
 from rayscale.types import PreferencePair, RolloutRequest
 from rayscale.wire.receiver import SyncError
+from tests.actor_state import learner_greedy, learner_state, policy_versions
 from tests.ray_faults import kill_and_wait_dead
 
 ray = pytest.importorskip("ray")
@@ -65,7 +66,7 @@ class Setup:
         self.version = 0
 
     def learner_greedy(self) -> list[list[int]]:
-        return self.learner._call_all("greedy", self.prompts, NEW_TOKENS)[0]
+        return learner_greedy(self.learner, self.prompts, NEW_TOKENS)
 
     def engine_greedy(self) -> list[list[int]]:
         out = self.rollout.generate([RolloutRequest(f"g{i}", p, temperature=0.0) for i, p in enumerate(self.prompts)])
@@ -109,7 +110,7 @@ def test_dpo_step_then_sync_makes_vllm_generate_what_the_learner_generates(tiny,
     assert tiny.engine_greedy() != tiny.learner_greedy()  # the engine has not seen the step yet
     report = tiny.sync(transport)  # verify=True: checksums and the output check run inside
     assert report["version"] == tiny.version and report.get("transport", "broadcast") == transport
-    assert tiny.rollout.policy_versions() == [tiny.version]
+    assert policy_versions(tiny.rollout) == [tiny.version]
     assert tiny.engine_greedy() == tiny.learner_greedy()
 
 
@@ -121,7 +122,7 @@ def _scramble_and_restore(setup, transport: str, digest: bool = False) -> None:
     from tests.scramble import engine_weights, mismatches, scramble
 
     worker = setup.rollout.workers[0]
-    state = setup.learner.gather_state_for_sync()  # HF names, the tied lm_head alias included
+    state = learner_state(setup.learner)  # HF names, the tied lm_head alias included
     dtype = getattr(torch, ray.get(worker.engine_dtype.remote()))
     specs = [(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in state.items()]
     ray.get(worker.__ray_call__.remote(scramble, specs, 7))
@@ -190,7 +191,7 @@ def test_a_restarted_vllm_worker_catches_up_before_it_generates(tiny):
     kill_and_wait_dead(tiny.rollout.workers[0])
     assert tiny.rollout.replace_dead_workers(probe_timeout_s=30) == [0]
     assert tiny.rollout.infos[0]["pid"] != old_pid
-    assert tiny.rollout.policy_versions() == [tiny.version]
+    assert policy_versions(tiny.rollout) == [tiny.version]
     assert tiny.engine_greedy() == tiny.learner_greedy()
     tiny.step()
     tiny.sync("broadcast")  # the group is rebuilt with the new member
@@ -225,7 +226,7 @@ def test_a_bf16_engine_is_sent_bf16_buckets_and_restored_exactly(tiny_bf16, tran
     """The fp32 learner casts each bucket to the engine's bf16 as it packs it (half the bytes); the engine's
     weights are then exactly the learner's cast to bf16."""
     _scramble_and_restore(tiny_bf16, transport)
-    floats = sum(t.numel() for t in tiny_bf16.learner.gather_state_for_sync().values() if t.is_floating_point())
+    floats = sum(t.numel() for t in learner_state(tiny_bf16.learner).values() if t.is_floating_point())
     assert tiny_bf16.weight_sync.last_report["bytes"] < 2.01 * floats  # the tied head once: a bit less than all
 
 
@@ -277,4 +278,31 @@ def test_a_sync_that_leaves_stale_packed_weights_is_an_error(smol):
     finally:
         ray.get(worker.__ray_call__.remote(_restore_gemm_refresh))
     smol.sync("broadcast")  # a good sync heals it
+    assert smol.engine_greedy() == smol.learner_greedy()
+
+
+def _loads_in_place(worker_instance) -> bool:
+    """Inside the rollout actor: whether its engine takes syncs through rayscale's in-place load."""
+    from rayscale.wire.vllm_load import can_load_in_place
+
+    return worker_instance.backend.llm.collective_rpc(
+        lambda w: can_load_in_place(w.model_runner.get_model(), w.model_config))[0]
+
+
+def test_an_in_place_load_missing_a_shard_fails_naming_the_layer(smol):
+    """A CPU engine loads syncs in place (rayscale.wire.vllm_load.load_in_place): each linear layer is packed
+    again as soon as its whole weight has arrived. A layer that never gets all of it would be packed from
+    uninitialized memory, so the load fails naming it; the next good sync heals the engine."""
+    from tests.scramble import scramble
+
+    worker = smol.rollout.workers[0]
+    assert ray.get(worker.__ray_call__.remote(_loads_in_place))  # or this test would prove nothing
+    state = learner_state(smol.learner)
+    specs = [(n, tuple(t.shape), str(t.dtype).removeprefix("torch.")) for n, t in state.items()
+             if n != "model.layers.3.self_attn.k_proj.weight"]
+    with pytest.raises(ray.exceptions.RayTaskError,
+                       match=r"1 packed layers did not get exactly their weight, e\.g\. "
+                             r"model\.layers\.3\.self_attn\.qkv_proj \(\d+ of \d+ elements\)"):
+        ray.get(worker.__ray_call__.remote(scramble, specs, 3))
+    smol.sync("broadcast")  # verify=True: the output check runs
     assert smol.engine_greedy() == smol.learner_greedy()

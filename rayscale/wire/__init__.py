@@ -5,7 +5,7 @@
     protocol     one sync over a group: header, buckets, trailer (version, sender status, checksums)
     receiver     loading buckets into a torch module (HF) in place; SyncError
     handover     buckets handed over in memory (object store bytes, CUDA IPC handles)
-    vllm_load    loading buckets into a vLLM model in its worker process (cast, in-place reload, CPU re-packing)
+    vllm_load    loading buckets into a vLLM model in its worker process (cast, load in place, CPU re-packing)
 
 Senders (the learner) and receivers (rollout workers, vLLM's worker processes) use these; which of them a sync
 takes is the transport's business (rayscale.sync.transports). Ray never enters here: vLLM's worker processes load

@@ -74,6 +74,108 @@ class BucketLoader:
         return unflatten(meta, flat.to(self.device, dtype=dtype, non_blocking=non_blocking))
 
 
+def can_load_in_place(model: torch.nn.Module, model_config) -> bool:
+    """Whether `load_in_place` can take this sync instead of vLLM's reload: a CPU engine, no quantization, and
+    every layer's post-processing the CPU GEMM packing of an unquantized linear layer (its plain weight dropped,
+    its shape recorded by vLLM) or an embedding's (repacked by `after_reload`). Anything else: vLLM's reload."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import UnquantizedEmbeddingMethod  # vllm: above
+    from vllm.model_executor.model_loader.reload.layerwise import get_layerwise_info  # vllm: as above
+    from vllm.platforms import current_platform  # vllm: as above
+
+    if not current_platform.is_cpu() or getattr(model_config, "quantization", None) is not None:
+        return False
+    for module in model.modules():
+        method = getattr(module, "quant_method", None)
+        if method is None or type(method) is UnquantizedEmbeddingMethod:
+            continue
+        if not _is_packed_linear(module) or not hasattr(module, "cpu_linear"):
+            return False
+        recorded = get_layerwise_info(module).restore_metadata[0].get("weight")
+        if module.weight.numel() != 0 or recorded is None or recorded.ndim != 2:
+            return False  # not a packed 2-D GEMM (MLA's unpacked kv_b_proj, a conv weight): vLLM knows better
+        if getattr(module, "tp_size", 1) != 1:
+            return False  # a shard of each tensor: load_in_place counts whole tensors
+    return True
+
+
+def load_in_place(model: torch.nn.Module, weights) -> None:
+    """Load one whole sync into `model` (`can_load_in_place` said yes) without vLLM's layerwise reload.
+
+    vLLM's `reload_weights` rebuilds every layer for every sync: each parameter restored from its recorded meta
+    tensor, materialized, loaded, post-processed, copied back into the old storage, the old tensors put back; for
+    SmolLM2 on one core that machinery costs about as much as the packing it exists for. Here every parameter
+    that holds its weight (norms, embedding) is loaded by vLLM's own `load_weights` straight into its storage, in
+    place. Only a linear layer, whose plain weight vLLM-CPU dropped once it was packed for the CPU GEMM, gets a
+    full-size weight again, the moment its first shard arrives (vLLM's recorded parameter and weight loader, so
+    q/k/v and gate/up shards land where vLLM puts them), and is packed again by its own
+    `process_weights_after_loading` the moment the last arrives, which drops it: one layer's weight at a time.
+    `after_reload` then re-packs the embedding (and a tied LM head) from the weights now in place. A layer that
+    did not get its whole weight would compute with uninitialized memory: the sync fails naming it."""
+    layers = [_PackedLayer(name, module) for name, module in model.named_modules()
+              if _is_packed_linear(module)]
+    try:
+        model.load_weights(weights)
+    finally:  # whatever happened, every layer is packed again and vLLM's recorded parameters are as they were
+        problems = [problem for layer in layers if (problem := layer.close())]
+    if problems:
+        raise RuntimeError(f"in-place load: {len(problems)} packed layers did not get exactly their weight, e.g. "
+                           f"{'; '.join(problems[:3])}: the sync did not carry what the engine needs")
+
+
+def _is_packed_linear(module: torch.nn.Module) -> bool:
+    from vllm.model_executor.layers.linear import UnquantizedLinearMethod  # vllm: see the module docstring
+
+    return type(getattr(module, "quant_method", None)) is UnquantizedLinearMethod
+
+
+class _PackedLayer:
+    """One linear layer of `load_in_place`: vLLM's recorded (meta) weight stands in for it while `load_weights`
+    runs, with a loader that loads into a real weight and packs the layer once all of it has arrived."""
+
+    def __init__(self, name: str, layer: torch.nn.Module):
+        from vllm.model_executor.model_loader.reload.layerwise import get_layerwise_info  # vllm: see above
+        from vllm.model_executor.model_loader.reload.meta import restore_layer_on_meta  # vllm: as above
+
+        self.name, self.layer, self.info = name, layer, get_layerwise_info(layer)
+        self.kept = layer.weight  # the empty weight the packing left: back in place if nothing arrives
+        restore_layer_on_meta(layer, self.info)
+        self.meta = layer.weight
+        self.previous = self.meta.weight_loader
+        self.loader = self.previous
+        while getattr(self.loader, "__name__", "") == "online_process_loader":  # a vLLM reload's wrapper, left
+            self.loader = self.loader.__wrapped__  # on the recorded parameter: it would buffer, never load
+        self.numel, self.loaded, self.real = self.meta.numel(), 0, None
+        self.meta.weight_loader = self.load
+
+    def load(self, param, loaded_weight: torch.Tensor, *args, **kwargs):
+        """vLLM's loader, into the real weight instead of the stand-in (materialized at the first shard)."""
+        from vllm.model_executor.model_loader.reload.meta import materialize_layer  # vllm: see the docstring
+
+        if self.real is None:
+            materialize_layer(self.layer, self.info)  # uninitialized until its shards are loaded
+            self.real = self.layer.weight
+        result = self.loader(self.real, loaded_weight, *args, **kwargs)
+        self.loaded += loaded_weight.numel()  # all of it lands here: one tensor-parallel rank (can_load_in_place)
+        if self.loaded >= self.numel:
+            self.pack()
+        return result
+
+    def pack(self) -> None:
+        self.layer.quant_method.process_weights_after_loading(self.layer)  # packs it, drops the full weight
+        self.real = None
+
+    def close(self) -> str | None:
+        """Restore vLLM's recorded loader, pack what is still unpacked; a problem, if any."""
+        self.meta.weight_loader = self.previous
+        if self.real is not None:
+            self.pack()
+        elif self.layer.weight is self.meta:  # nothing arrived: the old packing and its empty weight stay
+            self.layer.weight = self.kept
+        if self.loaded != self.numel:
+            return f"{self.name} ({self.loaded} of {self.numel} elements)"
+        return None
+
+
 def before_reload(model: torch.nn.Module) -> None:
     """Right before vLLM reloads `model` in place: note its packed CPU GEMMs, for `after_reload` to tell re-packed
     from stale."""
