@@ -108,6 +108,18 @@ class RolloutConfig(_Strict):
     max_new_tokens: int = Field(64, gt=0)
     stop: list[str] = []
     batch_size: int = Field(64, gt=0)  # sequences per hf generate call
+    # How RolloutManager.generate spreads an iteration's requests: `dynamic` sends chunks of requests to workers
+    # as they have room (a lost worker's chunks go to the others); `fixed` sends one share per worker, balanced by
+    # sample count, and waits for the slowest (the scheduler before dynamic dispatch; benchmarks/scale.py's
+    # baseline). A request (one prompt x n samples) is never split, and its seed is its own: the same samples
+    # whichever worker serves it.
+    dispatch: Literal["dynamic", "fixed"] = "dynamic"
+    # dynamic: the most samples in one chunk (smaller: better balance of long-tailed lengths; larger: fuller
+    # engine batches, since a worker serves one chunk at a time), and the chunks each worker holds at once (a
+    # second one hides the round trip between chunks; it is sent only while more chunks wait than there are
+    # workers, so none of the last chunks waits behind a running one).
+    chunk_samples: int = Field(64, ge=1)
+    chunks_in_flight: int = Field(2, ge=1)
     logprobs: bool = False
     seed: int = 0
     vllm: VLLMConfig = VLLMConfig()

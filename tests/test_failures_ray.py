@@ -91,6 +91,45 @@ def test_a_rollout_worker_killed_for_memory_is_replaced(ray_local, tiny_model_di
         manager.shutdown()
 
 
+def test_a_rollout_worker_killed_mid_generate_loses_and_doubles_nothing(ray_local, tiny_model_dir):
+    """Dynamic dispatch, two chunks in flight per worker: worker 1 dies with chunks in flight. Every request comes
+    back once with exactly its own samples (seeded: the same as on a run without the death, whichever worker
+    served it), and the dead worker's chunks were served again, by the others or its replacement."""
+    from rayscale.actors.rollout import RolloutManager
+    from rayscale.types import RolloutRequest
+    from tests.ray_faults import kill_and_wait_dead
+
+    class DiesOnSecondChunk:
+        """Worker 1's handle: its first chunk goes through, then the worker dies, so its second call (and the
+        first, if still running) is lost."""
+
+        def __init__(self, real):
+            self.real, self.calls = real, 0
+            self.generate = type("M", (), {"remote": staticmethod(self._generate)})
+
+        def _generate(self, requests):
+            self.calls += 1
+            if self.calls == 2:
+                kill_and_wait_dead(self.real)
+            return self.real.generate.remote(requests)
+
+        def __getattr__(self, name):
+            return getattr(self.real, name)
+
+    cfg = RolloutConfig(num_workers=2, max_new_tokens=6, chunk_samples=2, chunks_in_flight=2)
+    manager = RolloutManager(tiny_model_dir, cfg, resources_cfg=RoleResources(num_cpus=1))
+    try:
+        requests = [RolloutRequest(f"p{i}", f"{i}+{i % 3}=", n=1 + i % 2, seed=100 + i) for i in range(10)]
+        want = manager.generate(requests)
+        doomed = manager.workers[1] = DiesOnSecondChunk(manager.workers[1])
+        got = manager.generate(requests)
+        assert doomed.calls >= 2 and manager.workers[1] is not doomed  # it died mid-generate and was replaced
+        assert [[s.prompt_id for s in samples] for samples in got] == [[r.prompt_id] * r.n for r in requests]
+        assert [[s.text for s in samples] for samples in got] == [[s.text for s in samples] for samples in want]
+    finally:
+        manager.shutdown()
+
+
 def _train(tmp_path, *overrides, stderr=subprocess.PIPE):
     cmd = [sys.executable, "-m", "rayscale.cli", "train", *TINY, f"tracking.run_dir={tmp_path / 'run'}",
            "algo.eval_every=0", "algo.sft.source=none", *overrides]

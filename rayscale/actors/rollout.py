@@ -2,15 +2,18 @@
 
 `RolloutWorker` is a thin shell around a backend (rayscale.rollout.backends: `hf` or `vllm`) that adds the policy
 version. `RolloutManager` owns the workers (one placement-group bundle each, so a restarted worker lands where its
-predecessor was) and balances requests by sample count. Weights are pushed to the workers by the controller's
-coordinator (rayscale.sync.coordinator.WeightSync), which also catches a restarted worker up (`on_restart`).
+predecessor was) and spreads requests over them (`rollout.dispatch`: as they have room, or in fixed shares).
+Weights are pushed to the workers by the controller's coordinator (rayscale.sync.coordinator.WeightSync), which
+also catches a restarted worker up (`on_restart`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 from collections.abc import Callable
+from dataclasses import replace
 
 import ray
 
@@ -18,7 +21,7 @@ from rayscale.actors.placement import RolePlacement, actor_location, place_one_r
 from rayscale.colocation import ENGINE_PARTS, Holdings
 from rayscale.config import RoleResources, RolloutConfig
 from rayscale.failures import actor_death_errors, death_cause
-from rayscale.rollout.scheduling import balance
+from rayscale.rollout.scheduling import Dispatch, chunk_requests
 from rayscale.types import RolloutRequest, Sample
 from rayscale.wire.receiver import SyncError
 
@@ -26,6 +29,7 @@ log = logging.getLogger(__name__)
 ACTOR_DEATHS = actor_death_errors()
 
 _NO_WEIGHTS = -1  # version of a worker whose last sync failed half way: it must not generate
+MAX_CHUNK_LOSSES = 3  # a chunk whose worker died this many times ends generate with the last death's error
 
 
 class RolloutWorker:
@@ -122,6 +126,7 @@ class RolloutManager:
             raise ValueError(f"the rollout placement has {self.placement.plan.count} bundles for "
                              f"{rollout_cfg.num_workers} workers")
         self.gpus_per_worker = self.placement.plan.bundle.get("GPU", 0.0)
+        self._seeds = random.Random(f"{rollout_cfg.seed}:requests")  # seeds for requests that bring none
         self.workers = [self._spawn(i) for i in range(rollout_cfg.num_workers)]
         self.infos = ray.get([w.ready.remote() for w in self.workers])
 
@@ -170,25 +175,48 @@ class RolloutManager:
 
     # ------------------------------------------------------------------ generation
     def generate(self, requests: list[RolloutRequest]) -> list[list[Sample]]:
-        """Spread requests over the workers (balanced by samples), gather the results in input order. A worker
-        that died is replaced (with the current weights) and its share retried once."""
-        shards = balance([r.n for r in requests], len(self.workers))
+        """Spread requests over the workers (`rollout.dispatch`, decided by rayscale.rollout.scheduling.Dispatch)
+        and gather the results in input order. A worker that dies is replaced (with the current weights); the
+        chunks it held go back to the queue, for any worker under dynamic dispatch, so nothing is lost or doubled.
+        A request without a seed gets one here, from the manager's own sequence: its samples then do not depend
+        on the worker that serves it."""
+        requests = [r if r.seed is not None else replace(r, seed=self._seeds.getrandbits(62)) for r in requests]
+        plan = self._plan([r.n for r in requests])
         out: list[list[Sample] | None] = [None] * len(requests)
-        pending = {w: self.workers[w].generate.remote([requests[i] for i in idx])
-                   for w, idx in enumerate(shards) if idx}
-        for w, ref in pending.items():
-            try:
-                results = ray.get(ref)
-            except ACTOR_DEATHS as e:  # killed, out of memory, its node lost: replaced the same way
-                log.warning("rollout worker %d died during generate (%s); replacing it", w, death_cause(e))
-                self.restart_worker(w)
-                results = ray.get(self.workers[w].generate.remote([requests[i] for i in shards[w]]))
-            for i, samples in zip(shards[w], results):
-                out[i] = samples
+        pending: dict = {}  # ObjectRef -> (worker, chunk)
+        while not plan.done:
+            for w, c in plan.assign():
+                pending[self.workers[w].generate.remote([requests[i] for i in plan.chunks[c]])] = (w, c)
+            ray.wait(list(pending), num_returns=1)  # then take every chunk that is back by now, not just one
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            for ref in ready:
+                if ref not in pending:  # a call of a worker that died earlier in this loop: requeued already
+                    continue
+                w, c = pending.pop(ref)
+                try:
+                    results = ray.get(ref)
+                except ACTOR_DEATHS as e:  # killed, out of memory, its node lost: replaced the same way
+                    self._lost_during_generate(plan, pending, w, e)
+                    continue
+                if plan.complete(w, c):
+                    for i, samples in zip(plan.chunks[c], results):
+                        out[i] = samples
         return out  # type: ignore[return-value]
 
-    def policy_versions(self) -> list[int]:
-        return self._get([w.policy_version.remote() for w in self.workers])
+    def _plan(self, sizes: list[int]) -> Dispatch:
+        n = len(self.workers)
+        if self.cfg.dispatch == "fixed":
+            return Dispatch.fixed_shares(sizes, n)
+        return Dispatch(chunk_requests(sizes, self.cfg.chunk_samples, n), n, self.cfg.chunks_in_flight)
+
+    def _lost_during_generate(self, plan: Dispatch, pending: dict, w: int, error: Exception) -> None:
+        """Worker w died: forget its other calls (their chunks are requeued with the one that failed), replace it."""
+        log.warning("rollout worker %d died during generate (%s); replacing it", w, death_cause(error))
+        for ref in [ref for ref, (worker, _) in pending.items() if worker == w]:
+            del pending[ref]
+        if any(plan.losses[c] >= MAX_CHUNK_LOSSES for c in plan.lose(w)):
+            raise error
+        self.restart_worker(w)
 
     # ------------------------------------------------------------------ colocation (rayscale.colocation.Turns)
     def sleep(self, level: int) -> list[dict]:
