@@ -200,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mark-min", type=float, default=2.0, help="save the policy every this many minutes")
     ap.add_argument("--sweep-budget-min", type=float, default=4.0)
     ap.add_argument("--sweep-lrs", default=",".join(map(str, SWEEP_LRS)))
+    ap.add_argument("--sweep-grpo-betas", default=",".join(map(str, SWEEP_GRPO_BETAS)),
+                    help="GRPO's beta grid in the sweep (TRL's default 0.0 first)")
     ap.add_argument("--no-score", action="store_true", help="train only (score later with --reuse)")
     ap.add_argument("--problems", type=int, help="held-out problems scored (default 300; --quick 32): fewer only "
                                                  "for a preliminary look, never the benchmark's figure")
@@ -235,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.sweep:
         try:
             sweep(setup, [a for a in arms if a in SWEPT], [float(x) for x in args.sweep_lrs.split(",")],
-                  args.sweep_budget_min * 60, args.reuse)
+                  [float(x) for x in args.sweep_grpo_betas.split(",")], args.sweep_budget_min * 60, args.reuse)
         finally:
             close_evaluator()
     choices = chosen(out / "sweep" / "sweep.json", arms)
@@ -315,7 +317,8 @@ def run_arm(setup: Setup, arm: str, arm_dir: Path, choice: dict, budget_s: float
     return json.loads(marks_file.read_text())
 
 
-def sweep(setup: Setup, arms: list[str], lrs: list[float], budget_s: float, reuse: bool) -> None:
+def sweep(setup: Setup, arms: list[str], lrs: list[float], grpo_betas: list[float], budget_s: float,
+          reuse: bool) -> None:
     """Every swept arm at every learning rate (GRPO x beta) for `budget_s`, scored greedily on the dev split at the
     end; the best wins. Written to <out>/sweep/sweep.json."""
     from rayscale.confidence import bootstrap_ci
@@ -325,7 +328,7 @@ def sweep(setup: Setup, arms: list[str], lrs: list[float], budget_s: float, reus
     results: dict[str, list[dict]] = {}
     for arm in arms:
         for lr in lrs:
-            for beta in (SWEEP_GRPO_BETAS if arm == "trl_grpo" else (None,)):
+            for beta in (grpo_betas if arm == "trl_grpo" else (None,)):
                 name = f"lr{lr:g}" + (f"_beta{beta:g}" if beta is not None else "")
                 marks = run_arm(setup, arm, root / arm / name, {"lr": lr, "beta": beta}, budget_s, reuse,
                                 split="dev")
@@ -356,7 +359,7 @@ def evaluator(setup: Setup):
         from rayscale.actors.verifier import VerifierPool
 
         cfg = load([*setup.shared, "cluster.rollout.num_cpus=2"])  # off the clock: both cores to the engine
-        cluster.start_or_join(cfg, check_fit=False)
+        cluster.start_or_join(cfg, check_storage=False)
         placements = place_roles(cfg, roles=("rollout", "verifier"))
         _EVALUATOR.update(cfg=cfg, placements=placements,
                           verifier=VerifierPool.from_config(cfg.verifier, placements["verifier"]))

@@ -156,7 +156,7 @@ def test_the_sweep_picks_each_arms_best_dev_setting_and_async_takes_corrections(
 
     monkeypatch.setattr(tta, "run_arm", fake_run_arm)
     monkeypatch.setattr(tta, "score_policy", fake_score)
-    tta.sweep(setup, list(tta.SWEPT), [3e-6, 1e-5, 3e-5], 240, reuse=False)
+    tta.sweep(setup, list(tta.SWEPT), [3e-6, 1e-5, 3e-5], list(tta.SWEEP_GRPO_BETAS), 240, reuse=False)
     assert len(runs) == 3 * 3 + 3 * len(tta.SWEEP_GRPO_BETAS) and {r[3:] for r in runs} == {("dev", 240)}
     choices = tta.chosen(tmp_path / "sweep" / "sweep.json", list(tta.ARMS))
     assert choices["correction"] == {"lr": 1e-5, "beta": None} and choices["outcome"]["lr"] == 3e-5
