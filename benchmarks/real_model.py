@@ -144,10 +144,14 @@ def main() -> int:
 # ---------------------------------------------------------------------------------------------------- the runs
 def score_start(cfg, reuse: bool) -> dict:
     """A zero-iteration run: stage 1 (if configured), then one held-out evaluation of the starting policy."""
+    from rayscale.config_loading import validate_config
+
     run_dir = Path(cfg.tracking.run_dir)
     samples = run_dir / "samples" / "eval_0000.jsonl"
     if not (reuse and samples.is_file()):
-        run(cfg.model_copy(update={"algo": cfg.algo.model_copy(update={"iterations": 0, "eval_every": 1})}))
+        raw = cfg.model_dump()
+        raw["algo"].update(iterations=0, eval_every=1)
+        run(validate_config(raw, "real_model.py: the zero-iteration run of the start"))  # the rules, as at load
     model = run_dir / "sft_model" if cfg.algo.sft.source != "none" else Path(cfg.model.path)
     return {"model": str(model), **eval_scores(samples)}
 

@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
     from rayscale.run_setup import prepare_run
 
     started = time.perf_counter()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=512 << 20)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, object_store_memory=512 << 20)
     remote = lambda cls: ray.remote(cls).options(num_cpus=0, max_concurrency=100_000)  # noqa: E731
     actors = {"hosts": [remote(EngineHost).remote(args.rate * speedup) for _ in range(args.hosts)],
               "verifier": remote(VerifierSim).remote(), "teacher": remote(TeacherSim).remote(),

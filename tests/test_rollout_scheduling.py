@@ -80,3 +80,41 @@ def test_dispatch_refuses_no_workers():
         Dispatch([[0]], 0)
     with pytest.raises(ValueError, match="at least one worker"):
         chunk_requests([1], 4, 0)
+
+
+def _assign_looking_at_every_worker(plan: Dispatch) -> list[tuple[int, int]]:
+    """The dynamic rule applied to every worker, as `assign` did before it looked only at the workers whose
+    holdings changed: the reference the incremental `assign` must agree with."""
+    out = []
+    for depth in range(plan.per_worker):
+        for w in range(plan.num_workers):
+            if len(plan.waiting) <= (plan.num_workers if depth else 0):
+                return out
+            if len(plan.running[w]) <= depth:
+                c = plan.waiting.popleft()
+                plan.running[w].append(c)
+                out.append((w, c))
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_assign_looks_only_at_changed_workers_and_decides_as_if_it_looked_at_all(seed):
+    import copy
+    import random
+
+    rng = random.Random(seed)
+    workers, per_worker = rng.randint(1, 9), rng.randint(1, 3)
+    plan = Dispatch([[i] for i in range(rng.randint(0, 60))], workers, per_worker)
+    steps = 0
+    while not plan.done:
+        reference = copy.deepcopy(plan)
+        assert plan.assign() == _assign_looking_at_every_worker(reference)
+        assert plan.running == reference.running and list(plan.waiting) == list(reference.waiting)
+        running = [(w, c) for w, cs in enumerate(plan.running) for c in cs]
+        for w, c in rng.sample(running, rng.randint(1, len(running))):  # several back at once, in any order
+            if rng.random() < 0.1:
+                plan.lose(w)  # its other chunks too: their late answers are refused below
+            else:
+                plan.complete(w, c)
+        steps += 1
+    assert plan.finished == set(range(len(plan.chunks))) and steps < 1000

@@ -66,6 +66,10 @@ class Dispatch:
         self.running: list[list[int]] = [[] for _ in range(num_workers)]
         self.losses = [0] * len(self.chunks)  # times each chunk's worker was lost while running it
         self.finished: set[int] = set()
+        # Workers whose holdings changed since the last `assign`: only they can take a chunk now (the others were
+        # full, or held back by the tail rule, which only tightens as the queue shrinks), so one assign costs
+        # what changed, not the number of workers.
+        self._changed: set[int] = set(range(num_workers))
 
     @classmethod
     def fixed_shares(cls, sizes: Sequence[int], num_workers: int) -> Dispatch:
@@ -87,8 +91,10 @@ class Dispatch:
                 out.append((self.pinned[c], c))
                 self.running[self.pinned[c]].append(c)
             return out
+        candidates = sorted(self._changed)
+        self._changed.clear()
         for depth in range(self.per_worker):
-            for w in range(self.num_workers):
+            for w in candidates:
                 if len(self.waiting) <= (self.num_workers if depth else 0):
                     return out  # the last chunks go to idle workers only, never behind a running one
                 if len(self.running[w]) <= depth:
@@ -103,6 +109,7 @@ class Dispatch:
             return False
         self.running[worker].remove(chunk)
         self.finished.add(chunk)
+        self._changed.add(worker)
         return True
 
     def lose(self, worker: int) -> list[int]:
@@ -111,4 +118,5 @@ class Dispatch:
         for c in lost:
             self.losses[c] += 1
         self.waiting.extendleft(reversed(lost))
+        self._changed.update(range(self.num_workers))  # the queue grew: any worker may take a chunk again
         return lost
