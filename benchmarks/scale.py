@@ -1,12 +1,14 @@
 """Rollouts at a lab's scale, simulated on one machine: the real controller (`Trainer.run_from`, async mode) and the
-real `RolloutManager` (its dispatch) over 1, 8, 64 and 256 simulated engines, dynamic dispatch beside today's
-fixed shares (`rollout.dispatch=fixed`, the `baseline`), in one run.
+real `RolloutManager` (its dispatch) over 1, 8, 64 and 256 simulated engines, in one run, three ways: `fixed`
+(fixed shares, `rollout.dispatch=fixed`, stages one after another: the `baseline`), `dynamic` (dynamic dispatch)
+and `streaming` (dynamic dispatch and `algo.stream_stages`: each chunk graded as it comes back, the teacher asked
+while other chunks generate; the JSON's main figures).
 
 What is real and what is simulated:
 
     real        Trainer.run_from (async mode: iteration t+1's collect beside iteration t's train), its collect
                 (prompts drawn and rendered with the tiny model's chat template, grading bookkeeping, the
-                `correction` pair builder), RolloutManager.generate (chunking, ray.wait dispatch, gathering),
+                `correction` pair builder, the streaming stages), RolloutManager.generate (chunking, ray.wait dispatch, gathering),
                 the metrics rows (`time.*`, `tokens`), Ray's transport of every request and result
     simulated   engines: one Ray actor (num_cpus=0, asyncio) hosts many virtual engines; the manager holds one
                 small proxy per engine whose `generate.remote` is the host's `generate.remote(engine, ...)`. A
@@ -35,7 +37,11 @@ which has no next iteration to collect beside it):
 
     rollout_efficiency                 tokens generated / (engines x rate x speedup x rollout stage seconds)
     iteration_vs_longest_stage_async   iteration seconds / its longest stage (rollout, verify, correction,
-                                       train, sync): 1.0 is perfect overlap
+                                       train, sync): 1.0 is perfect overlap. Streaming stages overlap each
+                                       other, so for `streaming` the yardstick is the longest stage as each
+                                       stage takes on its own: the `dynamic` run's (same dispatch, no streaming)
+    stream_busy_s                      streaming: seconds during which the verify / teacher stage had a call
+                                       running, per iteration (they run beside the rollout)
     controller_cpu_s                   the driver process's CPU seconds per iteration (all its threads)
     controller_peak_mb                 the driver's peak RSS during the run (VmHWM, reset before each run)
     driver_mb                          MB through the driver per iteration: requests and results of every
@@ -211,11 +217,15 @@ class VerifierSim:
 class TeacherSim:
     def __init__(self):
         self.work, self.bytes = Workload(), 0
+        self.gate: asyncio.Semaphore | None = None
 
     async def correct(self, requests, median_s: float, cap: int, seed: int) -> list:
         from rayscale.teacher.records import Correction
 
-        rng, gate = random.Random(seed), asyncio.Semaphore(cap)
+        rng = random.Random(seed)
+        if self.gate is None:  # one cap for the whole teacher, however many calls are in flight (streaming)
+            self.gate = asyncio.Semaphore(cap)
+        gate = self.gate
 
         async def one(req, latency):
             async with gate:
@@ -341,17 +351,25 @@ def simulated_trainer(sim: Sim, actors: dict, cfg, inputs):
     return SimulatedTrainer(cfg, inputs)
 
 
-def run_one(sim: Sim, dispatch: str, iterations: int, actors: dict, base, workdir: Path) -> dict:
+MODES = {  # the rows of the table: how the rollout is dispatched, and whether the later stages stream
+    "fixed": ("fixed", False),  # today's fixed shares, stages one after another: the baseline
+    "dynamic": ("dynamic", False),
+    "streaming": ("dynamic", True),  # dynamic dispatch and algo.stream_stages: the design measured
+}
+
+
+def run_one(sim: Sim, mode: str, iterations: int, actors: dict, base, workdir: Path) -> dict:
     from rayscale.config_loading import load_config
 
+    dispatch, stream = MODES[mode]
     prompts = sim.prompts_per_engine * sim.engines
-    run_dir = workdir / f"{dispatch}_{sim.engines}"
+    run_dir = workdir / f"{mode}_{sim.engines}"
     cfg = load_config(None, [
         f"tracking.run_dir={run_dir}", "tracking.wandb=false", "tracking.plots=false", "tracking.log_pairs=0",
         f"algo.iterations={iterations}", "algo.eval_every=0", "algo.sft.source=none", "algo.async_rollout=true",
         "algo.strategy=correction", f"algo.prompts_per_iteration={prompts}", f"algo.samples_per_prompt={sim.samples}",
         "checkpoint.every=0", f"rollout.num_workers={sim.engines}", f"rollout.dispatch={dispatch}",
-        f"rollout.chunk_samples={sim.samples}", "learner.num_ranks=1",
+        f"rollout.chunk_samples={sim.samples}", "learner.num_ranks=1", f"algo.stream_stages={str(stream).lower()}",
     ])
     inputs = replace(base, run_dir=run_dir)
     run_dir.mkdir(parents=True)
@@ -360,18 +378,22 @@ def run_one(sim: Sim, dispatch: str, iterations: int, actors: dict, base, workdi
     with quiet():
         status = trainer.run()
     if status != 0:
-        raise RuntimeError(f"{dispatch} with {sim.engines} engines: the run ended with status {status}")
+        raise RuntimeError(f"{mode} with {sim.engines} engines: the run ended with status {status}")
     # iteration 1 had nothing collected ahead (warm-up) and the last one collects nothing beside its training
     rows = trainer.tracker.rows[1:-1]
     cpu = [trainer.marks[k][0] - trainer.marks[k - 1][0] for k in range(2, iterations)]
-    longest = [max(r["time"].get(s, 0.0) for s in STAGES) for r in rows]
+    stages = [{s: r["time"].get(s, 0.0) for s in STAGES} for r in rows]
+    longest = [max(st.values()) for st in stages]
     tokens = sum(r["tokens"] for r in rows)
     rollout_s = sum(r["time"]["rollout"] for r in rows)
     return {
         "rollout_efficiency": tokens / (sim.engines * sim.rate * sim.speedup * rollout_s),
         "iteration_vs_longest_stage_async": sum(r["iteration_s"] for r in rows) / sum(longest),
         "iteration_s": mean(r["iteration_s"] for r in rows),
-        "stages_s": {s: mean(r["time"].get(s, 0.0) for r in rows) for s in STAGES},
+        "longest_stage_s": mean(longest),
+        # streaming: seconds during which each streaming stage had a call running (beside the rollout)
+        "stream_busy_s": {k: mean(r.get(f"stream/busy_s/{k}", 0.0) for r in rows) for k in ("verify", "teacher")},
+        "stages_s": {s: mean(st[s] for st in stages) for s in STAGES},
         "controller_cpu_s": mean(cpu),
         "controller_peak_mb": peak_rss_mb(),
         "driver_mb": mean(r["driver_bytes"] for r in rows) / 1e6,
@@ -446,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     actors = {"hosts": [remote(EngineHost).remote(args.rate * speedup) for _ in range(args.hosts)],
               "verifier": remote(VerifierSim).remote(), "teacher": remote(TeacherSim).remote(),
               "work": Workload()}
-    results: dict[str, dict[str, dict]] = {"dynamic": {}, "fixed": {}}
+    results: dict[str, dict[str, dict]] = {mode: {} for mode in MODES}
     with tempfile.TemporaryDirectory(prefix="rayscale-scale-") as tmp:
         base_cfg = load_config(None, [f"tracking.run_dir={Path(tmp) / 'base'}", "tracking.wandb=false"])
         with quiet():
@@ -454,18 +476,25 @@ def main(argv: list[str] | None = None) -> int:
         for n in engines:
             sim = Sim(n, args.rate, speedup, args.verify_ms, args.teacher_s, args.teacher_cap, args.params_b,
                       args.sync_gbps, args.prompts_per_engine, args.samples)
-            for dispatch in ("fixed", "dynamic"):
-                results[dispatch][str(n)] = run_one(sim, dispatch, iterations, actors, base, Path(tmp))
-                print(f"  {n:>4} engines, {dispatch:<7}: {summary(results[dispatch][str(n)])}", file=sys.stderr)
+            for mode in MODES:
+                results[mode][str(n)] = run_one(sim, mode, iterations, actors, base, Path(tmp))
+            # Streaming stages overlap, so a streaming iteration has no stage of its own to compare with: its
+            # yardstick is the longest stage as each stage takes on its own, measured by the `dynamic` run (same
+            # dispatch, stages one after another).
+            streamed = results["streaming"][str(n)]
+            streamed["iteration_vs_longest_stage_async"] = (streamed["iteration_s"] /
+                                                            results["dynamic"][str(n)]["longest_stage_s"])
+            for mode in MODES:
+                print(f"  {n:>4} engines, {mode:<9}: {summary(results[mode][str(n)])}", file=sys.stderr)
     ray.shutdown()
     print_table(results, engines, speedup, iterations)
     if args.json:
         key = lambda mode, figure: {str(n): results[mode][str(n)][figure] for n in engines}  # noqa: E731
-        out = {"rollout_efficiency": key("dynamic", "rollout_efficiency"),
-               "iteration_vs_longest_stage_async": key("dynamic", "iteration_vs_longest_stage_async"),
+        out = {"rollout_efficiency": key("streaming", "rollout_efficiency"),
+               "iteration_vs_longest_stage_async": key("streaming", "iteration_vs_longest_stage_async"),
                "baseline": {"rollout_efficiency": key("fixed", "rollout_efficiency"),
                             "iteration_vs_longest_stage_async": key("fixed", "iteration_vs_longest_stage_async")},
-               "scheduling_bound": {mode: key(mode, "scheduling_bound") for mode in ("dynamic", "fixed")},
+               "scheduling_bound": {mode: key(mode, "scheduling_bound") for mode in MODES},
                "runs": results,
                "settings": {**vars(args), "json": str(args.json), "iterations": iterations, "speedup": speedup},
                "wall_s": time.perf_counter() - started}
@@ -479,21 +508,28 @@ def summary(r: dict) -> str:
 
 def print_table(results: dict, engines: list[int], speedup: float, iterations: int) -> None:
     print(f"\nsimulated engines, async mode, time scaled down {speedup:g}x; {iterations - 2} measured iterations "
-          "per run (the first and last excluded); fixed = today's fixed shares (baseline)")
-    head = (f"{'engines':>7} | {'dispatch':<8} | {'rollout eff':>11} | {'iter/longest':>12} | {'iter s':>7} | "
+          "per run (the first and last excluded); fixed = fixed shares, stages one after another (baseline); "
+          "dynamic = dynamic dispatch; streaming = dynamic dispatch + algo.stream_stages (the JSON's figures)")
+    head = (f"{'engines':>7} | {'mode':<9} | {'rollout eff':>11} | {'iter/longest':>12} | {'iter s':>7} | "
             f"{'longest stage':<18} | {'ctl CPU s/it':>12} | {'ctl peak MB':>11} | {'driver MB/it':>12} | "
-            f"{'bound eff':>9}")
+            f"{'bound eff':>9} | {'busy s ver/teach':>16}")
     print(head)
     print("-" * len(head))
     for n in engines:
-        for mode in ("fixed", "dynamic"):
+        for mode in MODES:
             r = results[mode][str(n)]
             stage = max(r["stages_s"], key=r["stages_s"].get)
             longest = f"{stage} {r['stages_s'][stage]:.2f}s"
-            print(f"{n:>7} | {mode:<8} | {r['rollout_efficiency']:>11.3f} | "
+            print(f"{n:>7} | {mode:<9} | {r['rollout_efficiency']:>11.3f} | "
                   f"{r['iteration_vs_longest_stage_async']:>12.3f} | {r['iteration_s']:>7.2f} | "
                   f"{longest:<18} | {r['controller_cpu_s']:>12.3f} | "
-                  f"{r['controller_peak_mb']:>11.0f} | {r['driver_mb']:>12.1f} | {r['scheduling_bound']:>9.3f}")
+                  f"{r['controller_peak_mb']:>11.0f} | {r['driver_mb']:>12.1f} | {r['scheduling_bound']:>9.3f} | "
+                  f"{busy(r):>16}")
+
+
+def busy(r: dict) -> str:
+    b = r["stream_busy_s"]
+    return f"{b['verify']:.2f} / {b['teacher']:.2f}" if any(b.values()) else "-"
 
 
 if __name__ == "__main__":

@@ -355,6 +355,12 @@ class AlgoConfig(_Strict):
     samples_per_prompt: int = Field(4, ge=1)
     prompts_per_iteration: int = Field(128, ge=1)
     async_rollout: bool = False
+    # Streaming stages: grade each rollout chunk as it comes back and send the wrong samples a strategy will
+    # have corrected to the teacher while other chunks still generate (rayscale.algos.streaming), instead of
+    # rollout, then verify everything, then the teacher. What a builder picks for a prompt is then drawn from
+    # that prompt's own generator, so the pairs are the same whatever order the chunks come back in (but not
+    # the same draws as with this off).
+    stream_stages: bool = False
     updates_per_iteration: int = Field(1, ge=1)
     # Iterative DPO (Iterative RPO, online DPO): every K iterations the frozen reference becomes the current
     # policy, so the KL anchor follows the model instead of staying at the start. 0 = never.

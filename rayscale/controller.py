@@ -16,6 +16,7 @@ tracking in `rayscale.tracking`, controller state in `rayscale.checkpointing`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import random
@@ -40,6 +41,7 @@ from rayscale.actors.verifier import VerifierPool
 from rayscale.actors.weak_supervisor import WeakSupervisor
 from rayscale.algos import pairs as P
 from rayscale.algos import strategies as S
+from rayscale.algos.streaming import Streaming
 from rayscale.colocation import Turns
 from rayscale.config import RayscaleConfig
 from rayscale.data import Problem
@@ -306,33 +308,49 @@ class Trainer:
         batch = [self.inputs.train[i] for i in self.cursor.next_batch(algo.prompts_per_iteration)]
         cursor_state = self.cursor.state_dict()
         rng = random.Random(stable_seed(algo.seed, it, 2))
-        with timer(M.STAGE_ROLLOUT):
-            requests = [RolloutRequest(p.id, self.prompt(p), n=algo.samples_per_prompt,
-                                       seed=stable_seed(algo.seed, it, j),
-                                       logprobs=True)  # the engine's own, for the logprob gap
-                        for j, p in enumerate(batch)]
-            samples = self.rollout.generate(requests)
-        with timer(M.STAGE_VERIFY):
-            graded = self.grade(batch, samples)
         strategies = P.assign_strategies([p.id for p in batch], algo.strategy, rng)
-        pairs: list[PreferencePair] = []
-        stats: dict[str, Any] = {M.ACCURACY: _mean([g.correct for gs in graded for g in gs]),
-                                 M.PROMPTS_DIGEST: _digest(p.id for p in batch),
-                                 M.ROLLOUT_POLICY_VERSION: min(x.policy_version for s in samples for x in s),
-                                 M.SAMPLES: sum(len(s) for s in samples),
-                                 M.TOKENS: sum(len(x.token_ids) for s in samples for x in s)}
-        by_strategy: dict[str, list[tuple[Problem, list[P.Graded]]]] = {}
-        for p, gs in zip(batch, graded):
-            by_strategy.setdefault(strategies[p.id], []).append((p, gs))
-        ctx = self.strategy_context()
-        for name, group in by_strategy.items():
-            with timer(name):
-                built = S.build_pairs(name, ctx, group, rng, it, stats)
-            pairs.extend(built)
-            stats[M.PAIRS_PREFIX + name] = len(built)
+        ctx = self.strategy_context(it)
+        stream = self.streaming(batch, strategies, ctx)  # None unless algo.stream_stages
+        try:
+            with timer(M.STAGE_ROLLOUT):
+                requests = [RolloutRequest(p.id, self.prompt(p), n=algo.samples_per_prompt,
+                                           seed=stable_seed(algo.seed, it, j),
+                                           logprobs=True)  # the engine's own, for the logprob gap
+                            for j, p in enumerate(batch)]
+                samples = self.rollout.generate(requests, on_chunk=stream.chunk_done if stream else None)
+            with timer(M.STAGE_VERIFY):  # streaming: what is left to grade once the last chunk is back
+                graded = stream.graded() if stream else self.grade(batch, samples)
+            if stream:
+                ctx = dataclasses.replace(ctx, correct=stream.correct)  # what the teacher stage already has
+            stats: dict[str, Any] = {M.ACCURACY: _mean([g.correct for gs in graded for g in gs]),
+                                     M.PROMPTS_DIGEST: _digest(p.id for p in batch),
+                                     M.ROLLOUT_POLICY_VERSION: min(x.policy_version for s in samples for x in s),
+                                     M.SAMPLES: sum(len(s) for s in samples),
+                                     M.TOKENS: sum(len(x.token_ids) for s in samples for x in s)}
+            by_strategy: dict[str, list[tuple[Problem, list[P.Graded]]]] = {}
+            for p, gs in zip(batch, graded):
+                by_strategy.setdefault(strategies[p.id], []).append((p, gs))
+            pairs: list[PreferencePair] = []
+            for name, group in by_strategy.items():
+                with timer(name):  # streaming: what is left of the teacher's work, in `correction`'s
+                    built = S.build_pairs(name, ctx, group, rng, it, stats)
+                pairs.extend(built)
+                stats[M.PAIRS_PREFIX + name] = len(built)
+        finally:
+            if stream:
+                stream.close()
+        if stream:
+            stats.update({M.STREAM_BUSY_PREFIX + name: s for name, s in stream.busy_s().items()})
         stats[M.PAIRS] = len(pairs)
         sampled = LG.trained_samples(pairs, samples, stats[M.ROLLOUT_POLICY_VERSION])
         return Experience(it, pairs, stats, cursor_state, timer.times, sampled)
+
+    def streaming(self, batch: list[Problem], strategies: dict[str, str], ctx: S.StrategyContext) -> Streaming | None:
+        """`algo.stream_stages`: the verify and teacher stages that run beside the rollout (rayscale.algos.streaming)."""
+        if not self.cfg.algo.stream_stages:
+            return None
+        return Streaming(batch, self.verifier.verify, self.correct,
+                         lambda p, gs: S.teacher_items(strategies[p.id], ctx, p, gs))
 
     def grade(self, batch: list[Problem], samples) -> list[list[P.Graded]]:
         items = [(p.gold_answer, s.response) for p, ss in zip(batch, samples) for s in ss]
@@ -343,11 +361,15 @@ class Trainer:
             graded.append([P.Graded(s, bool(r.correct), r.pred) for s, r in rows])
         return graded
 
-    def strategy_context(self) -> S.StrategyContext:
+    def strategy_context(self, it: int) -> S.StrategyContext:
         """What the pair builders (rayscale.algos.strategies) see of this trainer; built per iteration, so a
-        replaced actor is picked up."""
-        return S.StrategyContext(algo=self.cfg.algo, generate=self.rollout.generate, verify=self.verifier.verify,
-                                 correct=self.correct, weak_answers=self.weak_answers, seed=stable_seed)
+        replaced actor is picked up. Streaming stages draw per prompt (`prompt_rng`): what a builder picks for a
+        prompt must not depend on when its samples came back."""
+        algo = self.cfg.algo
+        prompt_rng = (lambda p: random.Random(f"{algo.seed}:{it}:{p.id}")) if algo.stream_stages else None
+        return S.StrategyContext(algo=algo, generate=self.rollout.generate, verify=self.verifier.verify,
+                                 correct=self.correct, weak_answers=self.weak_answers, seed=stable_seed,
+                                 prompt_rng=prompt_rng)
 
     def weak_answers(self, problems: list[Problem]) -> dict[str, str]:
         return self.weak.answers(problems, self.prompt)

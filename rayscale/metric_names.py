@@ -24,6 +24,9 @@ PAIRS = "pairs"  # preference pairs built, all strategies
 PAIRS_PREFIX = "pairs/"  # pairs/<strategy>: built by each strategy
 CORRECTION_REQUESTS = "correction/requests"  # teacher calls asked (the correction strategy)
 TEACHER_FAILED_PREFIX = "teacher/failed/"  # teacher/failed/<reason>: counted per failed answer
+# algo.stream_stages: seconds each streaming stage spent in its calls (beside the rollout; `time.verify` and
+# `time.<strategy>` then hold only what was left once the last chunk was back)
+STREAM_BUSY_PREFIX = "stream/busy_s/"  # stream/busy_s/verify, stream/busy_s/teacher
 
 # ---- learn and sync
 LEARNER_PREFIX = "learner/"  # learner/<what the engine's step returns>

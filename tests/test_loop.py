@@ -78,10 +78,13 @@ def check_strategy(strategy: str, rows: list[dict], logged: list[dict], gold: di
                 assert r["w2s/weak"] > 0
 
 
-@pytest.mark.parametrize("strategy", ["outcome", "correction", "step_controlled", "weak_to_strong",
-                                      "weak_to_strong_file"])
+@pytest.mark.parametrize("strategy", ["outcome", "correction", "correction_streamed", "step_controlled",
+                                      "weak_to_strong", "weak_to_strong_file"])
 def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
-    extra, weak_answers = [], None
+    extra, weak_answers, streamed = [], None, strategy == "correction_streamed"
+    if streamed:  # algo.stream_stages: graded and corrected chunk by chunk (2 workers, one request a chunk)
+        strategy = "correction"
+        extra = ["algo.stream_stages=true", "rollout.num_workers=2", "rollout.chunk_samples=4"]
     # weak_to_strong: skip_below=0.25, so a prompt is skipped only when no sample has an answer; at the default 0.6
     # (3 of 4 samples agreeing) this partly trained student skips nearly every prompt and builds no pair at all
     if strategy == "weak_to_strong_file":  # the weak supervisor: a fixed file of answers (the gold ones)
@@ -105,6 +108,11 @@ def test_two_iterations_per_strategy(local_ray, tmp_path, strategy):
         assert r["staleness"] == 0  # sync mode: every rollout on the latest weights
     # The strategy built pairs and the learner stepped on them: without this, a run that builds none passes.
     assert sum(r["pairs"] for r in rows[1:]) > 0
+    for r in rows[1:]:  # the streaming stages did the grading and the teacher's work (and only they)
+        busy = {k: v for k, v in r.items() if k.startswith("stream/busy_s/")}
+        assert (set(busy) == {"stream/busy_s/verify", "stream/busy_s/teacher"}) == streamed, r
+        if streamed:
+            assert busy["stream/busy_s/verify"] > 0 and (busy["stream/busy_s/teacher"] > 0) == (r["accuracy"] < 1)
     version = 0
     for r in rows[1:]:
         stepped = r["pairs"] >= 2  # fewer pairs than learner ranks: no step

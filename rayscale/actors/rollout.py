@@ -174,10 +174,12 @@ class RolloutManager:
         return dead
 
     # ------------------------------------------------------------------ generation
-    def generate(self, requests: list[RolloutRequest]) -> list[list[Sample]]:
+    def generate(self, requests: list[RolloutRequest],
+                 on_chunk: Callable[[list[int], list[list[Sample]]], None] | None = None) -> list[list[Sample]]:
         """Spread requests over the workers (`rollout.dispatch`, decided by rayscale.rollout.scheduling.Dispatch)
-        and gather the results in input order. A worker that dies is replaced (with the current weights); the
-        chunks it held go back to the queue, for any worker under dynamic dispatch, so nothing is lost or doubled.
+        and gather the results in input order; `on_chunk(indices, samples)` gets each chunk's samples as they
+        come back (streaming stages grade them while the rest generates). A worker that dies is replaced (with
+        the current weights); the chunks it held go back to the queue, for any worker under dynamic dispatch, so nothing is lost or doubled.
         A request without a seed gets one here, from the manager's own sequence: its samples then do not depend
         on the worker that serves it."""
         requests = [r if r.seed is not None else replace(r, seed=self._seeds.getrandbits(62)) for r in requests]
@@ -201,6 +203,8 @@ class RolloutManager:
                 if plan.complete(w, c):
                     for i, samples in zip(plan.chunks[c], results):
                         out[i] = samples
+                    if on_chunk is not None:
+                        on_chunk(plan.chunks[c], results)
         return out  # type: ignore[return-value]
 
     def _plan(self, sizes: list[int]) -> Dispatch:

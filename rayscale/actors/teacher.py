@@ -8,10 +8,13 @@ by `teacher.openai.api_key_env`: set it in the environment of the Ray nodes, nev
 
 from __future__ import annotations
 
+import threading
+
 import ray
 from ray.exceptions import RayError, RayTaskError
 
 from rayscale.actors.placement import RolePlacement, actor_location
+from rayscale.algos.streaming import TEACHER_CALLS_IN_FLIGHT
 from rayscale.config import TeacherConfig
 from rayscale.data.problem import Problem
 from rayscale.errors import ConfigError
@@ -64,21 +67,30 @@ class TeacherManager:
 
     def __init__(self, teacher_cfg: TeacherConfig, placement: RolePlacement):
         self.cfg, self.placement = teacher_cfg, placement
+        self._restart_lock = threading.Lock()
         self.actor = self._start()
 
     def _start(self):
-        return TeacherActor.options(**self.placement.actor_options(0)).remote(self.cfg)
+        # Streaming stages send a few calls at once: the oracle and an HTTP endpoint serve each call on its own
+        # (an HTTP call opens its own connections, up to teacher.openai.concurrency); a local model serves one.
+        calls = 1 if self.cfg.backend == "local" else TEACHER_CALLS_IN_FLIGHT
+        return TeacherActor.options(max_concurrency=calls, **self.placement.actor_options(0)).remote(self.cfg)
 
     def correct(self, items: list[CorrectionRequest]) -> list[Correction]:
-        """The teacher's corrections, in order (rejected ones carry their reason)."""
+        """The teacher's corrections, in order (rejected ones carry their reason). Safe from several threads
+        (streaming stages): a lost actor is replaced once, by the first call that finds it lost."""
         if not items:
             return []
+        actor = self.actor
         try:
-            return ray.get(self.actor.correct.remote(items))
+            return ray.get(actor.correct.remote(items))
         except RayError as e:
-            print(f"teacher failed ({type(e).__name__}); restarting it, {len(items)} corrections lost", flush=True)
-            ray.kill(self.actor, no_restart=True)
-            self.actor = self._start()
+            with self._restart_lock:
+                if self.actor is actor:
+                    print(f"teacher failed ({type(e).__name__}); restarting it", flush=True)
+                    ray.kill(actor, no_restart=True)
+                    self.actor = self._start()
+            print(f"teacher: {len(items)} corrections lost ({type(e).__name__})", flush=True)
             return [Correction.rejected(it.prompt_id, TEACHER_UNAVAILABLE) for it in items]
 
     def thought_templates(self, problems: list[Problem]) -> list[ThoughtTemplate]:

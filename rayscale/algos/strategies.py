@@ -44,20 +44,36 @@ class StrategyContext:
     correct: Callable[[list[tuple[Problem, P.Graded]]], list[Correction]]  # the teacher: one per item, in order
     weak_answers: Callable[[list[Problem]], dict[str, str]]  # the weak supervisor's answer per problem id
     seed: Callable[..., int]  # a stable seed from integers (the controller's `_seed`)
+    # Streaming stages (rayscale.algos.streaming): the generator of each prompt's own draws, so that what a
+    # builder picks for a prompt does not depend on when its samples came back. None: the shared `rng`.
+    prompt_rng: Callable[[Problem], random.Random] | None = None
+
+    def rng_for(self, problem: Problem, shared: random.Random) -> random.Random:
+        return self.prompt_rng(problem) if self.prompt_rng is not None else shared
 
 
 Builder = Callable[[StrategyContext, Group, random.Random, int, dict[str, Any]], list[PreferencePair]]
 
+# Which of one prompt's graded samples the builder will send to the teacher (ctx.correct), given that prompt's
+# own generator (ctx.prompt_rng): streaming stages send them early. Only builders that ask the teacher have one.
+TeacherItems = Callable[[StrategyContext, "Problem", list[P.Graded], random.Random], list]
+
 _REGISTRY: dict[str, Builder] = {}
+_TEACHER_ITEMS: dict[str, TeacherItems] = {}
 
 
-def strategy(name: str, *, replace: bool = False) -> Callable[[Builder], Builder]:
-    """Register the decorated builder under `name` (a second builder for a taken name needs `replace=True`)."""
+def strategy(name: str, *, replace: bool = False,
+             teacher_items: TeacherItems | None = None) -> Callable[[Builder], Builder]:
+    """Register the decorated builder under `name` (a second builder for a taken name needs `replace=True`);
+    `teacher_items`: what of a prompt the builder will have corrected, for streaming stages to send early."""
 
     def register(fn: Builder) -> Builder:
         if not replace and _REGISTRY.get(name, fn) is not fn:
             raise ValueError(f"strategy {name!r} is already registered ({_REGISTRY[name].__qualname__})")
         _REGISTRY[name] = fn
+        _TEACHER_ITEMS.pop(name, None)
+        if teacher_items is not None:
+            _TEACHER_ITEMS[name] = teacher_items
         return fn
 
     return register
@@ -75,6 +91,12 @@ def get_strategy(name: str) -> Builder:
         raise KeyError(f"unknown strategy {name!r}; expected one of {', '.join(_REGISTRY)}") from None
 
 
+def teacher_items(name: str, ctx: StrategyContext, problem: Problem, graded: list[P.Graded]) -> list:
+    """The teacher calls strategy `name`'s builder will make for this prompt (streaming: `ctx.prompt_rng` set)."""
+    pick = _TEACHER_ITEMS.get(name)
+    return pick(ctx, problem, graded, ctx.rng_for(problem, random.Random())) if pick else []
+
+
 def build_pairs(name: str, ctx: StrategyContext, group: Group, rng: random.Random, iteration: int,
                 stats: dict[str, Any]) -> list[PreferencePair]:
     return get_strategy(name)(ctx, group, rng, iteration, stats)
@@ -87,11 +109,16 @@ def outcome(ctx: StrategyContext, group: Group, rng: random.Random, iteration: i
     return [pair for _, gs in group for pair in P.outcome_pairs(gs, rng)]
 
 
-@strategy("correction")
+def to_correct(ctx: StrategyContext, problem: Problem, graded: list[P.Graded], rng: random.Random) -> list:
+    """`correction`'s teacher items for one prompt: up to `max_per_prompt` of its distinct wrong samples."""
+    return [(problem, g) for g in P.wrong_samples_to_correct(graded, ctx.algo.correction.max_per_prompt, rng)]
+
+
+@strategy("correction", teacher_items=to_correct)
 def correction(ctx: StrategyContext, group: Group, rng: random.Random, iteration: int,
                stats: dict[str, Any]) -> list[PreferencePair]:
     cfg = ctx.algo.correction
-    wrong = [(p, g) for p, gs in group for g in P.wrong_samples_to_correct(gs, cfg.max_per_prompt, rng)]
+    wrong = [item for p, gs in group for item in to_correct(ctx, p, gs, ctx.rng_for(p, rng))]
     stats[M.CORRECTION_REQUESTS] = stats.get(M.CORRECTION_REQUESTS, 0) + len(wrong)  # teacher calls asked
     pairs = []
     for (_, g), c in zip(wrong, ctx.correct(wrong)):

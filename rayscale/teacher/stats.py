@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+import threading
 from collections import Counter, deque
 from collections.abc import Iterable
 
@@ -18,8 +19,13 @@ class TeacherStats:
         self.rejected: dict[str, Counter[str]] = {}
         self.seconds: Counter[str] = Counter()  # task -> wall time of its batch calls
         self._latencies: deque[float] = deque(maxlen=latency_window)  # recent requests only: bounded memory
+        self._lock = threading.Lock()  # a teacher actor may serve several calls at once (streaming stages)
 
     def record_requests(self, results: Iterable) -> None:
+        with self._lock:
+            self._record_requests(results)
+
+    def _record_requests(self, results: Iterable) -> None:
         for r in results:
             self.requests += 1
             self.attempts += r.attempts
@@ -28,6 +34,14 @@ class TeacherStats:
                 self.request_failures[r.error_reason or "unknown"] += 1
 
     def record_outcome(self, task: str, reject_reason: str | None) -> None:
+        with self._lock:
+            self._record_outcome(task, reject_reason)
+
+    def add_seconds(self, task: str, seconds: float) -> None:
+        with self._lock:
+            self.seconds[task] += seconds
+
+    def _record_outcome(self, task: str, reject_reason: str | None) -> None:
         self.items[task] += 1
         if reject_reason is None:
             self.accepted[task] += 1
@@ -35,6 +49,10 @@ class TeacherStats:
             self.rejected.setdefault(task, Counter())[reject_reason] += 1
 
     def as_dict(self) -> dict:
+        with self._lock:
+            return self._as_dict()
+
+    def _as_dict(self) -> dict:
         lat = sorted(self._latencies)
         latency = (
             {"mean": statistics.fmean(lat), "p50": lat[len(lat) // 2], "p95": lat[min(len(lat) - 1, int(0.95 * len(lat)))],

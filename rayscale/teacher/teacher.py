@@ -145,7 +145,7 @@ class Teacher:
                 out[i] = r
         for r in out:
             self._stats.record_outcome(task, reason_of(r))
-        self._stats.seconds[task] += time.monotonic() - start
+        self._stats.add_seconds(task, time.monotonic() - start)
         return out
 
 
