@@ -94,7 +94,8 @@ def test_a_rollout_worker_killed_for_memory_is_replaced(ray_local, tiny_model_di
 def test_a_rollout_worker_killed_mid_generate_loses_and_doubles_nothing(ray_local, tiny_model_dir):
     """Dynamic dispatch, two chunks in flight per worker: worker 1 dies with chunks in flight. Every request comes
     back once with exactly its own samples (seeded: the same as on a run without the death, whichever worker
-    served it), and the dead worker's chunks were served again, by the others or its replacement."""
+    served it), and the dead worker's chunks were served again, by the others or its replacement; streaming
+    stages (`on_chunk`) hear of each request once."""
     from rayscale.actors.rollout import RolloutManager
     from rayscale.types import RolloutRequest
     from tests.ray_faults import kill_and_wait_dead
@@ -122,10 +123,14 @@ def test_a_rollout_worker_killed_mid_generate_loses_and_doubles_nothing(ray_loca
         requests = [RolloutRequest(f"p{i}", f"{i}+{i % 3}=", n=1 + i % 2, seed=100 + i) for i in range(10)]
         want = manager.generate(requests)
         doomed = manager.workers[1] = DiesOnSecondChunk(manager.workers[1])
-        got = manager.generate(requests)
+        streamed: list[tuple[int, str]] = []  # what streaming stages are told, chunk by chunk (on_chunk)
+        got = manager.generate(requests, on_chunk=lambda idx, out: streamed.extend(
+            (i, "|".join(s.text for s in samples)) for i, samples in zip(idx, out)))
         assert doomed.calls >= 2 and manager.workers[1] is not doomed  # it died mid-generate and was replaced
         assert [[s.prompt_id for s in samples] for samples in got] == [[r.prompt_id] * r.n for r in requests]
         assert [[s.text for s in samples] for samples in got] == [[s.text for s in samples] for samples in want]
+        # each request reported to the streaming stages exactly once, with the samples generate returned
+        assert sorted(streamed) == sorted((i, "|".join(s.text for s in samples)) for i, samples in enumerate(got))
     finally:
         manager.shutdown()
 

@@ -92,3 +92,36 @@ def test_from_config(ray_driver):
     finally:
         p.shutdown()
     assert ray_driver.is_initialized()  # the caller's Ray is left running
+
+
+def test_a_verifier_killed_mid_stream_loses_and_doubles_nothing(pool, ray_driver):
+    """Streaming stages (rayscale.algos.streaming) grade chunk by chunk through the pool; one of its actors is
+    killed while the verify stage has a chunk in flight: every sample is graded once, as without the kill."""
+    from rayscale.algos.streaming import Streaming
+    from rayscale.data import Problem
+    from rayscale.types import Sample
+
+    slow = {1, 5}  # prompts whose gold keeps sympy grinding until the timeout: the actors are busy at the kill
+    batch = [Problem(id=f"p{i}", question="?", gold_answer=HANG[0] if i in slow else str(i)) for i in range(12)]
+    texts = [[HANG[1] if i in slow else f"\\boxed{{{i + j % 2}}}" for j in range(4)] for i in range(12)]
+    calls: list[int] = []
+
+    def verify(items):
+        calls.append(len(items))
+        return pool.verify(items)
+
+    stream = Streaming(batch, verify, lambda items: [], lambda p, gs: [])
+    restarts, victim = pool.restarts, pool.actors[0]
+    try:
+        for i in range(12):
+            stream.chunk_done([i], [[Sample(f"p{i}", "?", "", t) for t in texts[i]]])
+            if i == 5:
+                time.sleep(0.7)
+                ray_driver.kill(victim)
+        graded = stream.graded()
+    finally:
+        stream.close()
+    assert pool.restarts == restarts + 1 and sum(calls) == 48  # each sample sent once by the stage
+    for i, gs in enumerate(graded):
+        assert [g.sample.response for g in gs] == texts[i]
+        assert [g.correct for g in gs] == ([False] * 4 if i in slow else [j % 2 == 0 for j in range(4)]), i
