@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import heapq
 import json
@@ -73,6 +74,7 @@ import time
 from array import array
 from dataclasses import dataclass, replace
 from pathlib import Path
+from statistics import fmean as mean
 from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,14 +131,13 @@ def scheduling_bound(work: Workload, engines: int, prompts_per_engine: int, samp
     sum(tokens) / rate, every Ray round trip and controller step taking no time. The physical limit of the policy,
     which a loaded machine's figures do not move."""
     from rayscale.config import RolloutConfig
-    from rayscale.rollout.scheduling import Dispatch, chunk_requests
+    from rayscale.rollout.scheduling import Dispatch
 
     rng = random.Random(engines)
     requests = [(f"bound-{k}", rng.getrandbits(62)) for k in range(prompts_per_engine * engines)]
     tokens = [sum(work.lengths[work.solution(p, seed, j)] for j in range(samples)) for p, seed in requests]
     sizes = [samples] * len(requests)
-    plan = (Dispatch.fixed_shares(sizes, engines) if dispatch == "fixed" else
-            Dispatch(chunk_requests(sizes, samples, engines), engines, RolloutConfig().chunks_in_flight))
+    plan = Dispatch.for_rollout(sizes, engines, RolloutConfig(dispatch=dispatch, chunk_samples=samples))  # as run_one
     now, free, events = 0.0, [0.0] * engines, []
     while not plan.done:
         for w, c in plan.assign():
@@ -403,11 +404,6 @@ def run_one(sim: Sim, mode: str, iterations: int, actors: dict, base, workdir: P
     }
 
 
-def mean(xs) -> float:
-    xs = list(xs)
-    return sum(xs) / len(xs)
-
-
 def reset_peak_rss() -> None:
     try:
         Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
@@ -422,15 +418,11 @@ def peak_rss_mb() -> float:
     return float("nan")
 
 
-class quiet:
-    """The trainer's console lines go to a log file, not between the table's."""
-
-    def __enter__(self):
-        self.saved, sys.stdout = sys.stdout, open(os.devnull, "w")  # noqa: SIM115 - closed in __exit__
-
-    def __exit__(self, *exc):
-        sys.stdout.close()
-        sys.stdout = self.saved
+@contextlib.contextmanager
+def quiet():
+    """The trainer's console lines go nowhere, not between the table's."""
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        yield
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,7 +36,8 @@ def start_or_join(cfg: RayscaleConfig, check_storage: bool = True, log_to_driver
                   runtime_env: dict | None = None) -> None:
     """Join the cluster (`cluster.address`, `auto` under `ray job submit`) or start a local one, then (for a
     training run, `check_storage`) check that the nodes see the run directory (`require_shared_storage`). Whether
-    the roles fit is checked once, by `place_roles`, against exactly the roles it reserves. `log_to_driver=False` keeps the actors' output out of this process (`rayscale bench`).
+    the roles fit is checked once, by `place_roles`, against exactly the roles it reserves. `log_to_driver=False`
+    keeps the actors' output out of this process (`rayscale bench`).
     `runtime_env`: the job's (a training run's: `rayscale.logs.runtime_env`, actors' output into the run
     directory); with one, Ray's own INFO lines are left out of the console too."""
     plan = plan_placement(cfg)

@@ -314,11 +314,11 @@ def _explain(rp: RolePlan, where: list[int | None], nodes: Sequence[Node], befor
         have = sum(before[i].get(k, 0.0) for i in eligible)
         if need > have + _EPS:
             prior = [(role, sum(t[i].get(k, 0.0) for i in eligible)) for role, t in taken]
-            prior_txt = ", ".join(f"{role} ({_num(v)})" for role, v in prior if v > _EPS)
+            prior_txt = ", ".join(f"{role} ({amount(v)})" for role, v in prior if v > _EPS)
             out.append(Shortfall(rp.role, k, need - have,
-                                 f"{rp.role} needs {_num(need)} {k} ({_many(n, rp.unit)} x {_num(b[k])} {k}) but {scope} "
-                                 f"{_num(have)} {k} free{' after ' + prior_txt if prior_txt else ''}; "
-                                 f"short by {_num(need - have)} {k}"))
+                                 f"{rp.role} needs {amount(need)} {k} ({_many(n, rp.unit)} x {amount(b[k])} {k}) but {scope} "
+                                 f"{amount(have)} {k} free{' after ' + prior_txt if prior_txt else ''}; "
+                                 f"short by {amount(need - have)} {k}"))
     if out:
         return out
     # Enough in total, but not in the shape asked: a bundle never spans nodes.
@@ -331,8 +331,8 @@ def _explain(rp: RolePlan, where: list[int | None], nodes: Sequence[Node], befor
         most = max((before[i].get(binding, 0.0) for i in eligible), default=0.0)
         return [Shortfall(rp.role, binding, whole[binding] - most,
                           f"{rp.role} is STRICT_PACK: all {_many(n, rp.unit)} ({_amounts(whole, _ordered(whole))}) must "
-                          f"share one node, but the most {binding} free on one node is {_num(most)}; short by "
-                          f"{_num(whole[binding] - most)} {binding} on one node (free per node: {per_node})")]
+                          f"share one node, but the most {binding} free on one node is {amount(most)}; short by "
+                          f"{amount(whole[binding] - most)} {binding} on one node (free per node: {per_node})")]
     left = sum(1 for w in where if w is None)
     if rp.strategy == "STRICT_SPREAD":
         return [Shortfall(rp.role, "node", left,
@@ -344,7 +344,7 @@ def _explain(rp: RolePlan, where: list[int | None], nodes: Sequence[Node], befor
     return [Shortfall(rp.role, binding, left * b[binding],
                       f"{rp.role}: each {rp.unit} needs {_amounts(b, _ordered(b))} on ONE node{why}; {left} of "
                       f"{_many(n, rp.unit)} do not fit, although the total would (free per node before {rp.role}: "
-                      f"{per_node}); short by {_num(left * b[binding])} {binding} in one-node pieces")]
+                      f"{per_node}); short by {amount(left * b[binding])} {binding} in one-node pieces")]
 
 
 def _fits(free: Mapping[str, float], need: Mapping[str, float]) -> bool:
@@ -361,7 +361,8 @@ def _minus(a: Mapping[str, float], b: Mapping[str, float]) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------------- printing
-def _num(v: float) -> str:
+def amount(v: float) -> str:
+    """A resource amount as rayscale's placement messages print it (whole numbers without a fraction)."""
     return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
 
 
@@ -375,13 +376,13 @@ def _ordered(resources: Iterable[str]) -> list[str]:
 
 
 def _amounts(resources: Mapping[str, float], keys: Sequence[str]) -> str:
-    return ", ".join(f"{_num(resources.get(k, 0.0))} {k}" for k in keys)
+    return ", ".join(f"{amount(resources.get(k, 0.0))} {k}" for k in keys)
 
 
 def format_nodes(nodes: Sequence[Node]) -> str:
     lines = [f"{len(nodes)} alive node(s) (free / total):"]
     for nd in nodes:
-        res = ", ".join(f"{k} {_num(nd.free.get(k, 0.0))}/{_num(nd.total[k])}" for k in _ordered(nd.total))
+        res = ", ".join(f"{k} {amount(nd.free.get(k, 0.0))}/{amount(nd.total[k])}" for k in _ordered(nd.total))
         lines.append(f"  {nd.short_id} {nd.address:<15} {'head ' if nd.is_head else '     '}{res}")
     return "\n".join(lines)
 
@@ -392,7 +393,7 @@ def format_plan(plan: Plan, assignment: Assignment | None = None) -> str:
     lines = ["placement plan (one bundle per actor, roles placed in this order):"]
     for rp in plan.roles:
         request = rp.actor_request if rp.shares else rp.bundle
-        bundle = ", ".join(f"{k} {_num(request[k])}" for k in _ordered(request))
+        bundle = ", ".join(f"{k} {amount(request[k])}" for k in _ordered(request))
         note = f"  [{rp.note}]" if rp.note else ""
         units = _many(rp.count, rp.unit).split()[1]
         where = f"in {rp.shares}'s bundles" if rp.shares else rp.strategy

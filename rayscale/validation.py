@@ -11,7 +11,7 @@ from __future__ import annotations
 from rayscale.algos.pairs import strategy_mix
 from rayscale.algos.strategies import strategy_names
 from rayscale.config import AlgoConfig, RayscaleConfig
-from rayscale.plan import teacher_num_gpus
+from rayscale.plan import amount, teacher_num_gpus
 from rayscale.sync import transports
 
 
@@ -73,35 +73,30 @@ def _resources_problem(cfg: RayscaleConfig) -> str | None:
     if cfg.rollout.backend == "vllm":
         tp, gpus = cfg.rollout.vllm.tensor_parallel_size, c.rollout.num_gpus
         if tp > 1 and gpus != tp:
-            return (f"cluster.rollout.num_gpus={_num(gpus)} but rollout.vllm.tensor_parallel_size={tp}: a vLLM worker "
+            return (f"cluster.rollout.num_gpus={amount(gpus)} but rollout.vllm.tensor_parallel_size={tp}: a vLLM worker "
                     f"needs its {tp} GPUs reserved on one node; set cluster.rollout.num_gpus={tp}"
                     + (" (vLLM on CPU runs tensor_parallel_size=1 only)" if gpus == 0 else ""))
     elif cfg.rollout.device == "cuda" and c.rollout.num_gpus == 0:
         return ("rollout.device=cuda but cluster.rollout.num_gpus=0: Ray would hide every GPU from the workers; set "
                 "cluster.rollout.num_gpus (1 per worker)")
     if c.learner.num_gpus > 1:
-        return (f"cluster.learner.num_gpus={_num(c.learner.num_gpus)}: a DeepSpeed rank drives one GPU; raise "
+        return (f"cluster.learner.num_gpus={amount(c.learner.num_gpus)}: a DeepSpeed rank drives one GPU; raise "
                 "learner.num_ranks for more GPUs")
     if cfg.learner.device == "cuda" and c.learner.num_gpus <= 0:
         return "learner.device=cuda needs cluster.learner.num_gpus > 0 (one GPU per rank)"
     teacher_gpus = teacher_num_gpus(cfg)
     if cfg.teacher.backend == "local" and cfg.teacher.local.backend == "vllm" and 0 < teacher_gpus < 1:
-        return (f"cluster.teacher.num_gpus={_num(teacher_gpus)}: a vLLM teacher takes a whole GPU (1) or none "
+        return (f"cluster.teacher.num_gpus={amount(teacher_gpus)}: a vLLM teacher takes a whole GPU (1) or none "
                 "(0: vLLM on CPU)")
     for role in ("learner", "rollout", "teacher", "verifier"):  # each as rayscale.plan reserves its bundles
         res = getattr(c, role)
         bundle = res.bundle(num_gpus=teacher_gpus if role == "teacher" else res.num_gpus)
         for k, v in bundle.items():
             if v > 1 and not float(v).is_integer():
-                return f"cluster.{role}: {k}={_num(v)}; Ray needs whole numbers above 1 (fractions only below 1)"
+                return f"cluster.{role}: {k}={amount(v)}; Ray needs whole numbers above 1 (fractions only below 1)"
         if not bundle:
             return f"cluster.{role} reserves nothing (num_cpus=0, num_gpus=0); give it num_cpus > 0"
     return None
-
-
-def _num(v: float) -> str:
-    """An amount as rayscale.plan's messages print it."""
-    return str(int(v)) if float(v).is_integer() else f"{v:.4g}"
 
 
 def _colocation_problem(cfg: RayscaleConfig) -> str | None:

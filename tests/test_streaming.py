@@ -175,3 +175,11 @@ def test_graded_samples_keep_their_identity_for_the_teacher_lookup():
     wrong = [(batch[0], g) for g in gs if not g.correct]
     assert [c.prompt_id for c in stream.correct(wrong)] == ["p0"] * len(wrong)
     stream.close()
+
+
+def test_teacher_items_refuse_a_context_without_per_prompt_draws():
+    batch, samples = batch_and_samples(n_prompts=1)
+    gs = [P.Graded(s, s.response == RIGHT, None) for s in samples[0]]
+    with pytest.raises(ValueError, match="prompt_rng"):
+        S.teacher_items("correction", context(AlgoConfig(), Teacher(), None), batch[0], gs)
+    assert S.teacher_items("outcome", context(AlgoConfig(), Teacher(), lambda p: random.Random(0)), batch[0], gs) == []

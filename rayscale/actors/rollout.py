@@ -21,7 +21,7 @@ from rayscale.actors.placement import RolePlacement, actor_location, place_one_r
 from rayscale.colocation import ENGINE_PARTS, Holdings
 from rayscale.config import RoleResources, RolloutConfig
 from rayscale.failures import actor_death_errors, death_cause
-from rayscale.rollout.scheduling import Dispatch, chunk_requests
+from rayscale.rollout.scheduling import Dispatch
 from rayscale.types import RolloutRequest, Sample
 from rayscale.wire.receiver import SyncError
 
@@ -179,11 +179,11 @@ class RolloutManager:
         """Spread requests over the workers (`rollout.dispatch`, decided by rayscale.rollout.scheduling.Dispatch)
         and gather the results in input order; `on_chunk(indices, samples)` gets each chunk's samples as they
         come back (streaming stages grade them while the rest generates). A worker that dies is replaced (with
-        the current weights); the chunks it held go back to the queue, for any worker under dynamic dispatch, so nothing is lost or doubled.
-        A request without a seed gets one here, from the manager's own sequence: its samples then do not depend
+        the current weights); the chunks it held go back to the queue, for any worker under dynamic dispatch, so
+        nothing is lost or doubled. A request without a seed gets one here, from the manager's own sequence: its samples then do not depend
         on the worker that serves it."""
         requests = [r if r.seed is not None else replace(r, seed=self._seeds.getrandbits(62)) for r in requests]
-        plan = self._plan([r.n for r in requests])
+        plan = Dispatch.for_rollout([r.n for r in requests], len(self.workers), self.cfg)
         out: list[list[Sample] | None] = [None] * len(requests)
         pending: dict = {}  # ObjectRef -> (worker, chunk)
         while not plan.done:
@@ -206,12 +206,6 @@ class RolloutManager:
                     if on_chunk is not None:
                         on_chunk(plan.chunks[c], results)
         return out  # type: ignore[return-value]
-
-    def _plan(self, sizes: list[int]) -> Dispatch:
-        n = len(self.workers)
-        if self.cfg.dispatch == "fixed":
-            return Dispatch.fixed_shares(sizes, n)
-        return Dispatch(chunk_requests(sizes, self.cfg.chunk_samples, n), n, self.cfg.chunks_in_flight)
 
     def _lost_during_generate(self, plan: Dispatch, pending: dict, w: int, error: Exception) -> None:
         """Worker w died: forget its other calls (their chunks are requeued with the one that failed), replace it."""

@@ -92,9 +92,12 @@ def get_strategy(name: str) -> Builder:
 
 
 def teacher_items(name: str, ctx: StrategyContext, problem: Problem, graded: list[P.Graded]) -> list:
-    """The teacher calls strategy `name`'s builder will make for this prompt (streaming: `ctx.prompt_rng` set)."""
+    """The teacher calls strategy `name`'s builder will make for this prompt. Only with `ctx.prompt_rng` (streaming
+    stages): without it the builder draws from the iteration's shared generator, which no one can replay early."""
+    if ctx.prompt_rng is None:
+        raise ValueError("teacher_items needs ctx.prompt_rng: the builder's draws for a prompt must be its own")
     pick = _TEACHER_ITEMS.get(name)
-    return pick(ctx, problem, graded, ctx.rng_for(problem, random.Random())) if pick else []
+    return pick(ctx, problem, graded, ctx.prompt_rng(problem)) if pick else []
 
 
 def build_pairs(name: str, ctx: StrategyContext, group: Group, rng: random.Random, iteration: int,

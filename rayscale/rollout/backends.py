@@ -61,7 +61,8 @@ class NativeTransferBackend(RolloutBackend, Protocol):
 
 
 def make_backend(model_path: str, cfg: RolloutConfig, worker_index: int = 0, dtype: str = "auto",
-                 trust_remote_code: bool = False, weight_transfer: str | None = None, colocated: bool = False) -> RolloutBackend:
+                 trust_remote_code: bool = False, weight_transfer: str | None = None,
+                 colocated: bool = False) -> RolloutBackend:
     """`weight_transfer`: the vLLM weight-transfer engine a vLLM engine is built with (the transport's
     `vllm_weight_transfer`; None: none). `colocated`: the worker shares its device with a learner rank
     (cluster.colocate), so vLLM is built to sleep."""

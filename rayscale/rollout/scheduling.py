@@ -9,6 +9,8 @@ import math
 from collections import deque
 from collections.abc import Sequence
 
+from rayscale.config import RolloutConfig
+
 
 def balance(sizes: Sequence[int], num_workers: int) -> list[list[int]]:
     """Request indices per worker: largest first onto the least-loaded worker (ties: lowest index), so total
@@ -70,6 +72,14 @@ class Dispatch:
         # full, or held back by the tail rule, which only tightens as the queue shrinks), so one assign costs
         # what changed, not the number of workers.
         self._changed: set[int] = set(range(num_workers))
+
+    @classmethod
+    def for_rollout(cls, sizes: Sequence[int], num_workers: int, cfg: RolloutConfig) -> Dispatch:
+        """The dispatch `rollout.*` asks for, for requests of `sizes` samples: `dispatch=fixed`, one share per
+        worker; `dynamic`, chunks of at most `chunk_samples`, `chunks_in_flight` per worker."""
+        if cfg.dispatch == "fixed":
+            return cls.fixed_shares(sizes, num_workers)
+        return cls(chunk_requests(sizes, cfg.chunk_samples, num_workers), num_workers, cfg.chunks_in_flight)
 
     @classmethod
     def fixed_shares(cls, sizes: Sequence[int], num_workers: int) -> Dispatch:
