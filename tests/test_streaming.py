@@ -64,25 +64,24 @@ def streamed_pairs(order: list[int], seed=0):
             stream.chunk_done([i], [samples[i]])
             time.sleep(0.001)  # the stages work between chunks, as beside a real rollout
         graded = stream.graded()
-        calls_before_builder = len(teacher.calls)
         ctx = context(algo, stream.correct, ctx.prompt_rng)
         pairs = S.build_pairs("correction", ctx, list(zip(batch, graded)), random.Random(0), 1, {})
     finally:
         stream.close()
-    return pairs, graded, teacher, calls_before_builder
+    return pairs, graded, teacher, stream.teacher.calls
 
 
 def test_streaming_grades_every_sample_as_without_streaming_and_the_teacher_works_ahead():
     batch, samples = batch_and_samples()
     order = list(range(len(batch)))
     random.Random(1).shuffle(order)
-    pairs, graded, teacher, calls_before_builder = streamed_pairs(order)
+    pairs, graded, teacher, stage_calls = streamed_pairs(order)
     assert [[g.correct for g in gs] for gs in graded] == [[s.response == RIGHT for s in ss] for ss in samples]
     assert [[g.sample.response for g in gs] for gs in graded] == [[s.response for s in ss] for ss in samples]
     asked = [pid for call in teacher.calls for pid in call]
     wanted = sum(min(2, len({s.response for s in ss if s.response != RIGHT})) for ss in samples)
     assert len(asked) == wanted and len(pairs) == wanted > 0  # every wrong sample picked, asked once
-    assert calls_before_builder == len(teacher.calls)  # all asked by the teacher stage: the builder asked nothing
+    assert stage_calls == len(teacher.calls)  # every call made by the teacher stage: the builder asked nothing itself
 
 
 def test_streamed_pairs_do_not_depend_on_the_order_chunks_come_back_in():
@@ -147,16 +146,17 @@ def test_a_chunk_never_reported_is_named():
 
 
 def test_a_coalescing_stage_takes_everything_that_arrived_during_its_last_call():
-    gate, seen = threading.Event(), []
+    gate, started, seen = threading.Event(), threading.Event(), []
 
     def fn(items):
+        started.set()
         gate.wait(5)
         seen.append(list(items))
         return items
 
     stage = CoalescingStage("t", fn, lambda items, results: None)
     stage.submit([1])
-    time.sleep(0.05)  # the first call is running (held at the gate)
+    assert started.wait(5)  # the first call is running (held at the gate)
     stage.submit([2])
     stage.submit([3, 4])
     gate.set()
